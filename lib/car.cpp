@@ -1,0 +1,115 @@
+#include "sovereign/car.h"
+
+#include "sovereign/cbor.h"
+#include "sovereign/cid.h"
+#include "sovereign/varint.h"
+
+#include <cstring>
+
+namespace sov::car {
+
+Located Reader::open(ByteView car) noexcept {
+    car_ = car;
+    std::uint64_t hlen;
+    std::size_t n;
+    Errc e = varint::decode(car, hlen, n);
+    if (e != Errc::ok) return err_ = {e, 0};
+    if (hlen == 0) return err_ = {Errc::car_bad_header, 0};
+    if (hlen > car.size() - n) return err_ = {Errc::truncated, 0};
+    ByteView hdr = car.subspan(n, std::size_t(hlen));
+    Located v = cbor::validate(hdr);
+    if (v) return err_ = {v.errc, n + v.offset};
+    cbor::Value h = cbor::Value::of(hdr);
+    if (!h.is(cbor::Kind::map)) return err_ = {Errc::car_bad_header, n};
+    cbor::Value version = h.get("version");
+    if (!version.is(cbor::Kind::uint) || version.as_int() != 1) return err_ = {Errc::car_bad_header, n};
+    cbor::Value roots = h.get("roots");
+    if (!roots.is(cbor::Kind::array)) return err_ = {Errc::car_bad_header, n};
+    cbor::ArrayIter it = roots.array();
+    cbor::Value r;
+    root_count_ = 0;
+    while (it.next(r)) {
+        if (!r.is(cbor::Kind::link)) return err_ = {Errc::car_bad_header, n};
+        if (root_count_++ == 0) root0_ = r.as_link();
+    }
+    if (root_count_ == 0) return err_ = {Errc::car_no_roots, n};
+    pos_ = body_ = n + std::size_t(hlen);
+    return err_ = {};
+}
+
+bool Reader::next(Section& s) noexcept {
+    if (err_ || pos_ >= car_.size()) return false;
+    std::uint64_t slen;
+    std::size_t n;
+    Errc e = varint::decode(car_.subspan(pos_), slen, n);
+    if (e != Errc::ok) { err_ = {e, pos_}; return false; }
+    if (slen > car_.size() - pos_ - n) { err_ = {Errc::truncated, pos_}; return false; }
+    ByteView sec = car_.subspan(pos_ + n, std::size_t(slen));
+    // The CID's own length: version, codec, hash code, digest length varints, then digest.
+    std::size_t p = 0;
+    std::uint64_t v[4];
+    for (int i = 0; i < 4; ++i) {
+        std::size_t m;
+        if (varint::decode(sec.subspan(p), v[i], m) != Errc::ok) { err_ = {Errc::car_bad_section, pos_}; return false; }
+        p += m;
+    }
+    if (v[0] != 1) { err_ = {Errc::cid_bad_version, pos_}; return false; }
+    if (v[3] > sec.size() - p || p + v[3] > cid::kMaxLen) { err_ = {Errc::car_bad_section, pos_}; return false; }
+    p += std::size_t(v[3]);
+    s.cid = sec.first(p);
+    s.block = sec.subspan(p);
+    s.offset = pos_;
+    pos_ += n + std::size_t(slen);
+    return true;
+}
+
+bool verify_section(const Section& s) noexcept { return cid::matches(s.cid, s.block); }
+
+namespace {
+inline std::size_t hash_cid(ByteView cid) noexcept {
+    // The last 8 bytes are digest bytes for any CID with a ≥ 8-byte digest.
+    std::uint64_t h = 0;
+    if (cid.size() >= 8) std::memcpy(&h, cid.data() + cid.size() - 8, 8);
+    else for (auto b : cid) h = h * 131 + b;
+    return std::size_t(h ^ (h >> 29));
+}
+}  // namespace
+
+void BlockMap::clear() noexcept {
+    for (auto& s : slots_) s = Slot{};
+    count_ = 0;
+}
+
+void BlockMap::grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 64 : old.size() * 2, Slot{});
+    count_ = 0;
+    for (auto& s : old)
+        if (!s.cid.empty()) add(s.cid, s.block);
+}
+
+void BlockMap::add(ByteView cid, ByteView block) {
+    if ((count_ + 1) * 2 > slots_.size()) grow();
+    std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash_cid(cid) & mask;; i = (i + 1) & mask) {
+        Slot& s = slots_[i];
+        if (s.cid.empty()) {
+            s = Slot{cid, block};
+            ++count_;
+            return;
+        }
+        if (cid::equal(s.cid, cid)) return;
+    }
+}
+
+const ByteView* BlockMap::find(ByteView cid) const noexcept {
+    if (slots_.empty() || cid.empty()) return nullptr;
+    std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash_cid(cid) & mask;; i = (i + 1) & mask) {
+        const Slot& s = slots_[i];
+        if (s.cid.empty()) return nullptr;
+        if (cid::equal(s.cid, cid)) return &s.block;
+    }
+}
+
+}  // namespace sov::car

@@ -1,0 +1,71 @@
+#include "sovereign/errc.h"
+
+namespace sov {
+
+std::string_view to_string(Errc e) noexcept {
+    switch (e) {
+    case Errc::ok: return "ok";
+    case Errc::truncated: return "truncated input";
+    case Errc::trailing_bytes: return "trailing bytes after object";
+    case Errc::too_large: return "length over limit";
+    case Errc::io_error: return "I/O error";
+    case Errc::bad_argument: return "bad argument";
+    case Errc::varint_overflow: return "varint too long";
+    case Errc::varint_non_minimal: return "varint not minimally encoded";
+    case Errc::cbor_reserved_ai: return "reserved CBOR additional info (28-30)";
+    case Errc::cbor_indefinite: return "indefinite-length CBOR item";
+    case Errc::cbor_non_minimal_int: return "integer not minimally encoded";
+    case Errc::cbor_non_minimal_len: return "length not minimally encoded";
+    case Errc::cbor_bad_tag: return "CBOR tag other than 42";
+    case Errc::cbor_bad_link: return "tag 42 is not 0x00 + CID bytes";
+    case Errc::cbor_float: return "floating-point value (forbidden)";
+    case Errc::cbor_bad_simple: return "simple value other than false/true/null";
+    case Errc::cbor_key_not_text: return "map key is not a text string";
+    case Errc::cbor_key_order: return "map keys not in canonical order";
+    case Errc::cbor_duplicate_key: return "duplicate map key";
+    case Errc::cbor_invalid_utf8: return "text string is not valid UTF-8";
+    case Errc::cbor_too_deep: return "nesting deeper than 32";
+    case Errc::cbor_int_range: return "integer outside signed 64-bit range";
+    case Errc::cbor_wrong_type: return "value of the wrong type";
+    case Errc::cbor_missing_field: return "required field missing";
+    case Errc::cbor_empty_key: return "empty map key";
+    case Errc::cid_bad_version: return "CID is not version 1";
+    case Errc::cid_bad_codec: return "CID codec not allowed";
+    case Errc::cid_bad_hash: return "CID multihash not allowed";
+    case Errc::cid_bad_text: return "CID text form invalid";
+    case Errc::base_bad_char: return "character outside the alphabet";
+    case Errc::base_bad_padding: return "bad padding";
+    case Errc::car_bad_header: return "CAR header invalid";
+    case Errc::car_no_roots: return "CAR header has no roots";
+    case Errc::car_bad_section: return "CAR section length invalid";
+    case Errc::car_hash_mismatch: return "block does not hash to its CID";
+    case Errc::frame_zero_length: return "record length 0";
+    case Errc::frame_oversized: return "record longer than 16 MiB";
+    case Errc::frame_bad_envelope: return "envelope is not canonical DAG-CBOR";
+    case Errc::frame_missing_field: return "envelope lacks src, recv or wire";
+    case Errc::frame_field_type: return "envelope field of the wrong type";
+    case Errc::frame_src_too_long: return "src longer than 253 bytes";
+    case Errc::key_bad_multibase: return "key is not z + base58btc";
+    case Errc::key_bad_codec: return "key codec is not secp256k1-pub or p256-pub";
+    case Errc::key_bad_point: return "key is not a valid curve point";
+    case Errc::sig_bad_length: return "signature is not 64 bytes";
+    case Errc::sig_high_s: return "signature has high S";
+    case Errc::sig_invalid: return "signature does not verify";
+    case Errc::syntax_did: return "invalid DID syntax";
+    case Errc::syntax_handle: return "invalid handle syntax";
+    case Errc::syntax_nsid: return "invalid NSID syntax";
+    case Errc::syntax_tid: return "invalid TID syntax";
+    case Errc::syntax_rkey: return "invalid record key syntax";
+    case Errc::syntax_at_uri: return "invalid AT-URI syntax";
+    case Errc::syntax_datetime: return "invalid datetime syntax";
+    case Errc::syntax_cid: return "invalid CID syntax";
+    case Errc::syntax_path: return "invalid repo path (collection/rkey)";
+    case Errc::json_parse: return "invalid JSON";
+    case Errc::json_bad_data_model: return "JSON does not fit the atproto data model";
+    case Errc::did_doc_no_key: return "DID document has no #atproto signing key";
+    case Errc::did_doc_bad: return "DID document malformed";
+    }
+    return "unknown error";
+}
+
+}  // namespace sov

@@ -1,0 +1,133 @@
+// sovereign/errc.h — the one error vocabulary of the core library.
+//
+// No exceptions cross the library API on hot paths: functions return an Errc (or a Result<T>
+// carrying one) and, where input is positional, the byte offset it refers to. The numeric
+// values are stable: once published they never change, new codes are appended in their
+// component's block. to_string() gives a short lowercase English phrase used in diagnostics.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+namespace sov {
+
+/// Read-only bytes. We use uint8_t rather than std::byte because every C library we call
+/// (OpenSSL, libsecp256k1, zstd, libsodium) takes unsigned char, so std::byte would mean a cast
+/// at every boundary for no gain in safety.
+using ByteView = std::span<const std::uint8_t>;
+
+inline ByteView as_bytes(std::string_view s) noexcept {
+    return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+inline std::string_view as_chars(ByteView b) noexcept {
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+enum class Errc : std::uint16_t {
+    ok = 0,
+    // 1..99 generic
+    truncated = 1,           ///< input ended inside an item
+    trailing_bytes = 2,      ///< bytes after the one expected object
+    too_large = 3,           ///< a length over the limit for this position
+    io_error = 4,            ///< read/write/open failed (errno is in the diagnostic)
+    bad_argument = 5,        ///< caller passed something the function does not accept
+    // 100..199 varint (multiformats unsigned-varint)
+    varint_overflow = 100,   ///< more bytes than allowed, or value over 2^63
+    varint_non_minimal = 101,///< a trailing 0x00 group (not the shortest encoding)
+    // 200..299 DAG-CBOR (docs/atproto.md §2)
+    cbor_reserved_ai = 200,      ///< additional info 28..30
+    cbor_indefinite = 201,       ///< additional info 31 (indefinite length / break)
+    cbor_non_minimal_int = 202,  ///< integer not in its shortest form
+    cbor_non_minimal_len = 203,  ///< string/array/map length not in its shortest form
+    cbor_bad_tag = 204,          ///< tag other than 42
+    cbor_bad_link = 205,         ///< tag 42 not over a byte string 0x00 + valid CID
+    cbor_float = 206,            ///< floating point (forbidden in atproto)
+    cbor_bad_simple = 207,       ///< major 7 other than false/true/null
+    cbor_key_not_text = 208,     ///< map key that is not a text string
+    cbor_key_order = 209,        ///< map keys not sorted length-first then bytewise
+    cbor_duplicate_key = 210,    ///< same map key twice
+    cbor_invalid_utf8 = 211,     ///< text string not valid UTF-8
+    cbor_too_deep = 212,         ///< nesting over the limit (32)
+    cbor_int_range = 213,        ///< integer outside the signed 64-bit range
+    cbor_wrong_type = 214,       ///< a value of another major type than required here
+    cbor_missing_field = 215,    ///< a required map key is absent
+    cbor_empty_key = 216,        ///< map key of length 0
+    // 300..399 CID / multibase
+    cid_bad_version = 300,   ///< not CIDv1 (0x01)
+    cid_bad_codec = 301,     ///< codec not allowed here
+    cid_bad_hash = 302,      ///< multihash code/length not allowed here
+    cid_bad_text = 303,      ///< text form not 'b' + base32 lower, or bad characters
+    base_bad_char = 304,     ///< character outside the alphabet
+    base_bad_padding = 305,  ///< padding characters or non-zero padding bits
+    // 400..499 CAR v1 (docs/atproto.md §4)
+    car_bad_header = 400,    ///< header length 0, not a map, version != 1, bad roots
+    car_no_roots = 401,      ///< roots array empty
+    car_bad_section = 402,   ///< section length shorter than its CID or over the input
+    car_hash_mismatch = 403, ///< block bytes do not hash to the section CID
+    // 500..599 frame stream (DESIGN.md §2)
+    frame_zero_length = 500,     ///< record length 0
+    frame_oversized = 501,       ///< record length over 16 MiB
+    frame_bad_envelope = 502,    ///< envelope not a canonical DAG-CBOR map
+    frame_missing_field = 503,   ///< src, recv or wire absent
+    frame_field_type = 504,      ///< src/vrd not text, recv not int, wire not bytes
+    frame_src_too_long = 505,    ///< src over 253 bytes
+    // 600..699 crypto / keys (docs/atproto.md §5)
+    key_bad_multibase = 600, ///< multikey not 'z' + base58btc
+    key_bad_codec = 601,     ///< multicodec prefix not secp256k1-pub or p256-pub
+    key_bad_point = 602,     ///< not a valid compressed (or, legacy, uncompressed) point
+    sig_bad_length = 603,    ///< signature not exactly 64 bytes
+    sig_high_s = 604,        ///< s > n/2
+    sig_invalid = 605,       ///< signature does not verify
+    // 700..799 syntax validators (docs/atproto.md §5, interop/syntax)
+    syntax_did = 700,
+    syntax_handle = 701,
+    syntax_nsid = 702,
+    syntax_tid = 703,
+    syntax_rkey = 704,
+    syntax_at_uri = 705,
+    syntax_datetime = 706,
+    syntax_cid = 707,
+    syntax_path = 708,       ///< repo path not collection/rkey
+    // 800..899 JSON / DAG-JSON / DID documents
+    json_parse = 800,        ///< not valid JSON
+    json_bad_data_model = 801, ///< JSON that does not map onto the atproto data model
+    did_doc_no_key = 802,    ///< no usable #atproto verification method
+    did_doc_bad = 803,       ///< DID document malformed or id mismatch
+};
+
+/// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".
+std::string_view to_string(Errc e) noexcept;
+
+/// A value or an error. Small and trivially movable; no exceptions.
+template <class T>
+class Result {
+public:
+    Result(T v) : v_(std::move(v)) {}                       // NOLINT: implicit by design
+    Result(Errc e) : v_(e) {}                               // NOLINT
+    bool ok() const noexcept { return v_.index() == 0; }
+    explicit operator bool() const noexcept { return ok(); }
+    Errc error() const noexcept { return ok() ? Errc::ok : std::get<1>(v_); }
+    T& value() & { return std::get<0>(v_); }
+    const T& value() const& { return std::get<0>(v_); }
+    T&& value() && { return std::get<0>(std::move(v_)); }
+    T* operator->() { return &std::get<0>(v_); }
+    const T* operator->() const { return &std::get<0>(v_); }
+    T& operator*() & { return std::get<0>(v_); }
+    const T& operator*() const& { return std::get<0>(v_); }
+
+private:
+    std::variant<T, Errc> v_;
+};
+
+/// An error at a byte offset of some input (for "<file>:<offset>: <reason>" diagnostics).
+struct Located {
+    Errc errc = Errc::ok;
+    std::size_t offset = 0;
+    explicit operator bool() const noexcept { return errc != Errc::ok; }
+};
+
+}  // namespace sov

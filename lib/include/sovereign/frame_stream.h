@@ -1,0 +1,105 @@
+// sovereign/frame_stream.h — the frame stream of DESIGN.md §2 (exact bytes:
+// docs/format-frame-stream.md): records `uvarint(n) envelope`, 1 ≤ n ≤ 16 MiB, varint ≤ 4
+// bytes and minimal; envelope = canonical DAG-CBOR map {src, vrd?, recv, wire, …unknown}.
+#pragma once
+
+#include "sovereign/errc.h"
+#include "sovereign/io.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sov::frames {
+
+inline constexpr std::size_t kMaxEnvelope = 16u << 20;  ///< 16 MiB
+inline constexpr std::size_t kMaxVarint = 4;             ///< 4 × 7 bits ≥ 2^24
+inline constexpr std::size_t kMaxSrc = 253;
+
+/// A decoded envelope: views into the record bytes (valid until the reader moves on).
+struct Envelope {
+    std::string_view src;
+    std::optional<std::string_view> vrd;
+    std::int64_t recv = 0;   ///< µs since the Unix epoch (UTC), 0 if unknown
+    ByteView wire;           ///< the event-stream message exactly as received
+    ByteView raw;            ///< the whole envelope (map) bytes
+};
+
+/// Validates and decodes one envelope (DAG-CBOR strict, required keys and types, src ≤ 253
+/// bytes). Unknown keys are allowed. Error offset is relative to `raw`.
+Located parse_envelope(ByteView raw, Envelope& out) noexcept;
+
+/// Parses one whole record (varint + envelope, nothing after). Error offsets are relative
+/// to `record`.
+Located parse_record(ByteView record, Envelope& out) noexcept;
+
+/// Appends one record (varint + canonical envelope) built from fields.
+void append_record(std::vector<std::uint8_t>& out, std::string_view src, std::optional<std::string_view> vrd,
+                   std::int64_t recv, ByteView wire);
+/// Appends `env` re-encoded with `vrd` set (replacing any earlier verdict), keeping every
+/// other key, unknown ones included, byte for byte.
+void append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& env, std::string_view vrd);
+/// Appends `env` unchanged (its record: varint + raw envelope bytes).
+void append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env);
+
+/// Buffered reader of a frame stream from an io::Input (file, stdin, zstd-decoded if
+/// compressed). Framing errors stop the reader: error() gives the code and the absolute
+/// byte offset of the faulty record (or of the offending byte inside it).
+class Reader {
+public:
+    explicit Reader(io::Input in);
+    /// Opens a path ("-" = stdin). Check open_errno() afterwards (0 if fine).
+    static Reader open(const std::string& path) { return Reader(io::Input::open(path)); }
+
+    /// Reads the next record. Returns true with `env` filled (views valid until the next
+    /// call), or false at the clean end of input or on error (then error() is set; an I/O
+    /// failure is Errc::io_error, described by io_error_text()).
+    bool next(Envelope& env);
+    Located error() const noexcept { return err_; }
+    const std::string& io_error_text() const noexcept { return in_.error_text(); }
+    int open_errno() const noexcept { return in_.open_errno(); }
+    const std::string& name() const noexcept { return in_.name(); }
+    /// Absolute offset of the record last returned (or of the faulty one after an error).
+    std::uint64_t record_offset() const noexcept { return rec_off_; }
+    /// Total bytes consumed so far.
+    std::uint64_t bytes_read() const noexcept { return consumed_; }
+
+private:
+    bool fill(std::size_t need);  // make ≥ need bytes available from start_; false on EOF/error
+    io::Input in_;
+    std::vector<std::uint8_t> buf_;
+    std::size_t start_ = 0, end_ = 0;
+    std::uint64_t consumed_ = 0;  // absolute offset of buf_[start_]
+    std::uint64_t rec_off_ = 0;
+    bool eof_ = false;
+    Located err_;
+};
+
+/// Buffered writer to a file descriptor. A closed pipe (EPIPE) sets broken_pipe() and
+/// silently drops further output so the tool can end quietly (DESIGN.md §6).
+class Writer {
+public:
+    explicit Writer(int fd, std::size_t buffer = 1u << 20) : fd_(fd) { buf_.reserve(buffer); }
+    ~Writer() { flush(); }
+    /// The buffer to append to; call maybe_flush() after appending.
+    std::vector<std::uint8_t>& buffer() noexcept { return buf_; }
+    void maybe_flush() { if (buf_.size() >= buf_.capacity() / 2) flush(); }
+    void write(ByteView b) { buf_.insert(buf_.end(), b.begin(), b.end()); maybe_flush(); }
+    /// Writes everything buffered. Returns false on an error other than EPIPE (errno kept).
+    bool flush();
+    bool broken_pipe() const noexcept { return broken_pipe_; }
+    bool failed() const noexcept { return failed_; }
+    int sys_errno() const noexcept { return errno_; }
+    std::uint64_t bytes_written() const noexcept { return written_; }
+
+private:
+    int fd_;
+    std::vector<std::uint8_t> buf_;
+    bool broken_pipe_ = false, failed_ = false;
+    int errno_ = 0;
+    std::uint64_t written_ = 0;
+};
+
+}  // namespace sov::frames

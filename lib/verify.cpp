@@ -1,0 +1,155 @@
+#include "sovereign/verify.h"
+
+#include "sovereign/cbor.h"
+#include "sovereign/cid.h"
+#include "sovereign/syntax.h"
+
+#include <openssl/sha.h>
+
+namespace sov::verify {
+
+namespace {
+constexpr std::string_view kNames[kVerdictCount] = {
+    "ok", "ok-gap", "skip", "malformed", "too-big", "bad-car", "bad-cid", "bad-commit",
+    "no-key", "bad-sig", "bad-proof", "stale-rev", "future-rev", "bad-seq", "inactive",
+};
+
+Outcome bad(Verdict v, std::string detail) { return Outcome{v, std::move(detail)}; }
+
+std::string at(std::string_view what, Errc e) {
+    std::string s(what);
+    s += ": ";
+    s += to_string(e);
+    return s;
+}
+}  // namespace
+
+std::string_view to_string(Verdict v) noexcept { return kNames[std::size_t(v)]; }
+
+std::optional<Verdict> verdict_from_string(std::string_view s) noexcept {
+    for (std::size_t i = 0; i < kVerdictCount; ++i)
+        if (kNames[i] == s) return Verdict(i);
+    return std::nullopt;
+}
+
+bool unsigned_commit_digest(ByteView block, std::array<std::uint8_t, 32>& digest, ByteView& sig) {
+    cbor::Value m = cbor::Value::of(block);
+    std::uint64_t n = m.count();
+    cbor::MapIter it = m.map();
+    const std::uint8_t* body = it.position();
+    const std::uint8_t* sig_start = nullptr;
+    const std::uint8_t* sig_end = nullptr;
+    std::string_view k;
+    cbor::Value v;
+    while (true) {
+        const std::uint8_t* entry = it.position();
+        if (!it.next(k, v)) break;
+        if (k == "sig") {
+            if (!v.is(cbor::Kind::bytes)) return false;
+            sig = v.as_bytes();
+            sig_start = entry;
+            sig_end = it.position();
+        }
+    }
+    if (!sig_start) return false;
+    // Unsigned form = new head ‖ entries before sig ‖ entries after sig. Commit blocks are
+    // small (≈ 150–250 bytes), so one contiguous copy on the stack is cheapest.
+    const std::uint8_t* end = block.data() + block.size();
+    std::size_t len = 9 + std::size_t(sig_start - body) + std::size_t(end - sig_end);
+    std::uint8_t stack_buf[512];
+    std::vector<std::uint8_t> heap;
+    std::uint8_t* buf = stack_buf;
+    if (len > sizeof stack_buf) {
+        heap.resize(len);
+        buf = heap.data();
+    }
+    std::size_t pos = cbor::encode_head(buf, 5, n - 1);
+    std::memcpy(buf + pos, body, std::size_t(sig_start - body));
+    pos += std::size_t(sig_start - body);
+    std::memcpy(buf + pos, sig_end, std::size_t(end - sig_end));
+    pos += std::size_t(end - sig_end);
+    SHA256(buf, pos, digest.data());
+    return true;
+}
+
+Outcome check_commit_block(ByteView block, std::string_view did, std::string_view rev, const crypto::PublicKey* key) {
+    using cbor::Kind;
+    cbor::Value c = cbor::Value::of(block);
+    if (!c.is(Kind::map)) return bad(Verdict::bad_commit, "commit block is not a map");
+    cbor::Value v_did = c.get("did"), v_rev = c.get("rev"), v_sig = c.get("sig"), v_data = c.get("data"),
+                v_prev = c.get("prev"), v_version = c.get("version");
+    if (!v_did.is(Kind::text) || !syntax::is_did(v_did.as_text())) return bad(Verdict::bad_commit, "commit.did missing or invalid");
+    if (!v_version.is(Kind::uint) || v_version.as_int() != 3) return bad(Verdict::bad_commit, "commit.version is not 3");
+    if (!v_data.is(Kind::link) || !cid::is_blessed(v_data.as_link())) return bad(Verdict::bad_commit, "commit.data missing or not a blessed CID");
+    if (!v_rev.is(Kind::text) || !syntax::is_tid(v_rev.as_text())) return bad(Verdict::bad_commit, "commit.rev missing or not a TID");
+    if (!v_prev.valid()) return bad(Verdict::bad_commit, "commit.prev missing");
+    if (!v_prev.is(Kind::null) && !(v_prev.is(Kind::link) && cid::is_blessed(v_prev.as_link())))
+        return bad(Verdict::bad_commit, "commit.prev neither null nor a blessed CID");
+    if (!v_sig.is(Kind::bytes) || v_sig.as_bytes().empty()) return bad(Verdict::bad_commit, "commit.sig missing or empty");
+    if (v_did.as_text() != did) return bad(Verdict::bad_commit, "commit.did differs from the message's DID");
+    if (v_rev.as_text() != rev) return bad(Verdict::bad_commit, "commit.rev differs from the message's rev");
+    if (!key) return bad(Verdict::no_key, "no signing key known for " + std::string(did));
+    std::array<std::uint8_t, 32> digest;
+    ByteView sig;
+    if (!unsigned_commit_digest(block, digest, sig)) return bad(Verdict::bad_commit, "commit.sig missing");
+    Errc e = crypto::verify(*key, digest.data(), sig);
+    if (e != Errc::ok) return bad(Verdict::bad_sig, std::string(to_string(e)));
+    return {};
+}
+
+Outcome Verifier::load_car(ByteView car_bytes, ByteView commit, ByteView& commit_cid, ByteView& commit_block) {
+    car::Reader r;
+    Located e = r.open(car_bytes);
+    if (e) return bad(Verdict::bad_car, "blocks offset " + std::to_string(e.offset) + ": " + std::string(to_string(e.errc)));
+    commit_cid = commit.empty() ? r.root() : commit;
+    if (!cid::equal(r.root(), commit_cid)) return bad(Verdict::bad_car, "roots[0] is not the commit CID");
+    blocks_.clear();
+    car::Section s;
+    while (r.next(s)) {
+        if (!car::verify_section(s))
+            return bad(Verdict::bad_cid, "block " + cid::to_string(s.cid) + " at blocks offset " + std::to_string(s.offset) +
+                                             " does not hash to its CID");
+        blocks_.add(s.cid, s.block);
+    }
+    if (r.error()) return bad(Verdict::bad_car, "blocks offset " + std::to_string(r.error().offset) + ": " +
+                                                     std::string(to_string(r.error().errc)));
+    const ByteView* b = blocks_.find(commit_cid);
+    if (!b) return bad(Verdict::bad_car, "commit block missing from blocks");
+    commit_block = *b;
+    Located v = cbor::validate(commit_block);
+    if (v) return bad(Verdict::bad_commit, at("commit block", v.errc));
+    return {};
+}
+
+Outcome Verifier::verify_commit() {
+    ByteView ccid, block;
+    Outcome o = load_car(msg_.blocks, msg_.commit, ccid, block);
+    if (o.verdict != Verdict::ok) return o;
+    return check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
+}
+
+Outcome Verifier::verify_sync() {
+    ByteView ccid, block;
+    Outcome o = load_car(msg_.blocks, {}, ccid, block);
+    if (o.verdict != Verdict::ok) return o;
+    return check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
+}
+
+Outcome Verifier::verify(ByteView wire, std::int64_t /*recv*/) {
+    msg::Problem p = msg::parse(wire, msg_);
+    if (p) {
+        std::string d(p.field.empty() ? "message" : p.field);
+        d += " (wire offset " + std::to_string(p.offset) + "): ";
+        d += to_string(p.errc);
+        return bad(p.too_big ? Verdict::too_big : Verdict::malformed, std::move(d));
+    }
+    switch (msg_.type) {
+    case msg::Type::commit: return verify_commit();
+    case msg::Type::sync: return verify_sync();
+    case msg::Type::identity:
+    case msg::Type::account: return {};  // unsigned by design: fields checked, nothing more applies
+    default: return Outcome{Verdict::skip, {}};
+    }
+}
+
+}  // namespace sov::verify
