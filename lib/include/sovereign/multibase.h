@@ -9,7 +9,8 @@
 //
 // Errors: base_bad_char (character outside the alphabet, incl. whitespace), base_bad_padding
 // ('=' where forbidden, or non-zero padding bits), truncated (a length no encoding produces,
-// e.g. base32 length % 8 in {1,3,6}), bad_argument (caller buffer too small).
+// e.g. base32 length % 8 in {1,3,6}), bad_argument (caller buffer too small). When several
+// apply, the first offending character decides, then the length.
 #pragma once
 
 #include <cstddef>
@@ -31,11 +32,11 @@ constexpr std::size_t base32_encoded_size(std::size_t n) noexcept { return (n * 
 constexpr std::size_t base32_decoded_size(std::size_t n) noexcept { return n * 5 / 8; }
 /// Append the lowercase unpadded base32 of `in` to `out` (docs/atproto.md §3).
 void base32_encode(ByteView in, std::string& out);
-/// Append the bytes of unpadded lowercase base32 `in` to `out`; base_bad_char (uppercase and '='
-/// included), base_bad_padding (non-zero trailing bits), truncated (length % 8 in {1,3,6}).
+/// Append the bytes of unpadded lowercase base32 `in` to `out`; base_bad_char (uppercase
+/// included), base_bad_padding ('=' or non-zero trailing bits), truncated (length % 8 in {1,3,6}).
 Errc base32_decode(std::string_view in, std::vector<std::uint8_t>& out);
-/// Decode `in` into `out[0, n)`, n = base32_decoded_size(in.size()); errors as above, plus
-/// bad_argument when out.size() < n. Returns n.
+/// Decode `in` into `out[0, n)`, n = base32_decoded_size(in.size()); bad_argument (checked first)
+/// when out.size() < n, then errors as above. Returns n.
 Result<std::size_t> base32_decode_into(std::string_view in, std::span<std::uint8_t> out);
 
 // ---- base58btc (alphabet "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz") ----

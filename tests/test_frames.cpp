@@ -1,0 +1,1069 @@
+// Frame stream (DESIGN.md §2), raw captures and DAG-JSON frame lines.
+//
+// Records are built by hand with cbor::Writer where a test needs bytes the library would
+// never write (keys out of order, floats, wrong types), and read back through parse_record,
+// the file Reader, a pipe Reader and a zstd-compressed file, so every framing error is seen
+// with the offset a tool would print.
+#include "sovereign/capture.h"
+#include "sovereign/cbor.h"
+#include "sovereign/cid.h"
+#include "sovereign/frame_json.h"
+#include "sovereign/frame_stream.h"
+#include "sovereign/io.h"
+#include "sovereign/varint.h"
+
+#include "test_util.h"
+
+#include <catch2/catch.hpp>
+#include <zstd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using sov::ByteView;
+using sov::Errc;
+using Bytes = std::vector<std::uint8_t>;
+namespace frames = sov::frames;
+
+namespace {
+
+ByteView view(const Bytes& b) { return {b.data(), b.size()}; }
+
+// A temporary file removed at scope exit.
+class TempFile {
+public:
+    explicit TempFile(const Bytes& content) {
+        static std::atomic<int> counter{0};
+        path_ = std::filesystem::temp_directory_path() /
+                ("sov-test-frames-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".frames");
+        std::ofstream f(path_, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(content.data()), std::streamsize(content.size()));
+    }
+    ~TempFile() {
+        std::error_code ec;
+        std::filesystem::remove(path_, ec);
+    }
+    TempFile(const TempFile&) = delete;
+    TempFile& operator=(const TempFile&) = delete;
+    std::string path() const { return path_.string(); }
+
+private:
+    std::filesystem::path path_;
+};
+
+Bytes pattern(std::size_t n, std::uint8_t seed) {
+    Bytes b(n);
+    for (std::size_t i = 0; i < n; ++i) b[i] = std::uint8_t(seed + i * 7 + (i >> 9));
+    return b;
+}
+
+Bytes record(std::string_view src, std::optional<std::string_view> vrd, std::int64_t recv, const Bytes& wire) {
+    Bytes out;
+    frames::append_record(out, src, vrd, recv, view(wire));
+    return out;
+}
+
+// Record = minimal varint + the given envelope bytes.
+Bytes wrap(const Bytes& envelope) {
+    Bytes out;
+    sov::varint::append(envelope.size(), out);
+    out.insert(out.end(), envelope.begin(), envelope.end());
+    return out;
+}
+
+Bytes cat(std::initializer_list<Bytes> parts) {
+    Bytes out;
+    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+}
+
+// What a Reader saw: the envelopes (copied) and how it stopped.
+struct ReadAll {
+    struct Rec {
+        std::string src;
+        std::optional<std::string> vrd;
+        std::int64_t recv;
+        Bytes wire;
+        std::uint64_t offset;
+    };
+    std::vector<Rec> recs;
+    sov::Located error;
+    std::uint64_t record_offset = 0;
+    std::uint64_t bytes_read = 0;
+};
+
+ReadAll drain(frames::Reader& r) {
+    ReadAll out;
+    frames::Envelope env;
+    while (r.next(env)) {
+        out.recs.push_back({std::string(env.src), env.vrd ? std::optional<std::string>(std::string(*env.vrd)) : std::nullopt,
+                            env.recv, Bytes(env.wire.begin(), env.wire.end()), r.record_offset()});
+    }
+    out.error = r.error();
+    out.record_offset = r.record_offset();
+    out.bytes_read = r.bytes_read();
+    return out;
+}
+
+ReadAll read_file(const Bytes& stream) {
+    TempFile f(stream);
+    frames::Reader r = frames::Reader::open(f.path());
+    REQUIRE(r.open_errno() == 0);
+    return drain(r);
+}
+
+// Feeds `stream` through a pipe in small uneven writes, so reads return short counts.
+ReadAll read_pipe(const Bytes& stream) {
+    static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+    REQUIRE(sigpipe_ignored);
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    std::thread writer([&] {
+        std::size_t off = 0, step = 1;
+        while (off < stream.size()) {
+            std::size_t n = std::min(stream.size() - off, step);
+            ssize_t w = ::write(fds[1], stream.data() + off, n);
+            if (w <= 0) break;
+            off += std::size_t(w);
+            step = step * 3 + 1;
+            if (step > 200000) step = 1;
+        }
+        ::close(fds[1]);
+    });
+    ReadAll out;
+    {
+        frames::Reader r(sov::io::Input::from_fd(fds[0], "pipe"));
+        out = drain(r);
+    }
+    ::close(fds[0]);  // a reader that stopped early must not leave the writer blocked
+    writer.join();
+    return out;
+}
+
+Bytes zstd_compress(const Bytes& in, int level = 3) {
+    Bytes out(ZSTD_compressBound(in.size()));
+    std::size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), level);
+    REQUIRE(!ZSTD_isError(n));
+    out.resize(n);
+    return out;
+}
+
+// Three kinds of reader over the same bytes; every check is run on each.
+enum class Via { file, pipe, zstd_file };
+ReadAll read_via(Via via, const Bytes& stream) {
+    switch (via) {
+    case Via::file: return read_file(stream);
+    case Via::pipe: return read_pipe(stream);
+    case Via::zstd_file: return read_file(zstd_compress(stream));
+    }
+    return {};
+}
+const char* name_of(Via v) { return v == Via::file ? "file" : v == Via::pipe ? "pipe" : "zstd file"; }
+
+// Envelope writers for hand-made (possibly wrong) envelopes.
+struct Env {
+    Bytes bytes;
+    sov::cbor::Writer w{bytes};
+};
+
+Bytes env_src_recv_wire(std::string_view src, std::int64_t recv, const Bytes& wire) {
+    Env e;
+    e.w.map(3);
+    e.w.text("src");
+    e.w.text(src);
+    e.w.text("recv");
+    e.w.integer(recv);
+    e.w.text("wire");
+    e.w.bytes(view(wire));
+    return e.bytes;
+}
+
+const Bytes kWire = {0xa2, 0x61, 0x74, 0x67, 0x23, 0x63, 0x6f, 0x6d, 0x6d, 0x69, 0x74,
+                     0x62, 0x6f, 0x70, 0x01, 0xa0};  // {op:1,t:"#commit"} {}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Record encoding
+
+TEST_CASE("append_record writes the canonical bytes of DESIGN.md §2", "[frames]") {
+    Bytes rec = record("s", std::nullopt, 1, Bytes{0xaa});
+    const Bytes expect = {0x14,                                   // varint(20)
+                          0xa3,                                   // map(3)
+                          0x63, 's', 'r', 'c', 0x61, 's',         // src: "s"
+                          0x64, 'r', 'e', 'c', 'v', 0x01,         // recv: 1
+                          0x64, 'w', 'i', 'r', 'e', 0x41, 0xaa};  // wire: h'aa'
+    CHECK(rec == expect);
+
+    Bytes with_vrd = record("s", "ok", 1, Bytes{0xaa});
+    const Bytes expect_vrd = {0x1a, 0xa4, 0x63, 's', 'r', 'c', 0x61, 's', 0x63, 'v', 'r', 'd', 0x62, 'o', 'k',
+                              0x64, 'r', 'e', 'c', 'v', 0x01, 0x64, 'w', 'i', 'r', 'e', 0x41, 0xaa};
+    CHECK(with_vrd == expect_vrd);
+}
+
+TEST_CASE("append_record / parse_record / parse_envelope round trip", "[frames]") {
+    struct Case {
+        std::string src;
+        std::optional<std::string> vrd;
+        std::int64_t recv;
+        std::size_t wire_len;
+    };
+    const Case cases[] = {
+        {"bsky.network", std::nullopt, 1720103887517000, 16},
+        {"bsky.network", "ok", 0, 100},
+        {"pds.example.com", "bad-sig", -5, 0},
+        {std::string(253, 'h'), "too-big", INT64_MAX, 200},   // 2-byte varint
+        {"x", "skip", INT64_MIN, 20000},                      // 3-byte varint
+        {"y", std::nullopt, 42, 3u << 20},                    // 4-byte varint
+    };
+    for (const auto& c : cases) {
+        INFO("src " << c.src.size() << " bytes, wire " << c.wire_len << " bytes");
+        Bytes wire = pattern(c.wire_len, 3);
+        Bytes rec;
+        rec.push_back(0x77);  // appending keeps what is already there
+        frames::append_record(rec, c.src, c.vrd ? std::optional<std::string_view>(*c.vrd) : std::nullopt, c.recv, view(wire));
+        REQUIRE(rec[0] == 0x77);
+        ByteView r{rec.data() + 1, rec.size() - 1};
+
+        std::uint64_t n;
+        std::size_t vl;
+        REQUIRE(sov::varint::decode(r, n, vl, frames::kMaxVarint) == Errc::ok);
+        CHECK(vl == sov::varint::encoded_size(n));
+        CHECK(n + vl == r.size());
+
+        frames::Envelope env;
+        sov::Located l = frames::parse_record(r, env);
+        REQUIRE_FALSE(l);
+        CHECK(env.src == c.src);
+        CHECK(env.vrd.has_value() == c.vrd.has_value());
+        if (c.vrd) CHECK(*env.vrd == *c.vrd);
+        CHECK(env.recv == c.recv);
+        CHECK(Bytes(env.wire.begin(), env.wire.end()) == wire);
+        CHECK(env.raw.data() == r.data() + vl);
+        CHECK(env.raw.size() == n);
+        CHECK_FALSE(sov::cbor::validate(env.raw));  // canonical
+
+        frames::Envelope env2;
+        REQUIRE_FALSE(frames::parse_envelope(env.raw, env2));
+        CHECK(env2.src == env.src);
+        CHECK(env2.recv == env.recv);
+
+        Bytes again;
+        frames::append_record_raw(again, env);
+        CHECK(again == Bytes(r.begin(), r.end()));
+    }
+}
+
+TEST_CASE("envelope keys are in canonical order src, vrd, recv, wire", "[frames]") {
+    Bytes rec = record("bsky.network", "ok", 7, pattern(40, 1));
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_record(rec, env));
+    std::vector<std::string> keys;
+    sov::cbor::MapIter it = sov::cbor::Value::of(env.raw).map();
+    std::string_view k;
+    sov::cbor::Value v;
+    while (it.next(k, v)) keys.emplace_back(k);
+    CHECK(keys == std::vector<std::string>{"src", "vrd", "recv", "wire"});
+}
+
+TEST_CASE("append_record_with_verdict sets or replaces vrd and keeps unknown keys byte for byte", "[frames]") {
+    // Unknown keys around every known one: "$x" and "a" sort first (shorter), "xyz" after
+    // "vrd", "zzzzz" last. Their values use maps, arrays, links, negative ints and bytes.
+    sov::cid::Cid some_cid = sov::cid::compute(0x71, sov::as_bytes("hello"));
+    auto build = [&](std::optional<std::string_view> vrd) {
+        Env e;
+        e.w.map(vrd ? 8 : 7);
+        e.w.text("$x");
+        e.w.map(2);
+        e.w.text("k");
+        e.w.link(some_cid.bytes());
+        e.w.text("kk");
+        e.w.array(3);
+        e.w.integer(-1000);
+        e.w.null();
+        e.w.boolean(true);
+        e.w.text("a");
+        e.w.integer(-1);
+        e.w.text("src");
+        e.w.text("bsky.network");
+        if (vrd) {
+            e.w.text("vrd");
+            e.w.text(*vrd);
+        }
+        e.w.text("xyz");
+        e.w.bytes(view(pattern(300, 9)));
+        e.w.text("recv");
+        e.w.integer(123456789);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        e.w.text("zzzzz");
+        e.w.text("keep me");
+        REQUIRE_FALSE(sov::cbor::validate(view(e.bytes)));
+        return e.bytes;
+    };
+
+    SECTION("replacing a verdict") {
+        Bytes rec = wrap(build("bad-sig"));
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        REQUIRE(env.vrd);
+        CHECK(*env.vrd == "bad-sig");
+        Bytes out;
+        frames::append_record_with_verdict(out, env, "ok");
+        CHECK(out == wrap(build("ok")));
+        frames::Envelope env2;
+        REQUIRE_FALSE(frames::parse_record(out, env2));  // one vrd only: duplicates fail validation
+        CHECK(*env2.vrd == "ok");
+        CHECK(sov::cbor::Value::of(env2.raw).count() == 8);
+    }
+    SECTION("adding a verdict") {
+        Bytes rec = wrap(build(std::nullopt));
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        CHECK_FALSE(env.vrd);
+        Bytes out;
+        frames::append_record_with_verdict(out, env, "malformed");
+        CHECK(out == wrap(build("malformed")));
+    }
+    SECTION("a verdict that changes the varint length") {
+        // Envelope of 126 bytes plus a long verdict crosses the 1-byte varint boundary.
+        Bytes rec = record("s", std::nullopt, 0, pattern(100, 2));
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        REQUIRE(env.raw.size() < 128);
+        std::string long_vrd(60, 'v');
+        Bytes out;
+        frames::append_record_with_verdict(out, env, long_vrd);
+        CHECK(out == record("s", std::string_view(long_vrd), 0, pattern(100, 2)));
+    }
+    SECTION("the same as append_record for a plain envelope") {
+        Bytes rec = record("relay", "ok", 99, kWire);
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        Bytes out;
+        frames::append_record_with_verdict(out, env, "bad-car");
+        CHECK(out == record("relay", "bad-car", 99, kWire));
+    }
+    SECTION("many unknown keys (over the small inline table)") {
+        Env e;
+        std::vector<std::string> keys;
+        for (int i = 0; i < 70; ++i) keys.push_back("u" + std::to_string(1000 + i));  // 5 chars, sorted
+        e.w.map(3 + keys.size());
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        for (const auto& k : keys) {
+            e.w.text(k);
+            e.w.text(k);
+        }
+        REQUIRE_FALSE(sov::cbor::validate(view(e.bytes)));
+        Bytes rec = wrap(e.bytes);
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        Bytes out;
+        frames::append_record_with_verdict(out, env, "ok");
+        frames::Envelope env2;
+        REQUIRE_FALSE(frames::parse_record(out, env2));
+        CHECK(*env2.vrd == "ok");
+        CHECK(sov::cbor::Value::of(env2.raw).count() == 74);
+        CHECK(sov::cbor::Value::of(env2.raw).get("u1069").as_text() == "u1069");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_record / parse_envelope errors
+
+TEST_CASE("parse_record framing errors", "[frames]") {
+    frames::Envelope env;
+    Bytes good = record("s", std::nullopt, 1, kWire);
+
+    CHECK(frames::parse_record(Bytes{0x00}, env).errc == Errc::frame_zero_length);
+    CHECK(frames::parse_record(Bytes{0x81, 0x00}, env).errc == Errc::varint_non_minimal);
+    CHECK(frames::parse_record(Bytes{0x80, 0x80, 0x80, 0x80, 0x01}, env).errc == Errc::frame_oversized);
+    CHECK(frames::parse_record(Bytes{0x81, 0x80, 0x80, 0x08}, env).errc == Errc::frame_oversized);  // 16 MiB + 1
+    CHECK(frames::parse_record(Bytes{0x80}, env).errc == Errc::truncated);
+    CHECK(frames::parse_record(Bytes{}, env).errc == Errc::truncated);
+
+    Bytes cut(good.begin(), good.end() - 1);
+    CHECK(frames::parse_record(cut, env).errc == Errc::truncated);
+
+    Bytes extra = good;
+    extra.push_back(0x00);
+    sov::Located l = frames::parse_record(extra, env);
+    CHECK(l.errc == Errc::trailing_bytes);
+    CHECK(l.offset == good.size());
+}
+
+namespace {
+
+// One hand-made bad envelope: its bytes, the error and the offset of the fault inside it.
+struct BadEnvelope {
+    const char* what;
+    Bytes env;
+    Errc errc;
+    std::size_t offset;
+};
+
+std::vector<BadEnvelope> bad_envelopes() {
+    std::vector<BadEnvelope> v;
+    {
+        Env e;  // recv before src
+        e.w.map(3);
+        e.w.text("recv");
+        e.w.integer(1);
+        std::size_t at = e.bytes.size();
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"keys out of order", e.bytes, Errc::cbor_key_order, at});
+    }
+    {
+        Env e;  // wire before recv (same length, bytewise order)
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        std::size_t at = e.bytes.size();
+        e.w.text("recv");
+        e.w.integer(1);
+        v.push_back({"wire before recv", e.bytes, Errc::cbor_key_order, at});
+    }
+    {
+        Env e;  // vrd before src
+        e.w.map(4);
+        e.w.text("vrd");
+        e.w.text("ok");
+        std::size_t at = e.bytes.size();
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"vrd before src", e.bytes, Errc::cbor_key_order, at});
+    }
+    {
+        Env e;  // a float in an unknown key
+        e.w.map(4);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        e.w.text("extra");
+        std::size_t at = e.bytes.size();
+        e.w.raw(Bytes{0xfb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0});  // 1.5
+        v.push_back({"float value", e.bytes, Errc::cbor_float, at});
+    }
+    {
+        Env e;  // recv as a float
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        std::size_t at = e.bytes.size();
+        e.w.raw(Bytes{0xf9, 0x3c, 0x00});  // half 1.0
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"recv float", e.bytes, Errc::cbor_float, at});
+    }
+    {
+        Bytes e = env_src_recv_wire("s", 1, kWire);
+        std::size_t at = e.size();
+        e.push_back(0x01);
+        v.push_back({"trailing byte inside the record", e, Errc::trailing_bytes, at});
+    }
+    {
+        Env e;  // duplicate key
+        e.w.map(4);
+        e.w.text("src");
+        e.w.text("s");
+        std::size_t at = e.bytes.size();
+        e.w.text("src");
+        e.w.text("t");
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"duplicate key", e.bytes, Errc::cbor_duplicate_key, at});
+    }
+    {
+        Env e;  // non-minimal recv
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        std::size_t at = e.bytes.size();
+        e.w.raw(Bytes{0x18, 0x05});
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"non-minimal integer", e.bytes, Errc::cbor_non_minimal_int, at});
+    }
+    {
+        Env e;  // not a map
+        e.w.array(3);
+        e.w.text("s");
+        e.w.integer(1);
+        e.w.bytes(view(kWire));
+        v.push_back({"array envelope", e.bytes, Errc::frame_bad_envelope, 0});
+    }
+    {
+        Env e;  // missing src
+        e.w.map(2);
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"missing src", e.bytes, Errc::frame_missing_field, 0});
+    }
+    {
+        Env e;  // missing recv
+        e.w.map(2);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"missing recv", e.bytes, Errc::frame_missing_field, 0});
+    }
+    {
+        Env e;  // missing wire
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("vrd");
+        e.w.text("ok");
+        e.w.text("recv");
+        e.w.integer(1);
+        v.push_back({"missing wire", e.bytes, Errc::frame_missing_field, 0});
+    }
+    {
+        Env e;  // empty map
+        e.w.map(0);
+        v.push_back({"empty map", e.bytes, Errc::frame_missing_field, 0});
+    }
+    {
+        Env e;  // src not text
+        e.w.map(3);
+        std::size_t at = e.bytes.size();
+        e.w.text("src");
+        e.w.bytes(sov::as_bytes("s"));
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"src bytes", e.bytes, Errc::frame_field_type, at});
+    }
+    {
+        Env e;  // vrd not text
+        e.w.map(4);
+        e.w.text("src");
+        e.w.text("s");
+        std::size_t at = e.bytes.size();
+        e.w.text("vrd");
+        e.w.null();
+        e.w.text("recv");
+        e.w.integer(1);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"vrd null", e.bytes, Errc::frame_field_type, at});
+    }
+    {
+        Env e;  // recv text
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        std::size_t at = e.bytes.size();
+        e.w.text("recv");
+        e.w.text("1");
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        v.push_back({"recv text", e.bytes, Errc::frame_field_type, at});
+    }
+    {
+        Env e;  // wire text
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        e.w.integer(1);
+        std::size_t at = e.bytes.size();
+        e.w.text("wire");
+        e.w.text("abc");
+        v.push_back({"wire text", e.bytes, Errc::frame_field_type, at});
+    }
+    {
+        Env e;  // wire as a link
+        e.w.map(3);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        e.w.integer(1);
+        std::size_t at = e.bytes.size();
+        e.w.text("wire");
+        e.w.link(sov::cid::compute(0x55, view(kWire)).bytes());
+        v.push_back({"wire link", e.bytes, Errc::frame_field_type, at});
+    }
+    v.push_back({"src of 254 bytes", env_src_recv_wire(std::string(254, 'a'), 1, kWire), Errc::frame_src_too_long, 1});
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("parse_envelope rejects non-canonical and incomplete envelopes at the right offset", "[frames]") {
+    for (const auto& b : bad_envelopes()) {
+        INFO(b.what);
+        frames::Envelope env;
+        sov::Located l = frames::parse_envelope(view(b.env), env);
+        CHECK(l.errc == b.errc);
+        CHECK(l.offset == b.offset);
+
+        Bytes rec = wrap(b.env);
+        sov::Located lr = frames::parse_record(rec, env);
+        CHECK(lr.errc == b.errc);
+        CHECK(lr.offset == b.offset + sov::varint::encoded_size(b.env.size()));
+    }
+}
+
+TEST_CASE("src of exactly 253 bytes is accepted, recv may be 0 or negative", "[frames]") {
+    frames::Envelope env;
+    Bytes ok = env_src_recv_wire(std::string(253, 'a'), 0, kWire);
+    REQUIRE_FALSE(frames::parse_envelope(view(ok), env));
+    CHECK(env.src.size() == 253);
+    CHECK(env.recv == 0);
+    Bytes neg = env_src_recv_wire("s", -1, kWire);
+    REQUIRE_FALSE(frames::parse_envelope(view(neg), env));
+    CHECK(env.recv == -1);
+    Bytes empty_src = env_src_recv_wire("", 1, Bytes{});
+    REQUIRE_FALSE(frames::parse_envelope(view(empty_src), env));
+    CHECK(env.src.empty());
+    CHECK(env.wire.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+TEST_CASE("Reader reads records from a file, a pipe and a zstd file up to a clean end", "[frames][reader]") {
+    Bytes stream;
+    std::vector<std::size_t> offsets;
+    for (int i = 0; i < 50; ++i) {
+        offsets.push_back(stream.size());
+        frames::append_record(stream, "src" + std::to_string(i), i % 3 ? std::optional<std::string_view>("ok") : std::nullopt,
+                              i * 1000, view(pattern(std::size_t(i) * 37, std::uint8_t(i))));
+    }
+    for (Via via : {Via::file, Via::pipe, Via::zstd_file}) {
+        INFO(name_of(via));
+        ReadAll r = read_via(via, stream);
+        CHECK_FALSE(r.error);
+        REQUIRE(r.recs.size() == 50);
+        for (int i = 0; i < 50; ++i) {
+            CHECK(r.recs[std::size_t(i)].src == "src" + std::to_string(i));
+            CHECK(r.recs[std::size_t(i)].vrd.has_value() == bool(i % 3));
+            CHECK(r.recs[std::size_t(i)].recv == i * 1000);
+            CHECK(r.recs[std::size_t(i)].wire == pattern(std::size_t(i) * 37, std::uint8_t(i)));
+            CHECK(r.recs[std::size_t(i)].offset == offsets[std::size_t(i)]);
+        }
+        CHECK(r.bytes_read == stream.size());
+    }
+}
+
+TEST_CASE("Reader on an empty input ends cleanly", "[frames][reader]") {
+    for (Via via : {Via::file, Via::pipe}) {
+        INFO(name_of(via));
+        ReadAll r = read_via(via, Bytes{});
+        CHECK(r.recs.empty());
+        CHECK_FALSE(r.error);
+    }
+}
+
+TEST_CASE("Reader: a missing file is an open error, not a framing error", "[frames][reader]") {
+    frames::Reader r = frames::Reader::open("/nonexistent/dir/x.frames");
+    CHECK(r.open_errno() == ENOENT);
+    frames::Envelope env;
+    CHECK_FALSE(r.next(env));
+    CHECK(r.error().errc != Errc::truncated);
+}
+
+TEST_CASE("Reader framing errors stop at the faulty record's offset", "[frames][reader]") {
+    Bytes good;
+    frames::append_record(good, "bsky.network", std::nullopt, 5, view(pattern(500, 1)));
+    frames::append_record(good, "bsky.network", "ok", 6, view(pattern(70, 2)));
+    const std::size_t at = good.size();
+    Bytes next = record("bsky.network", std::nullopt, 7, pattern(300, 3));  // 2-byte varint
+
+    struct Case {
+        const char* what;
+        Bytes tail;
+        Errc errc;
+        std::size_t offset;  // relative to `at`
+    };
+    std::vector<Case> cases = {
+        {"truncated in the varint", Bytes{next[0]}, Errc::truncated, 0},
+        {"truncated after the varint", Bytes(next.begin(), next.begin() + 2), Errc::truncated, 0},
+        {"truncated in the envelope", Bytes(next.begin(), next.end() - 1), Errc::truncated, 0},
+        {"truncated: a long varint cut short", Bytes{0x80, 0x80, 0x80}, Errc::truncated, 0},
+        {"zero length", Bytes{0x00}, Errc::frame_zero_length, 0},
+        {"zero length then more bytes", Bytes{0x00, 0x05, 0x01}, Errc::frame_zero_length, 0},
+        {"length 16 MiB + 1", Bytes{0x81, 0x80, 0x80, 0x08, 0xa3}, Errc::frame_oversized, 0},
+        {"length 2^28 - 1", Bytes{0xff, 0xff, 0xff, 0x7f}, Errc::frame_oversized, 0},
+        {"5-byte varint", Bytes{0x80, 0x80, 0x80, 0x80, 0x01}, Errc::frame_oversized, 0},
+        {"non-minimal varint", Bytes{0x81, 0x00}, Errc::varint_non_minimal, 0},
+        {"non-minimal 3-byte varint", Bytes{0x85, 0x80, 0x00, 0xa3}, Errc::varint_non_minimal, 0},
+        {"16 MiB declared, little present", Bytes{0x80, 0x80, 0x80, 0x08, 0xa3}, Errc::truncated, 0},
+    };
+    for (const auto& b : bad_envelopes()) {
+        Bytes rec = wrap(b.env);
+        cases.push_back({b.what, rec, b.errc, sov::varint::encoded_size(b.env.size()) + b.offset});
+    }
+    // A bad record followed by good ones: the reader must still stop.
+    {
+        Bytes t = wrap(bad_envelopes()[0].env);
+        std::size_t off = sov::varint::encoded_size(bad_envelopes()[0].env.size()) + bad_envelopes()[0].offset;
+        t.insert(t.end(), next.begin(), next.end());
+        cases.push_back({"bad envelope then a good record", t, Errc::cbor_key_order, off});
+    }
+
+    for (const auto& c : cases) {
+        for (Via via : {Via::file, Via::pipe, Via::zstd_file}) {
+            INFO(c.what << " via " << name_of(via));
+            ReadAll r = read_via(via, cat({good, c.tail}));
+            CHECK(r.recs.size() == 2);
+            CHECK(r.error.errc == c.errc);
+            CHECK(r.error.offset == at + c.offset);
+            CHECK(r.record_offset == at);
+        }
+    }
+}
+
+TEST_CASE("Reader: a framing error in the first record is at offset 0", "[frames][reader]") {
+    ReadAll r = read_file(Bytes{0x81, 0x00});
+    CHECK(r.recs.empty());
+    CHECK(r.error.errc == Errc::varint_non_minimal);
+    CHECK(r.error.offset == 0);
+}
+
+TEST_CASE("Reader: records larger than and straddling its 1 MiB buffer", "[frames][reader]") {
+    // Records of ~300 KB cross the 1 MiB buffer edge at different points; one of 3 MiB
+    // forces the buffer to grow; small ones after it check the buffer is reused correctly.
+    Bytes stream;
+    std::vector<std::size_t> sizes;
+    for (int i = 0; i < 9; ++i) sizes.push_back(300'001 + std::size_t(i) * 4099);
+    sizes.push_back(3u << 20);
+    for (int i = 0; i < 5; ++i) sizes.push_back(std::size_t(i) * 11 + 1);
+    sizes.push_back(700'000);
+    sizes.push_back(3u << 20);
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+        frames::append_record(stream, "s", std::nullopt, std::int64_t(i), view(pattern(sizes[i], std::uint8_t(i))));
+    for (Via via : {Via::file, Via::pipe, Via::zstd_file}) {
+        INFO(name_of(via));
+        ReadAll r = read_via(via, stream);
+        CHECK_FALSE(r.error);
+        REQUIRE(r.recs.size() == sizes.size());
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            INFO("record " << i);
+            CHECK(r.recs[i].recv == std::int64_t(i));
+            CHECK(r.recs[i].wire == pattern(sizes[i], std::uint8_t(i)));
+        }
+        CHECK(r.bytes_read == stream.size());
+    }
+    // A truncation inside the big record is still reported at its start.
+    Bytes cut(stream.begin(), stream.end() - 1000);
+    std::size_t last = stream.size() - record("s", std::nullopt, std::int64_t(sizes.size() - 1),
+                                              pattern(sizes.back(), 0)).size();
+    ReadAll r = read_file(cut);
+    CHECK(r.recs.size() == sizes.size() - 1);
+    CHECK(r.error.errc == Errc::truncated);
+    CHECK(r.error.offset == last);
+}
+
+TEST_CASE("Reader accepts an envelope of exactly 16 MiB", "[frames][reader]") {
+    // Envelope = a3 + "src" "s" + "recv" 0 + "wire" + bytes head (5) + wire.
+    const std::size_t overhead = 1 + 4 + 2 + 5 + 1 + 5 + 5;
+    Bytes wire(frames::kMaxEnvelope - overhead, 0x5a);
+    Bytes rec = record("s", std::nullopt, 0, wire);
+    REQUIRE(rec.size() == frames::kMaxEnvelope + 4);
+    ReadAll r = read_file(rec);
+    CHECK_FALSE(r.error);
+    REQUIRE(r.recs.size() == 1);
+    CHECK(r.recs[0].wire.size() == wire.size());
+
+    wire.push_back(0);  // one byte more: 16 MiB + 1
+    ReadAll r2 = read_file(record("s", std::nullopt, 0, wire));
+    CHECK(r2.recs.empty());
+    CHECK(r2.error.errc == Errc::frame_oversized);
+    CHECK(r2.error.offset == 0);
+}
+
+TEST_CASE("Reader reads concatenated zstd frames and reports a cut zstd file as an I/O error", "[frames][reader]") {
+    Bytes a = record("a", std::nullopt, 1, pattern(1000, 1));
+    Bytes b = record("b", "ok", 2, pattern(2000, 2));
+    Bytes z = cat({zstd_compress(a), zstd_compress(b, 19)});  // `cat a.zst b.zst` is valid zstd
+    ReadAll r = read_file(z);
+    CHECK_FALSE(r.error);
+    REQUIRE(r.recs.size() == 2);
+    CHECK(r.recs[1].src == "b");
+    CHECK(r.recs[1].offset == a.size());  // offsets refer to the decompressed stream
+
+    Bytes big = zstd_compress(cat({a, b, record("c", std::nullopt, 3, pattern(500000, 3))}));
+    Bytes cut(big.begin(), big.begin() + std::ptrdiff_t(big.size() / 2));
+    ReadAll rc = read_file(cut);
+    CHECK(rc.error.errc == Errc::io_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw captures
+
+namespace {
+struct RawRead {
+    std::vector<Bytes> msgs;
+    sov::Located error;
+};
+RawRead raw_read(const Bytes& content) {
+    TempFile f(content);
+    sov::capture::RawReader r(sov::io::Input::open(f.path()));
+    RawRead out;
+    ByteView m;
+    while (r.next(m)) out.msgs.emplace_back(m.begin(), m.end());
+    out.error = r.error();
+    return out;
+}
+}  // namespace
+
+TEST_CASE("capture::RawReader reads [u32le length][message] records", "[capture]") {
+    Bytes raw;
+    sov::capture::append_raw(raw, view(kWire));
+    sov::capture::append_raw(raw, view(pattern(70000, 4)));
+    CHECK(raw.size() == 4 + kWire.size() + 4 + 70000);
+    CHECK(raw[0] == kWire.size());
+    CHECK(raw[1] == 0);
+    const std::size_t second = 4 + kWire.size();
+    CHECK(raw[second] == (70000 & 0xff));
+    CHECK(raw[second + 1] == ((70000 >> 8) & 0xff));
+    CHECK(raw[second + 2] == (70000 >> 16));
+
+    RawRead r = raw_read(raw);
+    CHECK_FALSE(r.error);
+    REQUIRE(r.msgs.size() == 2);
+    CHECK(r.msgs[0] == kWire);
+    CHECK(r.msgs[1] == pattern(70000, 4));
+
+    CHECK(raw_read(Bytes{}).msgs.empty());
+    CHECK_FALSE(raw_read(Bytes{}).error);
+
+    const std::size_t end = raw.size();
+    struct Case {
+        const char* what;
+        Bytes tail;
+        Errc errc;
+    };
+    const Case cases[] = {
+        {"truncated length (1 byte)", Bytes{0x05}, Errc::truncated},
+        {"truncated length (3 bytes)", Bytes{0x05, 0x00, 0x00}, Errc::truncated},
+        {"truncated body", Bytes{0x05, 0x00, 0x00, 0x00, 0xa0, 0xa0}, Errc::truncated},
+        {"body missing", Bytes{0x05, 0x00, 0x00, 0x00}, Errc::truncated},
+        {"zero length", Bytes{0x00, 0x00, 0x00, 0x00, 0xa0}, Errc::frame_zero_length},
+        {"over 16 MiB", Bytes{0x01, 0x00, 0x00, 0x01}, Errc::frame_oversized},
+    };
+    for (const auto& c : cases) {
+        INFO(c.what);
+        RawRead rr = raw_read(cat({raw, c.tail}));
+        CHECK(rr.msgs.size() == 2);
+        CHECK(rr.error.errc == c.errc);
+        CHECK(rr.error.offset == end);
+    }
+}
+
+TEST_CASE("capture::load reads the real relay capture", "[capture][corpus]") {
+    REQUIRE_CORPUS(corpus);
+    std::vector<Bytes> msgs;
+    std::string err;
+    REQUIRE(sov::capture::load((corpus / "relay-capture" / "frames.u32le.zst").string(), msgs, err));
+    CHECK(err.empty());
+    CHECK(msgs.size() == 150);
+    std::size_t total = 0;
+    for (const auto& m : msgs) total += 4 + m.size();
+    CHECK(total == 819'376);  // corpus/README.md: decompressed size
+
+    std::vector<Bytes> none;
+    CHECK_FALSE(sov::capture::load("/nonexistent/capture", none, err));
+    CHECK(err.find("/nonexistent/capture") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DAG-JSON lines
+
+namespace {
+
+// Line for a record, then the record rebuilt from the line.
+Bytes json_round_trip(const Bytes& rec, bool decode_blocks, std::string* line_out = nullptr) {
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_record(rec, env));
+    std::string line;
+    sov::frame_json::append_line(env, decode_blocks, line);
+    if (line_out) *line_out = line;
+    REQUIRE(line.find('\n') == std::string::npos);
+    Bytes back;
+    std::string where;
+    Errc e = sov::frame_json::append_record(line, back, where);
+    INFO("line: " << line.substr(0, 300) << " where " << where);
+    REQUIRE(e == Errc::ok);
+    return back;
+}
+
+}  // namespace
+
+TEST_CASE("frame_json round trips every frame of the relay capture byte for byte", "[frame_json][corpus]") {
+    REQUIRE_CORPUS(corpus);
+    std::vector<Bytes> msgs;
+    std::string err;
+    REQUIRE(sov::capture::load((corpus / "relay-capture" / "frames.u32le.zst").string(), msgs, err));
+    REQUIRE(msgs.size() == 150);
+    std::size_t i = 0;
+    for (const auto& m : msgs) {
+        INFO("message " << i);
+        std::int64_t recv = 1783175887000000 + std::int64_t(i);
+        Bytes rec = record("bsky.network", i % 2 ? std::optional<std::string_view>("ok") : std::nullopt, recv, m);
+        std::string line;
+        CHECK(json_round_trip(rec, false, &line) == rec);
+        CHECK(line.rfind("{\"src\":\"bsky.network\",", 0) == 0);
+        CHECK(line.find("\"header\":{") != std::string::npos);
+        CHECK(line.find("\"payload\":{") != std::string::npos);
+        CHECK(line.find("\"wire\"") == std::string::npos);
+        std::string with_blocks;
+        CHECK(json_round_trip(rec, true, &with_blocks) == rec);
+        if (line.find("\"#commit\"") != std::string::npos)
+            CHECK(with_blocks.find("\"blocks_json\":{\"roots\":[{\"$link\":\"bafyrei") != std::string::npos);
+        ++i;
+    }
+}
+
+TEST_CASE("frame_json: exact line for a small frame", "[frame_json]") {
+    Bytes rec = record("s", "ok", -3, kWire);
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_record(rec, env));
+    std::string line;
+    sov::frame_json::append_line(env, false, line);
+    CHECK(line == R"({"src":"s","vrd":"ok","recv":-3,"header":{"t":"#commit","op":1},"payload":{}})");
+}
+
+TEST_CASE("frame_json keeps a malformed wire as $bytes and round trips it", "[frame_json]") {
+    const Bytes wires[] = {
+        Bytes{0xff, 0x00},                          // not CBOR
+        Bytes{0xa1, 0x62, 0x6f, 0x70, 0x01},        // header only
+        cat({kWire, Bytes{0xa0}}),                  // three objects
+        Bytes{0xa1, 0x62, 0x6f, 0x70, 0x01, 0xfb},  // payload truncated
+        Bytes{},                                    // empty
+    };
+    for (const auto& w : wires) {
+        INFO("wire of " << w.size() << " bytes");
+        Bytes rec = record("s", std::nullopt, 1, w);
+        std::string line;
+        CHECK(json_round_trip(rec, true, &line) == rec);
+        CHECK(line.find("\"wire\":{\"$bytes\":\"") != std::string::npos);
+        CHECK(line.find("\"header\"") == std::string::npos);
+    }
+    Bytes rec = record("s", std::nullopt, 1, Bytes{0xff, 0x00});
+    std::string line;
+    json_round_trip(rec, false, &line);
+    CHECK(line == R"({"src":"s","recv":1,"wire":{"$bytes":"/wA"}})");
+}
+
+TEST_CASE("frame_json: a wire of two valid CBOR objects that are not maps round trips", "[frame_json][!mayfail]") {
+    // Bug pin: append_line splits any two valid DAG-CBOR objects into header/payload, but
+    // append_record requires both to be JSON objects, so frame-cat --to json | frame-cat
+    // --from json stops with json_bad_data_model on such a frame.
+    const Bytes wires[] = {
+        Bytes{0x01, 0x02},              // two integers
+        cat({Bytes{0xa1, 0x62, 0x6f, 0x70, 0x01}, Bytes{0x80}}),  // map header, array payload
+    };
+    for (const auto& w : wires) {
+        Bytes rec = record("s", std::nullopt, 1, w);
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        std::string line;
+        sov::frame_json::append_line(env, false, line);
+        Bytes back;
+        std::string where;
+        INFO(line);
+        CHECK(sov::frame_json::append_record(line, back, where) == Errc::ok);
+        CHECK(back == rec);
+    }
+}
+
+TEST_CASE("frame_json keeps unknown envelope keys", "[frame_json]") {
+    Env e;
+    e.w.map(5);
+    e.w.text("a");
+    e.w.array(2);
+    e.w.integer(-7);
+    e.w.link(sov::cid::compute(0x71, sov::as_bytes("x")).bytes());
+    e.w.text("src");
+    e.w.text("s");
+    e.w.text("recv");
+    e.w.integer(1);
+    e.w.text("wire");
+    e.w.bytes(view(kWire));
+    e.w.text("extra");
+    e.w.bytes(view(pattern(10, 1)));
+    Bytes rec = wrap(e.bytes);
+    std::string line;
+    CHECK(json_round_trip(rec, false, &line) == rec);
+    CHECK(line.rfind("{\"a\":[-7,{\"$link\":\"bafyrei", 0) == 0);
+}
+
+TEST_CASE("frame_json::append_record rejects bad lines with the right error", "[frame_json]") {
+    const std::string wire = R"("wire":{"$bytes":"/wA"})";
+    struct Case {
+        std::string line;
+        Errc errc;
+        std::string where;  // "" = not checked
+    };
+    const Case cases[] = {
+        {"", Errc::json_parse, "/"},
+        {"{", Errc::json_parse, "/"},
+        {R"({"src":"s",})", Errc::json_parse, "/"},
+        {"[1,2]", Errc::json_bad_data_model, "/"},
+        {"\"s\"", Errc::json_bad_data_model, "/"},
+        {"{}", Errc::frame_missing_field, "/wire"},
+        {R"({"src":"s","recv":1})", Errc::frame_missing_field, "/wire"},
+        {R"({"src":"s","recv":1,"header":{"op":1}})", Errc::frame_missing_field, "/wire"},
+        {R"({"src":"s","recv":1,"payload":{}})", Errc::frame_missing_field, "/wire"},
+        {R"({"recv":1,)" + wire + "}", Errc::frame_missing_field, ""},
+        {R"({"src":"s",)" + wire + "}", Errc::frame_missing_field, ""},
+        {R"({"src":1,"recv":1,)" + wire + "}", Errc::frame_field_type, "/src"},
+        {R"({"src":"s","vrd":2,"recv":1,)" + wire + "}", Errc::frame_field_type, "/vrd"},
+        {R"({"src":"s","recv":"1",)" + wire + "}", Errc::frame_field_type, "/recv"},
+        {R"({"src":"s","recv":1.5,)" + wire + "}", Errc::frame_field_type, "/recv"},
+        {R"({"src":"s","recv":1,"wire":"abc"})", Errc::frame_field_type, ""},
+        {R"({"src":")" + std::string(254, 'a') + R"(","recv":1,)" + wire + "}", Errc::frame_src_too_long, ""},
+        {R"({"src":"s","recv":1,"header":[1],"payload":{}})", Errc::json_bad_data_model, ""},
+        {R"({"src":"s","recv":1,"header":{"op":1.5},"payload":{}})", Errc::cbor_float, ""},
+        {R"({"src":"s","recv":1,"wire":{"$bytes":"!!"}})", Errc::base_bad_char, ""},
+        {R"({"src":"s","recv":1,"header":{"op":1},"payload":{"c":{"$link":"bafy"}}})", Errc::ok, ""},
+    };
+    for (const auto& c : cases) {
+        INFO(c.line.substr(0, 200));
+        Bytes out = {0x42};
+        std::string where;
+        Errc e = sov::frame_json::append_record(c.line, out, where);
+        if (c.errc == Errc::ok) {
+            CHECK(e != Errc::ok);  // some CID/base error
+        } else {
+            CHECK(e == c.errc);
+        }
+        if (!c.where.empty()) CHECK(where == c.where);
+        CHECK(out == Bytes{0x42});  // nothing appended on error
+    }
+}
