@@ -1,9 +1,9 @@
 #include "sovereign/cid.h"
 
+#include "sovereign/crypto.h"
 #include "sovereign/multibase.h"
 #include "sovereign/varint.h"
 
-#include <openssl/sha.h>
 
 #include <vector>
 
@@ -47,16 +47,16 @@ Cid compute(std::uint64_t codec, ByteView data) noexcept {
     b[1] = std::uint8_t(codec);
     b[2] = kHashSha256;
     b[3] = 0x20;
-    SHA256(data.data(), data.size(), b.data() + 4);
+    auto d = crypto::sha256(data);
+    std::memcpy(b.data() + 4, d.data(), 32);
     return Cid(ByteView{b.data(), b.size()});
 }
 
 bool matches(ByteView cid, ByteView data) noexcept {
     Info info;
     if (parse(cid, info) != Errc::ok || info.hash_code != kHashSha256 || info.digest.size() != 32) return false;
-    std::uint8_t d[32];
-    SHA256(data.data(), data.size(), d);
-    return std::memcmp(d, info.digest.data(), 32) == 0;
+    auto d = crypto::sha256(data);
+    return std::memcmp(d.data(), info.digest.data(), 32) == 0;
 }
 
 void append_string(ByteView cid, std::string& out) {

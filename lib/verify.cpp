@@ -4,7 +4,6 @@
 #include "sovereign/cid.h"
 #include "sovereign/syntax.h"
 
-#include <openssl/sha.h>
 
 namespace sov::verify {
 
@@ -68,7 +67,7 @@ bool unsigned_commit_digest(ByteView block, std::array<std::uint8_t, 32>& digest
     pos += std::size_t(sig_start - body);
     std::memcpy(buf + pos, sig_end, std::size_t(end - sig_end));
     pos += std::size_t(end - sig_end);
-    SHA256(buf, pos, digest.data());
+    digest = crypto::sha256({buf, pos});
     return true;
 }
 
