@@ -150,7 +150,13 @@ void parse_commit(Fields& f, Message& m) {
     }
     Value blocks = f.need("blocks", Kind::bytes);
     m.blocks = blocks.as_bytes();
-    f.need("blobs", Kind::array);  // deprecated: must be present, contents ignored
+    // blobs: deprecated, ignored on read. Must be present; Go producers write null for an
+    // empty list (seen in another relay's acceptance scenarios), so null is accepted too.
+    if (!f.p) {
+        Value blobs = f.map.get("blobs");
+        if (!blobs.valid()) f.fail(Errc::cbor_missing_field, "blobs", f.map);
+        else if (!blobs.is(Kind::array) && !blobs.is(Kind::null)) f.fail(Errc::cbor_wrong_type, "blobs", blobs);
+    }
     m.time = f.time();
     if (auto pd = f.opt("prevData", Kind::link)) m.prev_data = pd->as_link();
     if (!f.p && !cid::is_blessed(m.commit)) f.fail(Errc::cid_bad_codec, "commit", f.map.get("commit"));

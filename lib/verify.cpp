@@ -117,6 +117,8 @@ Outcome Verifier::load_car(ByteView car_bytes, ByteView commit, ByteView& commit
     commit_block = *b;
     Located v = cbor::validate(commit_block);
     if (v) return bad(Verdict::bad_commit, at("commit block", v.errc));
+    cbor::Value data = cbor::Value::of(commit_block).get("data");
+    data_ = data.is(cbor::Kind::link) ? data.as_link() : ByteView{};
     return {};
 }
 
@@ -134,7 +136,24 @@ Outcome Verifier::verify_sync() {
     return check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
 }
 
+Outcome Verifier::verify(ByteView wire, std::int64_t recv, Facts& f) {
+    Outcome o = verify(wire, recv);
+    f = Facts{};
+    f.type = msg_.type;
+    f.parsed = o.verdict != Verdict::malformed && o.verdict != Verdict::too_big;
+    if (!f.parsed) return o;
+    f.seq = msg_.seq;
+    f.did = msg_.did;
+    f.rev = msg_.rev;
+    f.since = msg_.since;
+    f.prev_data = msg_.prev_data;
+    f.data = data_;
+    f.active = msg_.active;
+    return o;
+}
+
 Outcome Verifier::verify(ByteView wire, std::int64_t /*recv*/) {
+    data_ = {};
     msg::Problem p = msg::parse(wire, msg_);
     if (p) {
         std::string d(p.field.empty() ? "message" : p.field);

@@ -4,10 +4,14 @@
 #include "sovereign/did_doc.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/verify.h"
+#include "sovereign/verify_engine.h"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <csignal>
 #include <cstring>
+#include <thread>
 #include <fcntl.h>
 #include <string>
 #include <unistd.h>
@@ -28,6 +32,22 @@ private:
     const sov::KeyStore& store_;
 };
 
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop.store(true); }
+
+// A batch of records copied out of the reader (whose views do not outlive next()).
+struct Batch {
+    std::vector<std::uint8_t> bytes;
+    std::vector<std::pair<std::size_t, std::uint64_t>> records;  // (offset in bytes, offset in the input)
+    std::vector<sov::frames::Envelope> envs;
+    std::vector<sov::verify::FrameIn> in;
+    std::vector<sov::verify::Outcome> out;
+    void clear() {
+        bytes.clear();
+        records.clear();
+    }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -41,6 +61,13 @@ int main(int argc, char** argv) {
         ("annotate", "write every frame, rejected ones too, each with its verdict")
         ("rejects", "also write rejected frames (with their verdict) to FILE", cxxopts::value<std::string>())
         ("strict", "exit 1 if any frame is rejected")
+        ("threads", "verification threads (default: the number of cores)", cxxopts::value<std::size_t>())
+        ("lenient", "let legacy commits without prevData pass without MST inversion")
+        ("state", "load per-DID and per-src state from FILE at start and save it at the end (and every minute)",
+         cxxopts::value<std::string>())
+        ("max-dids", "most DIDs kept in the state (least recently used are forgotten)",
+         cxxopts::value<std::size_t>()->default_value("1000000"))
+        ("batch", "frames verified per batch (bounds memory)", cxxopts::value<std::size_t>()->default_value("1024"))
         ("max-reports", "print at most N rejection reasons on stderr (0 = none)",
          cxxopts::value<std::uint64_t>()->default_value("20"))
         ("q,quiet", "no summary line and no rejection reasons")
@@ -82,7 +109,35 @@ int main(int argc, char** argv) {
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
     if (files.empty()) files.push_back("-");
 
-    sov::verify::Verifier verifier(keys);
+    std::size_t threads = args.count("threads") ? args["threads"].as<std::size_t>()
+                                                : std::max<std::size_t>(1, std::thread::hardware_concurrency());
+    if (threads == 0 || threads > 256) {
+        cli::diag("--threads must be between 1 and 256");
+        return cli::kUsage;
+    }
+    std::size_t batch_size = std::max<std::size_t>(1, args["batch"].as<std::size_t>());
+    sov::verify::Engine engine(keys, threads, args.count("lenient") > 0, args["max-dids"].as<std::size_t>());
+    std::string state_path = args.count("state") ? args["state"].as<std::string>() : "";
+    if (!state_path.empty()) {
+        std::string err;
+        sov::Errc e = engine.state().load(state_path, err);
+        if (e != sov::Errc::ok) {
+            cli::diag(err);
+            return e == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected;
+        }
+    }
+    auto save_state = [&]() -> bool {
+        if (state_path.empty()) return true;
+        std::string err;
+        if (engine.state().save(state_path, err) != sov::Errc::ok) {
+            cli::diag(err);
+            return false;
+        }
+        return true;
+    };
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+
     sov::frames::Writer out(1);
     std::optional<sov::frames::Writer> rej;
     if (rejects_fd >= 0) rej.emplace(rejects_fd);
@@ -90,19 +145,25 @@ int main(int argc, char** argv) {
     std::uint64_t frames = 0, bytes_in = 0, reported = 0;
     cli::Progress progress;
     int status = cli::kOk;
+    std::int64_t last_save = cli::now_micros();
+    Batch b;
 
-    for (const auto& path : files) {
-        if (out.broken_pipe()) break;
-        sov::frames::Reader r = sov::frames::Reader::open(path);
-        if (r.open_errno()) {
-            cli::diag(path, std::strerror(r.open_errno()));
-            status = cli::kSystem;
-            continue;
+    // Verifies and writes the frames collected in `b` (from input `name`).
+    auto flush_batch = [&](const std::string& name) {
+        std::size_t n = b.records.size();
+        b.envs.resize(n);
+        b.in.resize(n);
+        b.out.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            std::size_t off = b.records[i].first;
+            std::size_t end = i + 1 < n ? b.records[i + 1].first : b.bytes.size();
+            sov::frames::parse_record({b.bytes.data() + off, end - off}, b.envs[i]);  // validated by the reader
+            b.in[i] = sov::verify::FrameIn{b.envs[i].wire, b.envs[i].recv, b.envs[i].src};
         }
-        sov::frames::Envelope env;
-        while (r.next(env)) {
-            ++frames;
-            sov::verify::Outcome o = verifier.verify(env.wire, env.recv);
+        engine.run(b.in, b.out);
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto& env = b.envs[i];
+            const auto& o = b.out[i];
             ++counts[std::size_t(o.verdict)];
             std::string_view vrd = sov::verify::to_string(o.verdict);
             bool pass = sov::verify::passes(o.verdict);
@@ -116,24 +177,52 @@ int main(int argc, char** argv) {
                     rej->maybe_flush();
                 }
                 if (reported < max_reports) {
-                    const sov::msg::Message& m = verifier.message();
-                    std::string who = m.did.empty() ? "" : std::string(m.did) + " ";
-                    if (m.seq) who += "seq " + std::to_string(m.seq) + " ";
-                    cli::diag(r.name() + ":" + std::to_string(r.record_offset()),
-                              std::string(vrd) + ": " + who + o.detail);
+                    const auto& f = engine.facts()[i];
+                    std::string who = f.did.empty() ? "" : std::string(f.did) + " ";
+                    if (f.seq) who += "seq " + std::to_string(f.seq) + ": ";
+                    cli::diag(name + ":" + std::to_string(b.records[i].second), std::string(vrd) + ": " + who + o.detail);
                     if (++reported == max_reports) cli::diag("further rejections are counted but not shown (--max-reports)");
                 }
             }
-            bytes_in = r.bytes_read();
-            progress.update(frames, bytes_in);
-            if (out.broken_pipe() || out.failed()) break;
         }
+        frames += n;
+        b.clear();
+        progress.update(frames, bytes_in);
+        if (!state_path.empty() && cli::now_micros() - last_save > 60'000'000) {
+            save_state();
+            last_save = cli::now_micros();
+        }
+    };
+
+    std::uint64_t bytes_before = 0;  // bytes of the files already finished
+    for (const auto& path : files) {
+        if (out.broken_pipe() || g_stop.load()) break;
+        sov::frames::Reader r = sov::frames::Reader::open(path);
+        if (r.open_errno()) {
+            cli::diag(path, std::strerror(r.open_errno()));
+            status = cli::kSystem;
+            continue;
+        }
+        sov::frames::Envelope env;
+        while (!g_stop.load() && r.next(env)) {
+            b.records.emplace_back(b.bytes.size(), r.record_offset());
+            sov::frames::append_record_raw(b.bytes, env);
+            bytes_in = bytes_before + r.bytes_read();
+            if (b.records.size() >= batch_size) {
+                flush_batch(r.name());
+                if (out.broken_pipe() || out.failed()) break;
+            }
+        }
+        if (!b.records.empty()) flush_batch(r.name());  // frames before an error are kept
+        bytes_before += r.bytes_read();
         if (r.error()) {
             cli::framing_error(r);
             status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
             break;  // framing errors stop the tool; frames already written stay written
         }
     }
+    if (g_stop.load()) cli::diag("interrupted: stopping after the frames already read");
+    if (!save_state()) status = std::max<int>(status, cli::kSystem);
     progress.finish();
     int wst = cli::finish_output(out, "stdout");
     if (rej) {

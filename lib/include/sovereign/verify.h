@@ -57,14 +57,31 @@ Outcome check_commit_block(ByteView block, std::string_view did, std::string_vie
 /// `sig` receives the signature bytes (a view into `block`).
 bool unsigned_commit_digest(ByteView block, std::array<std::uint8_t, 32>& digest, ByteView& sig);
 
+/// What the stateful checks need from a message, extracted by the stateless pass (views
+/// into the wire bytes: valid as long as they are).
+struct Facts {
+    msg::Type type = msg::Type::unknown;
+    bool parsed = false;                    ///< the message parsed (verdict not malformed/too-big)
+    std::int64_t seq = 0;                   ///< 0 = the type has no seq
+    std::string_view did, rev;
+    std::optional<std::string_view> since;  ///< #commit
+    ByteView prev_data;                     ///< #commit, empty when absent
+    ByteView data;                          ///< commit.data (MST root) when the commit was loaded
+    bool active = true;                     ///< #account
+};
+
 /// Stateless verifier of wire messages (reusable; one per thread). Steady-state use
 /// allocates nothing on the success path.
 class Verifier {
 public:
-    explicit Verifier(const KeySource& keys) : keys_(keys) {}
+    /// `lenient`: commits without `prevData` (legacy, pre-Sync 1.1) pass without inversion
+    /// instead of failing as bad-proof.
+    explicit Verifier(const KeySource& keys, bool lenient = false) : keys_(keys), lenient_(lenient) {}
     /// Verifies one wire message. `recv` is the receive time in µs (unused by the stateless
     /// checks, kept for the stateful ones).
     Outcome verify(ByteView wire, std::int64_t recv);
+    /// Same, also filling `facts` for the stateful checks (verify_state.h).
+    Outcome verify(ByteView wire, std::int64_t recv, Facts& facts);
     /// The message parsed by the last verify() (valid while `wire` is).
     const msg::Message& message() const noexcept { return msg_; }
 
@@ -75,6 +92,8 @@ private:
     // commit CID when `commit` is given (else takes roots[0]), returns the commit block.
     Outcome load_car(ByteView car, ByteView commit, ByteView& commit_cid, ByteView& commit_block);
     const KeySource& keys_;
+    bool lenient_ = false;
+    ByteView data_;  // commit.data of the last loaded commit
     msg::Message msg_;
     car::BlockMap blocks_;
 };
