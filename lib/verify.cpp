@@ -126,7 +126,19 @@ Outcome Verifier::verify_commit() {
     ByteView ccid, block;
     Outcome o = load_car(msg_.blocks, msg_.commit, ccid, block);
     if (o.verdict != Verdict::ok) return o;
-    return check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
+    o = check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
+    if (o.verdict != Verdict::ok) return o;
+    return check_proof();
+}
+
+Outcome Verifier::check_proof() {
+    // docs/atproto.md §6 step 9–10: inversion needs prevData. Legacy (pre-Sync 1.1) commits
+    // lack it; --lenient lets them through unproven.
+    if (msg_.prev_data.empty()) {
+        if (lenient_) return {};
+        return bad(Verdict::bad_proof, "no prevData: commit cannot be inverted (legacy commit? --lenient accepts)");
+    }
+    return {};
 }
 
 Outcome Verifier::verify_sync() {

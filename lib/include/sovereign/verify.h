@@ -88,6 +88,7 @@ public:
 private:
     Outcome verify_commit();
     Outcome verify_sync();
+    Outcome check_proof();  // MST: ops against the tree and inversion to prevData
     // Parses the CAR slice, hash-checks every block, indexes them, requires roots[0] = the
     // commit CID when `commit` is given (else takes roots[0]), returns the commit block.
     Outcome load_car(ByteView car, ByteView commit, ByteView& commit_cid, ByteView& commit_block);
