@@ -53,7 +53,8 @@ const std::uint8_t* skip(const std::uint8_t* p) noexcept {
     return p;
 }
 
-// UTF-8 validity per RFC 3629 (no overlongs, no surrogates, ≤ U+10FFFF).
+}  // namespace
+
 bool valid_utf8(const std::uint8_t* s, std::size_t n) noexcept {
     std::size_t i = 0;
     while (i < n) {
@@ -85,6 +86,8 @@ bool valid_utf8(const std::uint8_t* s, std::size_t n) noexcept {
     }
     return true;
 }
+
+namespace {
 
 struct Frame {
     std::uint64_t left;              // items still expected (maps: keys and values)
@@ -157,8 +160,9 @@ Located run(ByteView in, std::size_t& out_len, bool allow_trailing) noexcept {
         case 4:
         case 5:
             if (arg > std::uint64_t(end - p)) return fail(Errc::truncated, item);  // each item ≥ 1 byte
+            // An empty container is a nesting level too (DAG-JSON counts it the same way).
+            if (depth >= kMaxDepth) return fail(Errc::cbor_too_deep, item);
             if (arg > 0) {
-                if (depth >= kMaxDepth) return fail(Errc::cbor_too_deep, item);
                 stack[depth++] = Frame{major == 5 ? arg * 2 : arg, nullptr, 0, major == 5};
                 complete = false;
             }

@@ -42,14 +42,15 @@ bool is_blessed(ByteView in) noexcept {
 }
 
 Cid compute(std::uint64_t codec, ByteView data) noexcept {
-    std::array<std::uint8_t, kBlessedLen> b;
-    b[0] = 0x01;
-    b[1] = std::uint8_t(codec);
-    b[2] = kHashSha256;
-    b[3] = 0x20;
+    std::array<std::uint8_t, 48> b;
+    std::size_t n = 0;
+    b[n++] = 0x01;
+    n += varint::encode(codec, b.data() + n);
+    b[n++] = kHashSha256;
+    b[n++] = 0x20;
     auto d = crypto::sha256(data);
-    std::memcpy(b.data() + 4, d.data(), 32);
-    return Cid(ByteView{b.data(), b.size()});
+    std::memcpy(b.data() + n, d.data(), 32);
+    return Cid(ByteView{b.data(), n + 32});
 }
 
 bool matches(ByteView cid, ByteView data) noexcept {

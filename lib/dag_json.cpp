@@ -121,7 +121,13 @@ struct Enc {
             w.integer(std::int64_t(d));
             return Errc::ok;
         }
-        case json::value_t::string: w.text(j.get_ref<const std::string&>()); return Errc::ok;
+        case json::value_t::string: {
+            const std::string& t = j.get_ref<const std::string&>();
+            if (!cbor::valid_utf8(reinterpret_cast<const std::uint8_t*>(t.data()), t.size()))
+                return fail(Errc::cbor_invalid_utf8);
+            w.text(t);
+            return Errc::ok;
+        }
         case json::value_t::array: {
             if (++depth > cbor::kMaxDepth) return fail(Errc::cbor_too_deep);
             w.array(j.size());
@@ -174,6 +180,8 @@ struct Enc {
         keys.reserve(j.size());
         for (auto it = j.begin(); it != j.end(); ++it) {
             if (it.key().empty()) return fail(Errc::cbor_empty_key);
+            if (!cbor::valid_utf8(reinterpret_cast<const std::uint8_t*>(it.key().data()), it.key().size()))
+                return fail(Errc::cbor_invalid_utf8);
             keys.push_back(&it.key());
         }
         std::sort(keys.begin(), keys.end(),

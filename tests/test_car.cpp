@@ -11,6 +11,8 @@
 #include "sovereign/varint.h"
 
 #include <cstdint>
+#include <cstring>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -23,6 +25,20 @@ using sov::Errc;
 using Bytes = std::vector<std::uint8_t>;
 
 namespace {
+
+// Concatenation into a pre-sized buffer (GCC 12 at -O3 raises false -Warray-bounds on
+// vector::insert into small vectors).
+Bytes join(std::initializer_list<ByteView> parts) {
+    std::size_t n = 0;
+    for (auto p : parts) n += p.size();
+    Bytes out(n);
+    std::size_t at = 0;
+    for (auto p : parts) {
+        if (!p.empty()) std::memcpy(out.data() + at, p.data(), p.size());
+        at += p.size();
+    }
+    return out;
+}
 
 // A block and its blessed dag-cbor CID.
 struct Block {
@@ -426,10 +442,8 @@ TEST_CASE("malformed sections: exact errors and offsets", "[car][malformed]") {
     run({0x80, 0x00}, Errc::varint_non_minimal, body, 0);
     run({0xa8, 0x80, 0x00}, Errc::varint_non_minimal, body, 0);
     {
-        Bytes t = {0xa8, 0x00};  // 40 written in two bytes, then a 40-byte section
-        t.insert(t.end(), b.cid.begin(), b.cid.end());
-        t.insert(t.end(), 4, 0);
-        run(t, Errc::varint_non_minimal, body, 0);
+        // 40 written in two bytes, then a 40-byte section.
+        run(join({Bytes{0xa8, 0x00}, b.cid, Bytes(4, 0)}), Errc::varint_non_minimal, body, 0);
     }
     run(Bytes(10, 0xff), Errc::varint_overflow, body, 0);
     {
@@ -443,9 +457,8 @@ TEST_CASE("malformed sections: exact errors and offsets", "[car][malformed]") {
     run({0x01, 0x01}, Errc::car_bad_section, body, 0);
     run({0x03, 0x01, 0x71, 0x12}, Errc::car_bad_section, body, 0);
     {
-        Bytes t = {0x23};  // 35 bytes: the CID without its last digest byte
-        t.insert(t.end(), b.cid.begin(), b.cid.end() - 1);
-        run(t, Errc::car_bad_section, body, 0);
+        // 35 bytes: the CID without its last digest byte.
+        run(join({Bytes{0x23}, ByteView(b.cid).first(35)}), Errc::car_bad_section, body, 0);
     }
     // A CID digest length over the 100-byte CID limit.
     {
@@ -572,7 +585,7 @@ TEST_CASE("real CARs mutated at many offsets never crash", "[car][corpus][malfor
         std::size_t b0 = std::size_t(secs[i].block.data() - full.data());
         for (std::size_t k = 0; k < secs[i].block.size(); ++k) owner[b0 + k] = long(i);
     }
-    const Errc allowed[] = {Errc::ok, Errc::truncated, Errc::varint_non_minimal, Errc::varint_overflow,
+    const Errc allowed[] = {Errc::ok, Errc::truncated, Errc::trailing_bytes, Errc::varint_non_minimal, Errc::varint_overflow,
                             Errc::car_bad_header, Errc::car_no_roots, Errc::car_bad_section,
                             Errc::cid_bad_version};
     std::size_t block_flips = 0, detected = 0, bad = 0;
@@ -600,7 +613,11 @@ TEST_CASE("real CARs mutated at many offsets never crash", "[car][corpus][malfor
             if (o && o.offset > m.size()) ++bad;
             bool known = false;
             for (Errc e : allowed) known = known || e == o.errc || (o.errc >= Errc::cbor_reserved_ai && o.errc <= Errc::cbor_empty_key);
-            if (!known) ++bad;
+            if (!known) {
+                ++bad;
+                UNSCOPED_INFO("flip 0x" << std::hex << int(x) << std::dec << " at " << at << ": unexpected "
+                                        << sov::to_string(o.errc) << " at " << o.offset);
+            }
             if (owner[at] >= 0) {
                 // Inside a block: the structure is intact and only that block fails its hash.
                 ++block_flips;

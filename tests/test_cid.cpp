@@ -326,7 +326,6 @@ TEST_CASE("Cid value type", "[cid][type]") {
     CHECK(none.empty());
     CHECK(none.size() == 0);
     CHECK(none.bytes().empty());
-    CHECK(none == ByteView{});
     Bytes b = hex(kPlcOpHex);
     cid::Cid c{ByteView(b)};
     CHECK(c == ByteView(b));
@@ -348,9 +347,23 @@ TEST_CASE("Cid value type", "[cid][type]") {
     CHECK(!cid::equal(b, ByteView(b).first(4)));
 }
 
+// Cid's operator==(const Cid&, ByteView) calls memcmp(buf, b.data(), 0) when both are empty;
+// an empty span's data() may be nullptr, and memcmp with a null pointer is undefined behaviour
+// even for length 0 (UBSan: "null pointer passed as argument 2"). The Cid(ByteView) constructor
+// does the same with memcpy. cid::equal() guards this case; these two do not. The results are
+// right in practice, so this passes in normal builds and only a -Db_sanitize=undefined build
+// reports it.
+TEST_CASE("Cid with empty views (null data)", "[cid][type]") {
+    cid::Cid none;
+    CHECK(none == ByteView{});
+    cid::Cid from_empty{ByteView{}};
+    CHECK(from_empty.empty());
+    CHECK(from_empty == none);
+}
+
 // compute() writes the codec as a single byte, so a codec ≥ 0x80 (e.g. dag-json 0x0129)
 // produces a CID that parses with a different codec (0x29) instead of a 2-byte varint.
-TEST_CASE("compute: multi-byte codec varint", "[cid][compute][!mayfail]") {
+TEST_CASE("compute: multi-byte codec varint", "[cid][compute]") {
     cid::Cid c = cid::compute(0x0129, sov::as_bytes("{}"));
     cid::Info info;
     REQUIRE(cid::parse(c.bytes(), info) == Errc::ok);
@@ -380,6 +393,7 @@ TEST_CASE("interop cid_syntax_valid.txt", "[cid][corpus]") {
     auto lines = lines_of(corpus / "interop/syntax/cid_syntax_valid.txt");
     REQUIRE(!lines.empty());
     std::size_t parsed = 0, other_base = 0;
+    std::string refused;
     for (const auto& l : lines) {
         cid::Cid c;
         Errc e = cid::from_string(l, c);
@@ -398,10 +412,14 @@ TEST_CASE("interop cid_syntax_valid.txt", "[cid][corpus]") {
             INFO("non-base32 line " << l << " (not the atproto text form): " << sov::to_string(e));
             CHECK(e == Errc::cid_bad_text);
             ++other_base;
+            refused += "\n  " + l;
         }
     }
     CHECK(parsed == 2);
     CHECK(other_base > 0);
+    WARN("cid_syntax_valid.txt: " << parsed << " base32 CIDv1 lines parse; " << other_base
+                                  << " lines in other multibase forms or CIDv0 are outside the atproto text form"
+                                  << " and refused by from_string:" << refused);
 }
 
 TEST_CASE("interop cid_syntax_invalid.txt is refused", "[cid][corpus]") {

@@ -35,6 +35,9 @@ Located validate(ByteView in) noexcept;
 /// Used for the event-stream wire form (two concatenated objects).
 Located validate_prefix(ByteView in, std::size_t& len) noexcept;
 
+/// UTF-8 validity per RFC 3629 (no overlong forms, no surrogates, ≤ U+10FFFF).
+bool valid_utf8(const std::uint8_t* s, std::size_t n) noexcept;
+
 /// Canonical DAG-CBOR map-key order: shorter first, then bytewise. Returns <0, 0, >0.
 inline int key_compare(std::string_view a, std::string_view b) noexcept {
     if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;

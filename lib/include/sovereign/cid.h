@@ -41,16 +41,16 @@ public:
     Cid() = default;
     /// Copies a binary CID (unchecked; at most kMaxLen bytes, longer input is truncated).
     explicit Cid(ByteView b) noexcept : len_(std::uint8_t(b.size() > kMaxLen ? kMaxLen : b.size())) {
-        std::memcpy(buf_.data(), b.data(), len_);
+        if (len_) std::memcpy(buf_.data(), b.data(), len_);
     }
     ByteView bytes() const noexcept { return {buf_.data(), len_}; }
     bool empty() const noexcept { return len_ == 0; }
     std::size_t size() const noexcept { return len_; }
     friend bool operator==(const Cid& a, const Cid& b) noexcept {
-        return a.len_ == b.len_ && std::memcmp(a.buf_.data(), b.buf_.data(), a.len_) == 0;
+        return a.len_ == b.len_ && (a.len_ == 0 || std::memcmp(a.buf_.data(), b.buf_.data(), a.len_) == 0);
     }
     friend bool operator==(const Cid& a, ByteView b) noexcept {
-        return a.len_ == b.size() && std::memcmp(a.buf_.data(), b.data(), a.len_) == 0;
+        return a.len_ == b.size() && (a.len_ == 0 || std::memcmp(a.buf_.data(), b.data(), a.len_) == 0);
     }
 
 private:
@@ -58,7 +58,8 @@ private:
     std::uint8_t len_ = 0;
 };
 
-/// CIDv1(codec, sha2-256(data)): 36 bytes. Uses OpenSSL SHA-256.
+/// CIDv1(codec, sha2-256(data)): 36 bytes for codecs below 0x80 (dag-cbor, raw), longer
+/// for multi-byte codec varints. Uses OpenSSL SHA-256.
 Cid compute(std::uint64_t codec, ByteView data) noexcept;
 /// True if `data` hashes to `cid` under the CID's own hash function (sha2-256 only;
 /// other hash codes give false).

@@ -66,7 +66,7 @@ enum class Errc : std::uint16_t {
     // 400..499 CAR v1 (docs/atproto.md §4)
     car_bad_header = 400,    ///< header length 0, not a map, version != 1, bad roots
     car_no_roots = 401,      ///< roots array empty
-    car_bad_section = 402,   ///< section length shorter than its CID or over the input
+    car_bad_section = 402,   ///< section shorter than its CID, or its CID is malformed
     car_hash_mismatch = 403, ///< block bytes do not hash to the section CID
     // 500..599 frame stream (DESIGN.md §2)
     frame_zero_length = 500,     ///< record length 0
