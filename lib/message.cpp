@@ -243,7 +243,15 @@ Problem parse(ByteView wire, Message& m) {
         m.handle = f.text("handle");
         m.time = f.time();
         break;
-    case Type::migrate:
+    case Type::migrate: {
+        m.seq = f.seq();
+        m.did = f.did("did");
+        m.time = f.time();
+        Value to = payload.get("migrateTo");  // required, nullable string
+        if (!f.p && !to.valid()) f.fail(Errc::cbor_missing_field, "migrateTo", payload);
+        else if (!f.p && !to.is(Kind::text) && !to.is(Kind::null)) f.fail(Errc::cbor_wrong_type, "migrateTo", to);
+        break;
+    }
     case Type::tombstone:
         m.seq = f.seq();
         m.did = f.did("did");
