@@ -64,6 +64,14 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::json_bad_data_model: return "JSON does not fit the atproto data model";
     case Errc::did_doc_no_key: return "DID document has no #atproto signing key";
     case Errc::did_doc_bad: return "DID document malformed";
+    case Errc::mst_bad_node: return "MST node invalid";
+    case Errc::mst_bad_tree: return "MST structure invalid";
+    case Errc::mst_proof_missing: return "MST proof block missing";
+    case Errc::mst_op_mismatch: return "op does not match the MST";
+    case Errc::mst_root_mismatch: return "inverted MST root is not prevData";
+    case Errc::mst_bad_key: return "invalid MST key";
+    case Errc::mst_duplicate_op: return "two ops on one path";
+    case Errc::mst_not_invertible: return "commit cannot be inverted";
     }
     return "unknown error";
 }

@@ -132,13 +132,24 @@ Outcome Verifier::verify_commit() {
 }
 
 Outcome Verifier::check_proof() {
-    // docs/atproto.md §6 step 9–10: inversion needs prevData. Legacy (pre-Sync 1.1) commits
-    // lack it; --lenient lets them through unproven.
-    if (msg_.prev_data.empty()) {
-        if (lenient_) return {};
-        return bad(Verdict::bad_proof, "no prevData: commit cannot be inverted (legacy commit? --lenient accepts)");
+    // docs/atproto.md §6 steps 6–10. Inversion needs prevData: a repository's first commit
+    // (since = null) inverts to the empty tree; legacy (pre-Sync 1.1) commits lack it and
+    // pass unproven only with --lenient, as do legacy ops without `prev`.
+    static const cid::Cid kEmptyTree = [] {
+        const std::uint8_t empty[] = {0xa2, 0x61, 0x65, 0x80, 0x61, 0x6c, 0xf6};  // {e: [], l: null}
+        return cid::compute(cid::kCodecDagCbor, ByteView{empty, sizeof empty});
+    }();
+    ByteView prev = msg_.prev_data;
+    if (prev.empty()) {
+        if (!msg_.since) prev = kEmptyTree.bytes();
+        else if (lenient_) return {};
+        else return bad(Verdict::bad_proof, "no prevData: commit cannot be inverted (legacy commit? --lenient accepts)");
     }
-    return {};
+    proof_detail_.clear();
+    Errc e = inverter_.invert(blocks_, data_, msg_.ops, prev, &proof_detail_, true);
+    if (e == Errc::ok) return {};
+    if (lenient_ && e == mst::kErrNotInvertible) return {};
+    return bad(Verdict::bad_proof, proof_detail_.empty() ? std::string(to_string(e)) : proof_detail_);
 }
 
 Outcome Verifier::verify_sync() {

@@ -97,6 +97,15 @@ enum class Errc : std::uint16_t {
     json_bad_data_model = 801, ///< JSON that does not map onto the atproto data model
     did_doc_no_key = 802,    ///< no usable #atproto verification method
     did_doc_bad = 803,       ///< DID document malformed or id mismatch
+    // 900..999 MST (docs/atproto.md §6)
+    mst_bad_node = 900,      ///< node block violates the node format or its invariants
+    mst_bad_tree = 901,      ///< nodes do not form a valid tree (heights, key ranges)
+    mst_proof_missing = 902, ///< a needed node block is absent from the CAR slice
+    mst_op_mismatch = 903,   ///< an op's cid/prev disagrees with the tree
+    mst_root_mismatch = 904, ///< inversion does not reproduce prevData
+    mst_bad_key = 905,       ///< key is not a valid repo path
+    mst_duplicate_op = 906,  ///< two ops on the same path in one commit
+    mst_not_invertible = 907,///< no prevData, or update/delete without prev (legacy)
 };
 
 /// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".

@@ -7,6 +7,7 @@
 #include "sovereign/crypto.h"
 #include "sovereign/errc.h"
 #include "sovereign/message.h"
+#include "sovereign/mst.h"
 
 #include <array>
 #include <cstdint>
@@ -95,6 +96,8 @@ private:
     const KeySource& keys_;
     bool lenient_ = false;
     ByteView data_;  // commit.data of the last loaded commit
+    mst::Inverter inverter_;
+    std::string proof_detail_;
     msg::Message msg_;
     car::BlockMap blocks_;
 };

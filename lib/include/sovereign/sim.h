@@ -1,0 +1,92 @@
+// sovereign/sim.h — mesh-sim's traffic generator: realistic, validly signed firehose
+// messages (Sync 1.1 #commit with MST proof blocks, #sync, #identity, #account) for many
+// simulated accounts, deterministic for a seed. Model and distributions: man/mesh-sim.1.md.
+#pragma once
+
+#include "sovereign/cid.h"
+#include "sovereign/crypto.h"
+#include "sovereign/errc.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sov::sim {
+
+/// xoshiro256** seeded by splitmix64: fast, and identical on every platform (unlike the
+/// standard distributions), so a seed gives the same bytes everywhere.
+class Rng {
+public:
+    explicit Rng(std::uint64_t seed) noexcept;
+    std::uint64_t next() noexcept;
+    /// Uniform in [0, n) (n ≥ 1; negligible modulo bias for n ≪ 2^64).
+    std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+    /// Uniform in [0, 1).
+    double uniform() noexcept { return double(next() >> 11) * 0x1.0p-53; }
+    /// Standard normal (Box–Muller).
+    double normal() noexcept;
+
+private:
+    std::uint64_t s_[4];
+};
+
+/// Zipf(s) over ranks 0..n-1: P(k) ∝ 1/(k+1)^s, by inverse CDF (binary search).
+class Zipf {
+public:
+    Zipf(std::size_t n, double s);
+    std::size_t sample(Rng& r) const;
+
+private:
+    std::vector<double> cdf_;
+};
+
+struct Options {
+    std::size_t accounts = 1000;
+    std::uint64_t seed = 1;
+    double zipf_s = 1.1;             ///< activity exponent over accounts
+    double p256_share = 0.1;         ///< share of accounts with P-256 keys (the rest k256)
+    double repo_median = 200;        ///< initial records per repository: log-normal median
+    double repo_sigma = 1.2;         ///< … and σ of its logarithm (capped at 20,000 records)
+    double events_per_second = 500;  ///< simulated arrival rate (exponential gaps)
+    std::int64_t start_us = 1783173600000000;  ///< 2026-07-04T14:00:00Z
+    std::int64_t seq_start = 1;
+    std::string corpus_repos;        ///< directory of *.car to sample record content from ("" = built-in)
+};
+
+struct Stats {
+    std::uint64_t commits = 0, syncs = 0, identities = 0, accounts_events = 0;
+    std::uint64_t ops = 0, creates = 0, updates = 0, deletes = 0;
+    std::uint64_t proof_blocks = 0, corpus_records = 0;
+};
+
+class Generator {
+public:
+    explicit Generator(const Options& o);
+    ~Generator();
+    Generator(const Generator&) = delete;
+    Generator& operator=(const Generator&) = delete;
+
+    /// Produces the next message: `wire` (header + payload), `recv` µs (simulated receive
+    /// time). Errors only on internal inconsistency (reported with `error_detail()`).
+    Errc next(std::vector<std::uint8_t>& wire, std::int64_t& recv);
+
+    /// Replay mode: the records of a real repository CAR become a history of commits in
+    /// rkey (TID) order, one record per commit, from an empty tree, signed by a generated
+    /// key for the repository's DID; the last commit's `data` equals the CAR's. Returns
+    /// the number of commits queued (then drained by next()); errors name the problem.
+    Result<std::size_t> load_replay(const std::string& car_path, std::string& err);
+
+    /// JSON object DID → DID document for every account (cbor-verify --did-docs).
+    nlohmann::json did_docs() const;
+    const Stats& stats() const noexcept;
+    const std::string& error_detail() const noexcept;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sov::sim

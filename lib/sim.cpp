@@ -1,0 +1,869 @@
+// mesh-sim's generator. The essay:
+//
+// Every account owns a real repository: an MST whose node blocks live in a per-account
+// store. A commit applies its ops to the tree, re-encodes the changed nodes (the sink of
+// root_cid adds them to the store), signs a v3 commit over the new root and ships a CAR
+// slice. Which MST nodes go into the slice is not guessed: the generator replays what a
+// verifier does — look up every op path in the new tree, then invert the ops — on a fresh
+// tree whose block source records every node it is asked for. That set is exactly the
+// proof a Sync 1.1 consumer needs, and the replay also checks that inversion gives back the
+// previous root, so every generated commit is known-good before it is written.
+//
+// Repositories exist only for accounts that act (Zipf makes most accounts rare), start
+// with a log-normal number of records whose values are CIDs of records that predate the
+// simulation, and are garbage-collected when their store doubles.
+#include "sovereign/sim.h"
+
+#include "sovereign/car.h"
+#include "sovereign/cbor.h"
+#include "sovereign/dag_json.h"
+#include "sovereign/io.h"
+#include "sovereign/message.h"
+#include "sovereign/mst.h"
+#include "sovereign/multibase.h"
+#include "sovereign/syntax.h"
+#include "sovereign/varint.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace sov::sim {
+
+// --- Rng, Zipf -------------------------------------------------------------------------
+
+namespace {
+std::uint64_t splitmix(std::uint64_t& x) noexcept {
+    std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+inline std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
+}  // namespace
+
+Rng::Rng(std::uint64_t seed) noexcept {
+    for (auto& s : s_) s = splitmix(seed);
+}
+
+std::uint64_t Rng::next() noexcept {
+    std::uint64_t r = rotl(s_[1] * 5, 7) * 9, t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return r;
+}
+
+double Rng::normal() noexcept {
+    double u1 = 1.0 - uniform(), u2 = uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+Zipf::Zipf(std::size_t n, double s) {
+    cdf_.resize(n ? n : 1);
+    double acc = 0;
+    for (std::size_t k = 0; k < cdf_.size(); ++k) cdf_[k] = acc += 1.0 / std::pow(double(k + 1), s);
+    for (auto& c : cdf_) c /= acc;
+}
+
+std::size_t Zipf::sample(Rng& r) const {
+    double u = r.uniform();
+    return std::size_t(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin());
+}
+
+// --- Generator ---------------------------------------------------------------------------
+
+namespace {
+
+struct CidHash {
+    std::size_t operator()(const cid::Cid& c) const noexcept {
+        std::uint64_t h = 0;
+        ByteView b = c.bytes();
+        if (b.size() >= 8) std::memcpy(&h, b.data() + b.size() - 8, 8);
+        return std::size_t(h);
+    }
+};
+
+struct Block {
+    std::vector<std::uint8_t> bytes;
+    ByteView view;
+};
+
+struct Repo {
+    std::unordered_map<cid::Cid, Block, CidHash> store;  // MST node blocks (node-based: stable addresses)
+    cid::Cid root;
+    std::vector<std::string> keys;                       // record paths present
+    std::unordered_map<std::string, std::size_t> key_pos;
+    bool has_profile = false;
+    std::size_t gc_at = 4096;
+
+    const ByteView* find(ByteView c) const {
+        auto it = store.find(cid::Cid(c));
+        return it == store.end() ? nullptr : &it->second.view;
+    }
+    void add_block(ByteView c, ByteView bytes) {
+        auto [it, fresh] = store.try_emplace(cid::Cid(c));
+        if (fresh) {
+            it->second.bytes.assign(bytes.begin(), bytes.end());
+            it->second.view = {it->second.bytes.data(), it->second.bytes.size()};
+        }
+    }
+    void add_key(const std::string& k) {
+        key_pos.emplace(k, keys.size());
+        keys.push_back(k);
+    }
+    void remove_key(const std::string& k) {
+        auto it = key_pos.find(k);
+        if (it == key_pos.end()) return;
+        std::size_t i = it->second;
+        key_pos.erase(it);
+        if (i + 1 != keys.size()) {
+            keys[i] = std::move(keys.back());
+            key_pos[keys[i]] = i;
+        }
+        keys.pop_back();
+    }
+};
+
+struct Finder {
+    const Repo* repo;
+    const ByteView* operator()(ByteView c) const { return repo->find(c); }
+};
+
+struct Recorder {
+    const Repo* repo;
+    std::vector<cid::Cid>* seen;
+    const ByteView* operator()(ByteView c) const {
+        const ByteView* v = repo->find(c);
+        if (v) seen->push_back(cid::Cid(c));
+        return v;
+    }
+};
+
+struct Account {
+    std::string did, handle, pds;
+    crypto::PrivateKey priv;
+    crypto::PublicKey pub;
+    std::unique_ptr<Repo> repo;
+    std::string rev;          // last commit rev
+    std::int64_t rev_us = 0;  // its timestamp
+    bool active = true;
+    unsigned clock_id = 0;
+};
+
+struct PlannedOp {
+    msg::OpAction action;
+    std::string path;
+    cid::Cid cid;   // new record (create/update)
+    cid::Cid prev;  // replaced/deleted record (update/delete)
+    std::vector<std::uint8_t> record;
+};
+
+const char* const kWords[] = {
+    "the", "a", "morning", "light", "on", "water", "coffee", "again", "finally", "shipped", "new", "release",
+    "thread", "about", "why", "we", "build", "small", "tools", "relay", "firehose", "is", "beautiful", "today",
+    "reading", "paper", "on", "merkle", "search", "trees", "cats", "garden", "rain", "train", "late", "music",
+    "weekend", "plans", "anyone", "else", "seeing", "this", "honestly", "great", "question", "love", "it",
+};
+
+constexpr std::uint8_t kEmptyNode[] = {0xa2, 0x61, 0x65, 0x80, 0x61, 0x6c, 0xf6};  // {e: [], l: null}
+
+}  // namespace
+
+struct Generator::Impl {
+    Options opt;
+    Rng rng;
+    Zipf zipf;
+    std::vector<Account> accounts;
+    std::vector<std::size_t> rank_to_account;
+    std::int64_t now_us;
+    std::int64_t seq;
+    Stats stats;
+    std::string error;
+    mst::Tree tree;
+    std::vector<std::pair<std::string, std::string>> recent_posts;  // (uri, cid text) ring
+    std::size_t recent_next = 0;
+    std::vector<nlohmann::json> corpus_posts, corpus_profiles;
+    std::uint64_t fake_counter = 0;
+    // Replay mode
+    struct ReplayItem {
+        std::string path;
+        std::vector<std::uint8_t> record;
+        std::int64_t us;
+    };
+    std::vector<ReplayItem> replay;
+    std::size_t replay_next = 0;
+    std::size_t replay_account = 0;
+    bool replay_mode = false;
+
+    explicit Impl(const Options& o)
+        : opt(o), rng(o.seed), zipf(o.accounts, o.zipf_s), now_us(o.start_us), seq(o.seq_start) {
+        Rng krng(o.seed ^ 0x6b657973ULL);
+        accounts.resize(o.accounts);
+        for (std::size_t i = 0; i < accounts.size(); ++i) {
+            Account& a = accounts[i];
+            std::array<std::uint8_t, 32> seed{};
+            for (int k = 0; k < 4; ++k) {
+                std::uint64_t v = krng.next();
+                std::memcpy(seed.data() + 8 * k, &v, 8);
+            }
+            a.priv = crypto::generate_from_seed(krng.uniform() < o.p256_share ? crypto::Curve::p256 : crypto::Curve::k256, seed);
+            a.pub = *crypto::public_key_of(a.priv);
+            auto h = crypto::sha256(ByteView{seed.data(), seed.size()});
+            std::string b32;
+            multibase::base32_encode(ByteView{h.data(), h.size()}, b32);
+            a.did = "did:plc:" + b32.substr(0, 24);
+            a.handle = "u" + std::to_string(i) + ".mesh-sim.test";
+            a.pds = "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
+            a.clock_id = unsigned(krng.below(1024));
+        }
+        // Activity rank → account, shuffled so activity is unrelated to DID order.
+        rank_to_account.resize(accounts.size());
+        for (std::size_t i = 0; i < rank_to_account.size(); ++i) rank_to_account[i] = i;
+        for (std::size_t i = rank_to_account.size(); i > 1; --i) std::swap(rank_to_account[i - 1], rank_to_account[rng.below(i)]);
+        if (!o.corpus_repos.empty()) load_corpus(o.corpus_repos);
+    }
+
+    // -- corpus sampling ------------------------------------------------------------------
+
+    void load_corpus(const std::string& dir) {
+        std::error_code ec;
+        if (!std::filesystem::is_directory(dir, ec)) return;
+        std::vector<std::filesystem::path> cars;
+        for (auto& e : std::filesystem::directory_iterator(dir, ec))
+            if (e.path().extension() == ".car") cars.push_back(e.path());
+        std::sort(cars.begin(), cars.end());
+        for (auto& p : cars) {
+            std::string bytes, err;
+            if (!io::read_all(p.string(), bytes, err)) continue;
+            car::Reader r;
+            if (r.open(as_bytes(bytes))) continue;
+            car::BlockMap blocks;
+            car::Section s;
+            while (r.next(s)) blocks.add(s.cid, s.block);
+            const ByteView* commit = blocks.find(r.root());
+            if (!commit || cbor::validate(*commit)) continue;
+            cbor::Value data = cbor::Value::of(*commit).get("data");
+            if (!data.is(cbor::Kind::link)) continue;
+            mst::Tree t;
+            if (t.open(data.as_link(), mst::BlockSource(blocks)) != Errc::ok) continue;
+            t.walk([&](std::string_view key, ByteView value) {
+                const ByteView* rec = blocks.find(value);
+                if (!rec || cbor::validate(*rec)) return;
+                bool post = key.starts_with("app.bsky.feed.post/"), profile = key.starts_with("app.bsky.actor.profile/");
+                if (!post && !profile) return;
+                std::string text;
+                dag_json::append(cbor::Value::of(*rec), text);
+                auto j = nlohmann::json::parse(text, nullptr, false);
+                if (j.is_discarded() || !j.is_object()) return;
+                (post ? corpus_posts : corpus_profiles).push_back(std::move(j));
+            });
+        }
+    }
+
+    // -- records ----------------------------------------------------------------------------
+
+    std::string datetime(std::int64_t us) { return syntax::format_datetime_micros(us); }
+
+    std::string words(std::size_t n) {
+        std::string s;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (i) s += ' ';
+            s += kWords[rng.below(sizeof kWords / sizeof kWords[0])];
+        }
+        return s;
+    }
+
+    std::pair<std::string, std::string> subject_post() {
+        if (!recent_posts.empty()) return recent_posts[rng.below(recent_posts.size())];
+        // Before any post exists: a plausible post of another account, from before the simulation.
+        const Account& other = accounts[rng.below(accounts.size())];
+        std::uint8_t b[8];
+        std::uint64_t c = ++fake_counter;
+        std::memcpy(b, &c, 8);
+        return {"at://" + other.did + "/app.bsky.feed.post/" + syntax::tid_from(opt.start_us - 3600'000'000LL, 7),
+                cid::to_string(cid::compute(cid::kCodecDagCbor, ByteView{b, 8}))};
+    }
+
+    std::vector<std::uint8_t> encode_json(nlohmann::json& j) {
+        std::vector<std::uint8_t> out;
+        cbor::Writer w(out);
+        std::string where;
+        if (dag_json::encode(j, w, where) != Errc::ok) out.clear();
+        return out;
+    }
+
+    std::vector<std::uint8_t> make_record(std::string_view collection) {
+        std::vector<std::uint8_t> out;
+        cbor::Writer w(out);
+        std::string created = datetime(now_us);
+        if (collection == "app.bsky.feed.like" || collection == "app.bsky.feed.repost") {
+            auto [uri, cid] = subject_post();
+            w.map(3);
+            w.text("$type");
+            w.text(collection);
+            w.text("subject");
+            w.map(2);
+            w.text("cid");
+            w.text(cid);
+            w.text("uri");
+            w.text(uri);
+            w.text("createdAt");
+            w.text(created);
+        } else if (collection == "app.bsky.graph.follow") {
+            w.map(3);
+            w.text("$type");
+            w.text(collection);
+            w.text("subject");
+            w.text(accounts[rng.below(accounts.size())].did);
+            w.text("createdAt");
+            w.text(created);
+        } else if (collection == "app.bsky.feed.post") {
+            if (!corpus_posts.empty()) {
+                nlohmann::json j = corpus_posts[rng.below(corpus_posts.size())];
+                j["createdAt"] = created;
+                out = encode_json(j);
+                if (!out.empty()) {
+                    ++stats.corpus_records;
+                    return out;
+                }
+            }
+            w.map(4);
+            w.text("text");
+            w.text(words(3 + rng.below(25)));
+            w.text("$type");
+            w.text(collection);
+            w.text("langs");
+            w.array(1);
+            w.text("en");
+            w.text("createdAt");
+            w.text(created);
+        } else {  // app.bsky.actor.profile
+            if (!corpus_profiles.empty()) {
+                nlohmann::json j = corpus_profiles[rng.below(corpus_profiles.size())];
+                out = encode_json(j);
+                if (!out.empty()) {
+                    ++stats.corpus_records;
+                    return out;
+                }
+            }
+            w.map(3);
+            w.text("$type");
+            w.text("app.bsky.actor.profile");
+            w.text("description");
+            w.text(words(5 + rng.below(15)));
+            w.text("displayName");
+            w.text(words(2));
+        }
+        return out;
+    }
+
+    // Op mix per op (man/mesh-sim.1.md): likes 70%, posts 11%, reposts 10%, follows 6%,
+    // deletes 2%, profile updates 1%.
+    const char* pick_collection() {
+        double u = rng.uniform();
+        if (u < 0.70 / 0.97) return "app.bsky.feed.like";
+        if (u < 0.81 / 0.97) return "app.bsky.feed.post";
+        if (u < 0.91 / 0.97) return "app.bsky.feed.repost";
+        return "app.bsky.graph.follow";
+    }
+
+    // -- repositories ---------------------------------------------------------------------
+
+    std::string next_rev(Account& a) {
+        std::int64_t us = std::max(now_us, a.rev_us + 1);
+        a.rev_us = us;
+        a.rev = syntax::tid_from(us, a.clock_id);
+        return a.rev;
+    }
+
+    Errc materialize(Account& a) {
+        a.repo = std::make_unique<Repo>();
+        Repo& r = *a.repo;
+        cid::Cid empty = cid::compute(cid::kCodecDagCbor, ByteView{kEmptyNode, sizeof kEmptyNode});
+        r.add_block(empty.bytes(), ByteView{kEmptyNode, sizeof kEmptyNode});
+        Finder f{&r};
+        Errc e = tree.open(empty.bytes(), mst::BlockSource(f));
+        if (e != Errc::ok) return e;
+        double n = std::exp(std::log(opt.repo_median) + opt.repo_sigma * rng.normal());
+        std::size_t count = std::size_t(std::min(20000.0, std::max(0.0, n)));
+        std::int64_t span = 2 * 365 * 86400'000'000LL;
+        for (std::size_t i = 0; i < count; ++i) {
+            std::string path = std::string(pick_collection()) + "/" +
+                               syntax::tid_from(opt.start_us - 86400'000'000LL - std::int64_t(rng.below(std::uint64_t(span))),
+                                                unsigned(rng.below(1024)));
+            if (r.key_pos.count(path)) continue;
+            std::uint8_t b[8];
+            std::uint64_t c = ++fake_counter;
+            std::memcpy(b, &c, 8);
+            cid::Cid v = cid::compute(cid::kCodecDagCbor, ByteView{b, 8});
+            ByteView prev;
+            if ((e = tree.put(path, v.bytes(), prev)) != Errc::ok) return e;
+            r.add_key(path);
+        }
+        if (rng.uniform() < 0.8) {
+            std::uint8_t b[8] = {'p', 'r', 'o', 'f'};
+            cid::Cid v = cid::compute(cid::kCodecDagCbor, ByteView{b, 8});
+            ByteView prev;
+            if ((e = tree.put("app.bsky.actor.profile/self", v.bytes(), prev)) != Errc::ok) return e;
+            r.has_profile = true;
+        }
+        e = tree.root_cid(r.root, [&](ByteView c, ByteView block) { r.add_block(c, block); });
+        if (e != Errc::ok) return e;
+        a.rev_us = opt.start_us - std::int64_t(rng.below(86400'000'000ULL));
+        a.rev = syntax::tid_from(a.rev_us, a.clock_id);
+        r.gc_at = std::max<std::size_t>(4096, 2 * r.store.size());
+        return Errc::ok;
+    }
+
+    // Drops node blocks no longer reachable from the root, once the store has doubled.
+    Errc maybe_gc(Repo& r) {
+        if (r.store.size() < r.gc_at) return Errc::ok;
+        std::vector<cid::Cid> live;
+        Recorder rec{&r, &live};
+        mst::Tree t;
+        Errc e = t.open(r.root.bytes(), mst::BlockSource(rec));
+        if (e != Errc::ok) return e;
+        std::size_t stubs = 0;
+        if ((e = t.load_all(stubs)) != Errc::ok) return e;
+        std::unordered_set<cid::Cid, CidHash> keep(live.begin(), live.end());
+        for (auto it = r.store.begin(); it != r.store.end();)
+            it = keep.count(it->first) ? std::next(it) : r.store.erase(it);
+        r.gc_at = std::max<std::size_t>(4096, 2 * r.store.size());
+        return Errc::ok;
+    }
+
+    Errc fail(std::string what) {
+        error = std::move(what);
+        return Errc::bad_argument;
+    }
+
+    // Signed commit block for (did, rev, data).
+    std::vector<std::uint8_t> commit_block(const Account& a, ByteView data) {
+        std::vector<std::uint8_t> u;
+        cbor::Writer w(u);
+        w.map(5);
+        w.text("did");
+        w.text(a.did);
+        w.text("rev");
+        w.text(a.rev);
+        w.text("data");
+        w.link(data);
+        w.text("prev");
+        w.null();
+        w.text("version");
+        w.uint(3);
+        auto digest = crypto::sha256(u);
+        auto sig = crypto::sign(a.priv, digest.data());
+        std::vector<std::uint8_t> s;
+        cbor::Writer ws(s);
+        ws.map(6);
+        ws.text("did");
+        ws.text(a.did);
+        ws.text("rev");
+        ws.text(a.rev);
+        ws.text("sig");
+        ws.bytes(ByteView{sig.data(), sig.size()});
+        ws.text("data");
+        ws.link(data);
+        ws.text("prev");
+        ws.null();
+        ws.text("version");
+        ws.uint(3);
+        return s;
+    }
+
+    static void car_header(std::vector<std::uint8_t>& car, ByteView root) {
+        std::vector<std::uint8_t> h;
+        cbor::Writer w(h);
+        w.map(2);
+        w.text("roots");
+        w.array(1);
+        w.link(root);
+        w.text("version");
+        w.uint(1);
+        varint::append(h.size(), car);
+        car.insert(car.end(), h.begin(), h.end());
+    }
+
+    static void car_section(std::vector<std::uint8_t>& car, ByteView c, ByteView block) {
+        varint::append(c.size() + block.size(), car);
+        car.insert(car.end(), c.begin(), c.end());
+        car.insert(car.end(), block.begin(), block.end());
+    }
+
+    void header(cbor::Writer& w, std::string_view t) {
+        w.map(2);
+        w.text("t");
+        w.text(t);
+        w.text("op");
+        w.uint(1);
+    }
+
+    // Plans the ops of one commit (distinct paths).
+    void plan_ops(Account& a, std::vector<PlannedOp>& ops) {
+        Repo& r = *a.repo;
+        double u = rng.uniform();
+        std::size_t n = u < 0.95 ? 1 : u < 0.99 ? 2 : 3;
+        std::unordered_set<std::string> used;
+        for (std::size_t i = 0; i < n; ++i) {
+            PlannedOp op;
+            double k = rng.uniform();
+            if (k < 0.02 && !r.keys.empty()) {
+                op.action = msg::OpAction::del;
+                op.path = r.keys[rng.below(r.keys.size())];
+            } else if (k < 0.03) {
+                op.path = "app.bsky.actor.profile/self";
+                op.action = r.has_profile ? msg::OpAction::update : msg::OpAction::create;
+                op.record = make_record("app.bsky.actor.profile");
+            } else {
+                const char* coll = pick_collection();
+                op.action = msg::OpAction::create;
+                op.path = std::string(coll) + "/" + syntax::tid_from(now_us + std::int64_t(i), a.clock_id);
+                op.record = make_record(coll);
+            }
+            if (used.count(op.path) || (op.action == msg::OpAction::create && r.key_pos.count(op.path))) continue;
+            used.insert(op.path);
+            if (!op.record.empty()) op.cid = cid::compute(cid::kCodecDagCbor, op.record);
+            ops.push_back(std::move(op));
+        }
+    }
+
+    Errc gen_commit(Account& a, std::vector<std::uint8_t>& wire, std::vector<PlannedOp> ops = {}) {
+        if (!a.repo) {
+            if (Errc e = materialize(a); e != Errc::ok) return fail("materialize " + a.did + ": " + tree.error_detail());
+        }
+        Repo& r = *a.repo;
+        if (ops.empty()) plan_ops(a, ops);
+        cid::Cid old_root = r.root;
+        std::string since = a.rev;
+        Finder f{&r};
+        Errc e = tree.open(r.root.bytes(), mst::BlockSource(f));
+        for (auto& op : ops) {
+            if (e != Errc::ok) break;
+            ByteView prev;
+            if (op.action == msg::OpAction::del) e = tree.remove(op.path, prev);
+            else e = tree.put(op.path, op.cid.bytes(), prev);
+            op.prev = cid::Cid(prev);
+            if (op.action == msg::OpAction::update && prev.empty()) op.action = msg::OpAction::create;
+        }
+        cid::Cid new_root;
+        if (e == Errc::ok) e = tree.root_cid(new_root, [&](ByteView c, ByteView block) { r.add_block(c, block); });
+        if (e != Errc::ok) return fail("apply ops for " + a.did + ": " + tree.error_detail());
+
+        // Proof: replay the verifier's work on the new tree, recording the nodes it reads.
+        std::vector<cid::Cid> proof;
+        Recorder rec{&r, &proof};
+        mst::Tree t;
+        e = t.open(new_root.bytes(), mst::BlockSource(rec));
+        for (auto& op : ops) {
+            ByteView v;
+            if (e == Errc::ok) e = t.get(op.path, v);
+        }
+        std::vector<const PlannedOp*> order;
+        for (auto& op : ops) order.push_back(&op);
+        std::sort(order.begin(), order.end(), [](const PlannedOp* x, const PlannedOp* y) {
+            bool dx = x->action == msg::OpAction::del, dy = y->action == msg::OpAction::del;
+            return dx != dy ? dx : x->path < y->path;
+        });
+        for (const PlannedOp* op : order) {
+            ByteView prev;
+            if (e != Errc::ok) break;
+            if (op->action == msg::OpAction::create) e = t.remove(op->path, prev);
+            else e = t.put(op->path, op->prev.bytes(), prev);
+        }
+        cid::Cid back;
+        if (e == Errc::ok) e = t.root_cid(back);
+        if (e != Errc::ok || !(back == old_root)) return fail("self-check: inversion of " + a.did + " does not give the previous root");
+
+        ++stats.commits;
+        next_rev(a);
+        std::vector<std::uint8_t> cblock = commit_block(a, new_root.bytes());
+        cid::Cid ccid = cid::compute(cid::kCodecDagCbor, cblock);
+        std::vector<std::uint8_t> car;
+        car_header(car, ccid.bytes());
+        car_section(car, ccid.bytes(), cblock);
+        std::sort(proof.begin(), proof.end(), [](const cid::Cid& x, const cid::Cid& y) {
+            return std::lexicographical_compare(x.bytes().begin(), x.bytes().end(), y.bytes().begin(), y.bytes().end());
+        });
+        proof.erase(std::unique(proof.begin(), proof.end()), proof.end());
+        stats.proof_blocks += proof.size();
+        for (auto& c : proof) car_section(car, c.bytes(), *r.find(c.bytes()));
+        for (auto& op : ops)
+            if (!op.record.empty()) car_section(car, op.cid.bytes(), op.record);
+
+        wire.clear();
+        cbor::Writer w(wire);
+        header(w, "#commit");
+        w.map(12);
+        w.text("ops");
+        w.array(ops.size());
+        for (auto& op : ops) {
+            bool has_prev = op.action != msg::OpAction::create;
+            w.map(has_prev ? 4 : 3);
+            w.text("cid");
+            if (op.action == msg::OpAction::del) w.null();
+            else w.link(op.cid.bytes());
+            w.text("path");
+            w.text(op.path);
+            if (has_prev) {
+                w.text("prev");
+                w.link(op.prev.bytes());
+            }
+            w.text("action");
+            w.text(op.action == msg::OpAction::create ? "create" : op.action == msg::OpAction::update ? "update" : "delete");
+        }
+        w.text("rev");
+        w.text(a.rev);
+        w.text("seq");
+        w.uint(std::uint64_t(seq++));
+        w.text("repo");
+        w.text(a.did);
+        w.text("time");
+        w.text(datetime(now_us));
+        w.text("blobs");
+        w.array(0);
+        w.text("since");
+        w.text(since);
+        w.text("blocks");
+        w.bytes(car);
+        w.text("commit");
+        w.link(ccid.bytes());
+        w.text("rebase");
+        w.boolean(false);
+        w.text("tooBig");
+        w.boolean(false);
+        w.text("prevData");
+        w.link(old_root.bytes());
+
+        // Account bookkeeping.
+        for (auto& op : ops) {
+            ++stats.ops;
+            switch (op.action) {
+            case msg::OpAction::create:
+                ++stats.creates;
+                if (op.path == "app.bsky.actor.profile/self") r.has_profile = true;
+                else r.add_key(op.path);
+                if (op.path.starts_with("app.bsky.feed.post/")) {
+                    std::pair<std::string, std::string> p{"at://" + a.did + "/" + op.path, cid::to_string(op.cid)};
+                    if (recent_posts.size() < 4096) recent_posts.push_back(std::move(p));
+                    else recent_posts[recent_next++ % recent_posts.size()] = std::move(p);
+                }
+                break;
+            case msg::OpAction::update: ++stats.updates; break;
+            case msg::OpAction::del:
+                ++stats.deletes;
+                r.remove_key(op.path);
+                break;
+            }
+        }
+        r.root = new_root;
+        if (maybe_gc(r) != Errc::ok) return fail("gc of " + a.did + " failed");
+        return Errc::ok;
+    }
+
+    void gen_identity(Account& a, std::vector<std::uint8_t>& wire) {
+        ++stats.identities;
+        wire.clear();
+        cbor::Writer w(wire);
+        header(w, "#identity");
+        w.map(4);
+        w.text("did");
+        w.text(a.did);
+        w.text("seq");
+        w.uint(std::uint64_t(seq++));
+        w.text("time");
+        w.text(datetime(now_us));
+        w.text("handle");
+        w.text(a.handle);
+    }
+
+    void gen_account(Account& a, bool active, std::vector<std::uint8_t>& wire) {
+        ++stats.accounts_events;
+        a.active = active;
+        wire.clear();
+        cbor::Writer w(wire);
+        header(w, "#account");
+        w.map(active ? 4 : 5);
+        w.text("did");
+        w.text(a.did);
+        w.text("seq");
+        w.uint(std::uint64_t(seq++));
+        w.text("time");
+        w.text(datetime(now_us));
+        w.text("active");
+        w.boolean(active);
+        if (!active) {
+            w.text("status");
+            w.text("deactivated");
+        }
+    }
+
+    Errc gen_sync(Account& a, std::vector<std::uint8_t>& wire) {
+        if (!a.repo) {
+            if (Errc e = materialize(a); e != Errc::ok) return fail("materialize " + a.did);
+        }
+        ++stats.syncs;
+        next_rev(a);
+        std::vector<std::uint8_t> cblock = commit_block(a, a.repo->root.bytes());
+        cid::Cid ccid = cid::compute(cid::kCodecDagCbor, cblock);
+        std::vector<std::uint8_t> car;
+        car_header(car, ccid.bytes());
+        car_section(car, ccid.bytes(), cblock);
+        wire.clear();
+        cbor::Writer w(wire);
+        header(w, "#sync");
+        w.map(5);
+        w.text("did");
+        w.text(a.did);
+        w.text("rev");
+        w.text(a.rev);
+        w.text("seq");
+        w.uint(std::uint64_t(seq++));
+        w.text("time");
+        w.text(datetime(now_us));
+        w.text("blocks");
+        w.bytes(car);
+        return Errc::ok;
+    }
+
+    Errc next(std::vector<std::uint8_t>& wire, std::int64_t& recv) {
+        double gap = -std::log(1.0 - rng.uniform()) * 1e6 / opt.events_per_second;
+        now_us += std::int64_t(gap) + 1;
+        recv = now_us + 20'000 + std::int64_t(-std::log(1.0 - rng.uniform()) * 80'000.0);
+        if (replay_mode) {
+            if (replay_next >= replay.size()) return fail("replay finished");
+            ReplayItem& it = replay[replay_next++];
+            now_us = std::max(now_us, it.us);
+            recv = now_us + 50'000;
+            PlannedOp op;
+            op.action = msg::OpAction::create;
+            op.path = it.path;
+            op.record = std::move(it.record);
+            op.cid = cid::compute(cid::kCodecDagCbor, op.record);
+            std::vector<PlannedOp> ops;
+            ops.push_back(std::move(op));
+            return gen_commit(accounts[replay_account], wire, std::move(ops));
+        }
+        Account& a = accounts[rank_to_account[zipf.sample(rng)]];
+        if (!a.active) {
+            gen_account(a, true, wire);  // reactivation; its commits resume afterwards
+            return Errc::ok;
+        }
+        double u = rng.uniform();
+        if (u < 0.01) {
+            gen_identity(a, wire);
+            return Errc::ok;
+        }
+        if (u < 0.02) {
+            gen_account(a, false, wire);
+            return Errc::ok;
+        }
+        if (u < 0.025) return gen_sync(a, wire);
+        return gen_commit(a, wire);
+    }
+
+    Result<std::size_t> load_replay(const std::string& path, std::string& err) {
+        std::string bytes;
+        if (!io::read_all(path, bytes, err)) return Errc::io_error;
+        auto car_bytes = std::make_shared<std::string>(std::move(bytes));
+        car::Reader r;
+        if (Located l = r.open(as_bytes(*car_bytes))) {
+            err = path + ":" + std::to_string(l.offset) + ": " + std::string(to_string(l.errc));
+            return l.errc;
+        }
+        car::BlockMap blocks;
+        car::Section s;
+        while (r.next(s)) blocks.add(s.cid, s.block);
+        const ByteView* commit = blocks.find(r.root());
+        if (!commit || cbor::validate(*commit)) {
+            err = path + ": root commit block missing or invalid";
+            return Errc::car_bad_header;
+        }
+        cbor::Value c = cbor::Value::of(*commit);
+        std::string did(c.get("did").as_text());
+        cbor::Value data = c.get("data");
+        if (!syntax::is_did(did) || !data.is(cbor::Kind::link)) {
+            err = path + ": commit has no valid did/data";
+            return Errc::car_bad_header;
+        }
+        mst::Tree t;
+        Errc e = t.open(data.as_link(), mst::BlockSource(blocks));
+        std::size_t missing = 0;
+        if (e == Errc::ok)
+            e = t.walk([&](std::string_view key, ByteView value) {
+                const ByteView* rec = blocks.find(value);
+                if (!rec) {
+                    ++missing;
+                    return;
+                }
+                std::string_view rkey = key.substr(key.find('/') + 1);
+                auto us = syntax::tid_to_micros(rkey);
+                replay.push_back(ReplayItem{std::string(key), std::vector<std::uint8_t>(rec->begin(), rec->end()),
+                                            us ? *us : 0});
+            });
+        if (e != Errc::ok || missing) {
+            err = path + ": repository tree incomplete (" + (missing ? std::to_string(missing) + " record blocks missing" : t.error_detail()) + ")";
+            return e != Errc::ok ? e : Errc::car_bad_section;
+        }
+        // Records in TID order (non-TID keys such as "self" first), as they were written.
+        std::stable_sort(replay.begin(), replay.end(), [](const ReplayItem& x, const ReplayItem& y) {
+            std::string_view kx = std::string_view(x.path).substr(x.path.find('/') + 1);
+            std::string_view ky = std::string_view(y.path).substr(y.path.find('/') + 1);
+            if (x.us != y.us) return x.us < y.us;
+            return kx != ky ? kx < ky : x.path < y.path;
+        });
+        // The repository's account: its real DID, a generated key, an empty starting tree.
+        replay_account = 0;
+        Account& a = accounts.at(0);
+        a.did = did;
+        a.repo = std::make_unique<Repo>();
+        cid::Cid empty = cid::compute(cid::kCodecDagCbor, ByteView{kEmptyNode, sizeof kEmptyNode});
+        a.repo->add_block(empty.bytes(), ByteView{kEmptyNode, sizeof kEmptyNode});
+        a.repo->root = empty;
+        a.rev_us = replay.empty() ? opt.start_us : std::max<std::int64_t>(1, replay.front().us - 1);
+        a.rev = syntax::tid_from(a.rev_us, a.clock_id);
+        now_us = a.rev_us;
+        replay_mode = true;
+        return replay.size();
+    }
+};
+
+Generator::Generator(const Options& o) : impl_(std::make_unique<Impl>(o)) {}
+Generator::~Generator() = default;
+
+Errc Generator::next(std::vector<std::uint8_t>& wire, std::int64_t& recv) { return impl_->next(wire, recv); }
+
+Result<std::size_t> Generator::load_replay(const std::string& car_path, std::string& err) {
+    return impl_->load_replay(car_path, err);
+}
+
+nlohmann::json Generator::did_docs() const {
+    nlohmann::json docs = nlohmann::json::object();
+    std::size_t n = impl_->replay_mode ? 1 : impl_->accounts.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const Account& a = impl_->accounts[i];
+        docs[a.did] = {
+            {"@context", {"https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"}},
+            {"id", a.did},
+            {"alsoKnownAs", {"at://" + a.handle}},
+            {"verificationMethod",
+             {{{"id", a.did + "#atproto"}, {"type", "Multikey"}, {"controller", a.did},
+               {"publicKeyMultibase", crypto::to_multikey(a.pub)}}}},
+            {"service", {{{"id", "#atproto_pds"}, {"type", "AtprotoPersonalDataServer"}, {"serviceEndpoint", a.pds}}}},
+        };
+    }
+    return docs;
+}
+
+const Stats& Generator::stats() const noexcept { return impl_->stats; }
+const std::string& Generator::error_detail() const noexcept { return impl_->error; }
+
+}  // namespace sov::sim

@@ -1,0 +1,132 @@
+// mesh-sim — simulated AT Protocol traffic. `gen`: a frame stream of realistic, validly
+// signed messages plus their DID documents (model: man/mesh-sim.1.md).
+#include "cli.h"
+
+#include "sovereign/frame_stream.h"
+#include "sovereign/sim.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+int main(int argc, char** argv) {
+    cli::init("mesh-sim");
+    cxxopts::Options opts("mesh-sim",
+                          "Simulated AT Protocol traffic.\n"
+                          "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n");
+    opts.add_options()
+        ("accounts", "number of simulated accounts", cxxopts::value<std::size_t>()->default_value("1000"))
+        ("events", "number of messages to generate", cxxopts::value<std::uint64_t>()->default_value("10000"))
+        ("seed", "random seed (same seed, same bytes)", cxxopts::value<std::uint64_t>()->default_value("1"))
+        ("did-docs", "write the accounts' DID documents (JSON object DID → document) to FILE",
+         cxxopts::value<std::string>())
+        ("o,output", "write the frame stream to FILE instead of stdout", cxxopts::value<std::string>())
+        ("src", "src label of the frames", cxxopts::value<std::string>()->default_value("mesh-sim"))
+        ("zipf", "activity exponent s: account of rank k acts with probability ∝ 1/k^s",
+         cxxopts::value<double>()->default_value("1.1"))
+        ("p256-share", "share of accounts with P-256 keys (others k256)", cxxopts::value<double>()->default_value("0.1"))
+        ("repo-median", "median initial records per repository (log-normal)", cxxopts::value<double>()->default_value("200"))
+        ("repo-sigma", "σ of the log of the initial record count", cxxopts::value<double>()->default_value("1.2"))
+        ("rate", "simulated events per second (sets recv/time/rev spacing)", cxxopts::value<double>()->default_value("500"))
+        ("start", "simulated start time, µs since the epoch", cxxopts::value<std::int64_t>()->default_value("1783173600000000"))
+        ("corpus", "directory of repository CARs to sample post and profile content from "
+                   "(default: $SOVEREIGN_CORPUS/repos or ../shared/corpus/repos when present)",
+         cxxopts::value<std::string>())
+        ("no-corpus", "use only the built-in record templates")
+        ("replay-repo", "turn a real repository CAR into a history of commits (one record each, TID order)",
+         cxxopts::value<std::string>())
+        ("q,quiet", "no summary line")
+        ("command", "gen", cxxopts::value<std::string>());
+    opts.parse_positional({"command"});
+    opts.positional_help("gen");
+    auto args = cli::parse(opts, argc, argv);
+    if (!args.count("command") || args["command"].as<std::string>() != "gen") {
+        cli::diag("expected the command 'gen' (try --help)");
+        return cli::kUsage;
+    }
+
+    sov::sim::Options o;
+    o.accounts = args["accounts"].as<std::size_t>();
+    o.seed = args["seed"].as<std::uint64_t>();
+    o.zipf_s = args["zipf"].as<double>();
+    o.p256_share = args["p256-share"].as<double>();
+    o.repo_median = args["repo-median"].as<double>();
+    o.repo_sigma = args["repo-sigma"].as<double>();
+    o.events_per_second = args["rate"].as<double>();
+    o.start_us = args["start"].as<std::int64_t>();
+    if (o.accounts == 0 || o.events_per_second <= 0 || o.repo_median < 0 || o.p256_share < 0 || o.p256_share > 1) {
+        cli::diag("--accounts and --rate must be positive, --p256-share in [0, 1]");
+        return cli::kUsage;
+    }
+    if (!args.count("no-corpus")) {
+        if (args.count("corpus")) o.corpus_repos = args["corpus"].as<std::string>();
+        else {
+            const char* env = std::getenv("SOVEREIGN_CORPUS");
+            std::string dir = std::string(env && *env ? env : "../shared/corpus") + "/repos";
+            if (std::filesystem::is_directory(dir)) o.corpus_repos = dir;
+        }
+    }
+    std::string src = args["src"].as<std::string>();
+    std::uint64_t events = args["events"].as<std::uint64_t>();
+
+    sov::sim::Generator gen(o);
+    if (args.count("replay-repo")) {
+        std::string err;
+        auto n = gen.load_replay(args["replay-repo"].as<std::string>(), err);
+        if (!n) {
+            cli::diag(err);
+            return n.error() == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected;
+        }
+        if (!args.count("events") || events > *n) events = *n;
+    }
+    if (args.count("did-docs")) {
+        std::string path = args["did-docs"].as<std::string>();
+        std::ofstream f(path);
+        f << gen.did_docs().dump() << "\n";
+        if (!f.flush()) {
+            cli::diag(path, std::strerror(errno));
+            return cli::kSystem;
+        }
+    }
+    int fd = 1;
+    if (args.count("output")) {
+        std::string path = args["output"].as<std::string>();
+        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            cli::diag(path, std::strerror(errno));
+            return cli::kSystem;
+        }
+    }
+    sov::frames::Writer out(fd);
+    std::vector<std::uint8_t> wire;
+    cli::Progress progress;
+    std::uint64_t n = 0;
+    for (; n < events && !out.broken_pipe() && !out.failed(); ++n) {
+        std::int64_t recv;
+        if (gen.next(wire, recv) != sov::Errc::ok) {
+            cli::diag("internal error: " + gen.error_detail());
+            return cli::kSystem;
+        }
+        sov::frames::append_record(out.buffer(), src, std::nullopt, recv, wire);
+        out.maybe_flush();
+        progress.update(n + 1, out.bytes_written());
+    }
+    progress.finish();
+    int st = cli::finish_output(out, args.count("output") ? args["output"].as<std::string>() : "stdout");
+    if (fd != 1) ::close(fd);
+    const auto& s = gen.stats();
+    if (!args.count("quiet"))
+        cli::diag(cli::with_commas(n) + " messages (" + cli::with_commas(s.commits) + " commits with " +
+                  cli::with_commas(s.ops) + " ops: " + cli::with_commas(s.creates) + " creates, " +
+                  cli::with_commas(s.updates) + " updates, " + cli::with_commas(s.deletes) + " deletes; " +
+                  cli::with_commas(s.syncs) + " syncs, " + cli::with_commas(s.identities) + " identity, " +
+                  cli::with_commas(s.accounts_events) + " account), " + cli::with_commas(s.proof_blocks) +
+                  " MST blocks, " + cli::with_commas(s.corpus_records) + " records from the corpus; " +
+                  cli::with_commas(out.bytes_written()) + " bytes");
+    return st;
+}
