@@ -26,6 +26,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/obj_mac.h>
 #include <openssl/param_build.h>
 #include <secp256k1.h>
@@ -193,36 +194,60 @@ bool p256_compressed_of(const Scalar& secret, std::array<std::uint8_t, 33>& out)
     return ok;
 }
 
+// ECDSA P-256 with the deterministic nonce of RFC 6979 §3.2 (HMAC-SHA256 DRBG over the
+// secret and the digest), so the same key and digest always give the same signature: OpenSSL
+// 3.0's EVP signer only draws random nonces, and mesh-sim promises the same bytes for a seed.
+// s = k⁻¹(z + r·d) mod n with BIGNUM arithmetic; low-S is applied by the caller.
 bool sign_p256(const Scalar& secret, const std::uint8_t digest[32], std::array<std::uint8_t, 64>& out) noexcept {
-    BIGNUM* d = BN_bin2bn(secret.data(), 32, nullptr);
-    OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM* params = nullptr;
-    EVP_PKEY* pkey = nullptr;
-    bool ok = false;
-    if (d && bld && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, kP256GroupName, 0) == 1 &&
-        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) == 1 &&
-        (params = OSSL_PARAM_BLD_to_param(bld)) != nullptr) {
-        pkey = p256_from_params(params, EVP_PKEY_KEYPAIR);
-    }
-    if (pkey) {
-        PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey, nullptr));
-        std::uint8_t der[80];
-        std::size_t der_len = sizeof der;
-        if (ctx && EVP_PKEY_sign_init(ctx.get()) == 1 &&
-            EVP_PKEY_sign(ctx.get(), der, &der_len, digest, 32) == 1) {
-            const unsigned char* p = der;
-            ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der_len));
-            if (sig) {
-                ok = BN_bn2binpad(ECDSA_SIG_get0_r(sig), out.data(), 32) == 32 &&
-                     BN_bn2binpad(ECDSA_SIG_get0_s(sig), out.data() + 32, 32) == 32;
-                ECDSA_SIG_free(sig);
-            }
+    auto hmac = [](const std::uint8_t key[32], std::initializer_list<ByteView> parts, std::uint8_t mac[32]) {
+        std::uint8_t buf[32 + 1 + 32 + 32];
+        std::size_t n = 0;
+        for (ByteView p : parts) {
+            std::memcpy(buf + n, p.data(), p.size());
+            n += p.size();
         }
+        unsigned len = 32;
+        return HMAC(EVP_sha256(), key, 32, buf, n, mac, &len) != nullptr;
+    };
+    EC_GROUP* group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    BN_CTX* bn = BN_CTX_new();
+    BIGNUM *d = BN_bin2bn(secret.data(), 32, nullptr), *z = BN_bin2bn(digest, 32, nullptr), *k = BN_new(),
+           *r = BN_new(), *x = BN_new(), *kinv = BN_new(), *t = BN_new(), *sv = BN_new();
+    EC_POINT* R = group ? EC_POINT_new(group) : nullptr;
+    bool ok = false;
+    if (group && bn && d && z && k && r && x && kinv && t && sv && R) {
+        const BIGNUM* n = EC_GROUP_get0_order(group);
+        // h1' = bits2octets(digest) = (digest mod n), 32 bytes.
+        std::uint8_t h1[32], V[32], K[32], T[32];
+        BN_nnmod(t, z, n, bn);
+        BN_bn2binpad(t, h1, 32);
+        std::memset(V, 0x01, 32);
+        std::memset(K, 0x00, 32);
+        const std::uint8_t zero = 0, one = 1;
+        ByteView vv{V, 32}, xv{secret.data(), 32}, hv{h1, 32};
+        bool step = hmac(K, {vv, {&zero, 1}, xv, hv}, K) && hmac(K, {vv}, V) && hmac(K, {vv, {&one, 1}, xv, hv}, K) &&
+                    hmac(K, {vv}, V);
+        for (int tries = 0; step && tries < 64 && !ok; ++tries) {
+            step = hmac(K, {vv}, V);
+            std::memcpy(T, V, 32);
+            BN_bin2bn(T, 32, k);
+            if (step && !BN_is_zero(k) && BN_cmp(k, n) < 0 && EC_POINT_mul(group, R, k, nullptr, nullptr, bn) == 1 &&
+                EC_POINT_get_affine_coordinates(group, R, x, nullptr, bn) == 1 && BN_nnmod(r, x, n, bn) == 1 &&
+                !BN_is_zero(r) && BN_mod_inverse(kinv, k, n, bn) && BN_mod_mul(t, r, d, n, bn) == 1 &&
+                BN_mod_add(t, t, z, n, bn) == 1 && BN_mod_mul(sv, kinv, t, n, bn) == 1 && !BN_is_zero(sv)) {
+                ok = BN_bn2binpad(r, out.data(), 32) == 32 && BN_bn2binpad(sv, out.data() + 32, 32) == 32;
+                break;
+            }
+            step = step && hmac(K, {vv, {&zero, 1}}, K) && hmac(K, {vv}, V);
+        }
+        OPENSSL_cleanse(K, sizeof K);
+        OPENSSL_cleanse(V, sizeof V);
     }
-    EVP_PKEY_free(pkey);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    BN_clear_free(d);
+    EC_POINT_free(R);
+    for (BIGNUM* b : {d, k, kinv, t}) BN_clear_free(b);
+    for (BIGNUM* b : {z, r, x, sv}) BN_free(b);
+    BN_CTX_free(bn);
+    EC_GROUP_free(group);
     if (!ok) ERR_clear_error();
     return ok;
 }

@@ -556,3 +556,28 @@ TEST_CASE("PLC corpus: every did:key parses and round trips; high-S and DER sign
     CHECK(keys >= 40);
     CHECK(checked_sigs >= 3);
 }
+
+// RFC 6979 appendix A.2.5: P-256, SHA-256, message "sample". The RFC's s is high, so the
+// atproto (low-S) signature carries n − s.
+TEST_CASE("P-256 signing uses the deterministic nonce of RFC 6979", "[crypto][p256][rfc6979]") {
+    auto hex = [](std::string_view h) {
+        std::vector<std::uint8_t> b;
+        for (std::size_t i = 0; i + 1 < h.size(); i += 2) b.push_back(std::uint8_t(std::stoi(std::string(h.substr(i, 2)), nullptr, 16)));
+        return b;
+    };
+    sov::crypto::PrivateKey k;
+    k.curve = sov::crypto::Curve::p256;
+    auto secret = hex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721");
+    std::copy(secret.begin(), secret.end(), k.secret.begin());
+    std::string msg = "sample";
+    auto digest = sov::crypto::sha256(sov::as_bytes(msg));
+    auto sig = sov::crypto::sign(k, digest.data());
+    CHECK(std::vector<std::uint8_t>(sig.begin(), sig.begin() + 32) ==
+          hex("efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716"));
+    CHECK(std::vector<std::uint8_t>(sig.begin() + 32, sig.end()) ==
+          hex("0834e36ad29a83bf2bc9385e491d6099c8fdf9d1ed67aa7ea5f51f93782857a9"));
+    auto pub = sov::crypto::public_key_of(k);
+    REQUIRE(pub.ok());
+    CHECK(sov::crypto::verify(*pub, digest.data(), {sig.data(), sig.size()}) == sov::Errc::ok);
+    CHECK(sov::crypto::sign(k, digest.data()) == sig);  // same input, same signature
+}

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
             int k = 0;
             while (r.next(s) && k < 3) {
                 put(out / "cbor", id + "_" + std::to_string(k), s.block);
+                if (k > 0) put(out / "mst_node", id + "_" + std::to_string(k), s.block);  // after the commit: MST nodes
                 put(out / "cid", id + "_" + std::to_string(k), s.cid);
                 ++k;
             }

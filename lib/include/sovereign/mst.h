@@ -40,14 +40,14 @@ inline constexpr int kMaxHeight = 128;           ///< 256 hash bits / 2
 //   mst_bad_key = 905        key is not a valid MST key
 //   mst_duplicate_op = 906   two ops on the same path
 //   mst_not_invertible = 907 no prevData, or an update/delete op without `prev`
-inline constexpr Errc kErrBadNode = Errc::cbor_wrong_type;          // TODO(errc): mst_bad_node
-inline constexpr Errc kErrBadTree = Errc::car_bad_header;           // TODO(errc): mst_bad_tree
-inline constexpr Errc kErrProofMissing = Errc::car_bad_section;     // TODO(errc): mst_proof_missing
-inline constexpr Errc kErrOpMismatch = Errc::bad_argument;          // TODO(errc): mst_op_mismatch
-inline constexpr Errc kErrRootMismatch = Errc::cid_bad_hash;        // TODO(errc): mst_root_mismatch
-inline constexpr Errc kErrBadKey = Errc::syntax_path;               // TODO(errc): mst_bad_key
-inline constexpr Errc kErrDuplicateOp = Errc::cbor_duplicate_key;   // TODO(errc): mst_duplicate_op
-inline constexpr Errc kErrNotInvertible = Errc::cbor_missing_field; // TODO(errc): mst_not_invertible
+inline constexpr Errc kErrBadNode = Errc::mst_bad_node;
+inline constexpr Errc kErrBadTree = Errc::mst_bad_tree;
+inline constexpr Errc kErrProofMissing = Errc::mst_proof_missing;
+inline constexpr Errc kErrOpMismatch = Errc::mst_op_mismatch;
+inline constexpr Errc kErrRootMismatch = Errc::mst_root_mismatch;
+inline constexpr Errc kErrBadKey = Errc::mst_bad_key;
+inline constexpr Errc kErrDuplicateOp = Errc::mst_duplicate_op;
+inline constexpr Errc kErrNotInvertible = Errc::mst_not_invertible;
 
 // ---- keys ----------------------------------------------------------------------------------
 
@@ -138,7 +138,8 @@ private:
 /// A partial MST. open() records the root CID only; nodes are loaded from the block source
 /// when an operation first reaches them (and validated then: codec, key heights, key ranges,
 /// shape). A node whose block is absent is a stub: an operation that must look inside it
-/// fails with kErrProofMissing (and leaves the tree unusable until re-opened). Reusable and
+/// fails with kErrProofMissing and leaves the tree as it was (every node an operation
+/// changes is loaded before anything is changed). Reusable and
 /// allocation-free in steady state (arena + index-linked nodes; see lib/mst.cpp).
 class Tree {
 public:
