@@ -15,15 +15,30 @@ namespace sov::frame_json {
 
 namespace {
 
-// Splits a wire message into header and payload if both are strict DAG-CBOR.
-bool split_wire(ByteView wire, cbor::Value& header, cbor::Value& payload) {
+// Splits a wire message into header and payload when both are strict DAG-CBOR maps AND their
+// DAG-JSON converts back to the very same bytes. The JSON mapping is not injective for
+// arbitrary data (a text-valued {"$link": …} map reads back as a link, "$type": "blob" maps
+// are checked), so anything that would not round-trip stays as {"wire": {"$bytes": …}}.
+bool split_wire(ByteView wire, cbor::Value& header, cbor::Value& payload, std::string& hjson, std::string& pjson) {
     std::size_t hlen;
     if (cbor::validate_prefix(wire, hlen) || hlen == wire.size()) return false;
     ByteView rest = wire.subspan(hlen);
     if (cbor::validate(rest)) return false;
     header = cbor::Value::of(wire.first(hlen));
     payload = cbor::Value::of(rest);
-    return true;
+    if (!header.is(cbor::Kind::map) || !payload.is(cbor::Kind::map)) return false;
+    hjson.clear();
+    pjson.clear();
+    dag_json::append(header, hjson);
+    dag_json::append(payload, pjson);
+    std::vector<std::uint8_t> back;
+    cbor::Writer w(back);
+    std::string where;
+    for (const std::string* js : {&hjson, &pjson}) {
+        nlohmann::json j = nlohmann::json::parse(*js, nullptr, false);
+        if (j.is_discarded() || dag_json::encode(j, w, where, true) != Errc::ok) return false;
+    }
+    return back.size() == wire.size() && std::equal(back.begin(), back.end(), wire.begin());
 }
 
 void append_blocks(cbor::Value payload, std::string& out) {
@@ -62,15 +77,16 @@ void append_line(const frames::Envelope& env, bool decode_blocks, std::string& o
     cbor::Value v;
     bool first = true;
     cbor::Value header, payload;
+    std::string hjson, pjson;
     bool split = false;
     while (it.next(k, v)) {
         if (!first) out.push_back(',');
         first = false;
-        if (k == "wire" && (split = split_wire(env.wire, header, payload))) {
+        if (k == "wire" && (split = split_wire(env.wire, header, payload, hjson, pjson))) {
             out += "\"header\":";
-            dag_json::append(header, out);
+            out += hjson;
             out += ",\"payload\":";
-            dag_json::append(payload, out);
+            out += pjson;
             continue;
         }
         dag_json::append_string(k, out);

@@ -73,6 +73,7 @@ bool unsigned_commit_digest(ByteView block, std::array<std::uint8_t, 32>& digest
 
 Outcome check_commit_block(ByteView block, std::string_view did, std::string_view rev, const crypto::PublicKey* key) {
     using cbor::Kind;
+    if (Located v = cbor::validate(block)) return bad(Verdict::bad_commit, at("commit block", v.errc));
     cbor::Value c = cbor::Value::of(block);
     if (!c.is(Kind::map)) return bad(Verdict::bad_commit, "commit block is not a map");
     cbor::Value v_did = c.get("did"), v_rev = c.get("rev"), v_sig = c.get("sig"), v_data = c.get("data"),
@@ -114,11 +115,7 @@ Outcome Verifier::load_car(ByteView car_bytes, ByteView commit, ByteView& commit
                                                      std::string(to_string(r.error().errc)));
     const ByteView* b = blocks_.find(commit_cid);
     if (!b) return bad(Verdict::bad_car, "commit block missing from blocks");
-    commit_block = *b;
-    Located v = cbor::validate(commit_block);
-    if (v) return bad(Verdict::bad_commit, at("commit block", v.errc));
-    cbor::Value data = cbor::Value::of(commit_block).get("data");
-    data_ = data.is(cbor::Kind::link) ? data.as_link() : ByteView{};
+    commit_block = *b;  // validated by check_commit_block
     return {};
 }
 
@@ -128,6 +125,7 @@ Outcome Verifier::verify_commit() {
     if (o.verdict != Verdict::ok) return o;
     o = check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
     if (o.verdict != Verdict::ok) return o;
+    data_ = cbor::Value::of(block).get("data").as_link();  // checked to be a link
     return check_proof();
 }
 
@@ -156,7 +154,9 @@ Outcome Verifier::verify_sync() {
     ByteView ccid, block;
     Outcome o = load_car(msg_.blocks, {}, ccid, block);
     if (o.verdict != Verdict::ok) return o;
-    return check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
+    o = check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
+    if (o.verdict == Verdict::ok) data_ = cbor::Value::of(block).get("data").as_link();
+    return o;
 }
 
 Outcome Verifier::verify(ByteView wire, std::int64_t recv, Facts& f) {

@@ -47,7 +47,8 @@ struct Outcome {
     std::string detail;
 };
 
-/// Checks a commit block against its message and key (docs/atproto.md §5): strict commit
+/// Checks a commit block against its message and key (docs/atproto.md §5): strict DAG-CBOR
+/// (validated here; any bytes are safe to pass), strict commit
 /// object (did, version 3, data link blessed, rev TID, prev present and link-or-null, sig
 /// bytes), did/rev agreement, signature over the unsigned commit (the block with its `sig`
 /// entry removed, hashed without re-encoding). `did`/`rev` are the message's.
