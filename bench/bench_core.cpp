@@ -271,6 +271,7 @@ int main(int argc, char** argv) {
                 sim_raw.size(), sim_p256, sim1, sim_raw_per_s, 100.0 * sim1 / sim_raw_per_s);
     std::printf("| (same), mesh-sim, 2 threads | %.0f commits/s | 2 × raw | %.1f%% (%.2f× 1 thread) |\n", sim2,
                 100.0 * sim2 / (2 * sim_raw_per_s), sim2 / sim1);
+    std::fprintf(stderr, "RATES cap1=%.0f cap2=%.0f sim1=%.0f sim2=%.0f\n", cap1, cap2, sim1, sim2);
     std::printf("| cbor-verify check per #commit (parse, CAR, %s, commit, signature), %zu commits, 1 core | %.0f commits/s | raw libsecp256k1 verify on the same digests: %.0f verifies/s | %.1f%% |\n",
                 "SHA-256 of every block, MST inversion", commits.size(), verify_per_s, raw_per_s, 100.0 * verify_per_s / raw_per_s);
     return 0;

@@ -51,7 +51,7 @@ function isZstd(buf) {
 export function readMaybeZstd(path) {
   const raw = readFileSync(path);
   if (!isZstd(raw)) return new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
-  const out = execFileSync('zstd', ['-dc', '--', path], { maxBuffer: 1 << 31 });
+  const out = execFileSync('zstd', ['-dc', '--', path], { maxBuffer: 2 ** 32 });
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 

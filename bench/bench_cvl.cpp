@@ -1,0 +1,194 @@
+// bench_cvl — the CVL archive beside its baselines, in one run, on one frame stream:
+//   sizes: CVL (clusters by DID) against the same frames in chronological order compressed
+//          with the same level and dictionary (chunks of cluster_bytes, and whole segments as
+//          one zstd frame each), and the raw stream;
+//   speed: cvl-pack's Writer with 1 and 2 threads (MB/s of envelopes, journal and fsyncs
+//          included) against ZSTD_compress level 3 of the same bytes on one thread;
+//          random access µs per ordinal; sequential read MB/s.
+// Usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]. Prints a markdown table and a
+// machine-readable line "CVL key=value…" on stderr.
+#include "sovereign/cvl.h"
+#include "sovereign/frame_stream.h"
+
+#include <zdict.h>
+#include <zstd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+static double secs_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]\n");
+        return 2;
+    }
+    std::string input = argv[1], tmp = "/tmp";
+    std::size_t randoms = 20000;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (std::string(argv[i]) == "--tmp") tmp = argv[i + 1];
+        if (std::string(argv[i]) == "--random") randoms = std::stoul(argv[i + 1]);
+    }
+    // Load all envelopes.
+    std::vector<std::uint8_t> all;
+    std::vector<std::pair<std::size_t, std::size_t>> envs;
+    {
+        auto r = sov::frames::Reader::open(input);
+        sov::frames::Envelope e;
+        while (r.next(e)) {
+            envs.emplace_back(all.size(), e.raw.size());
+            all.insert(all.end(), e.raw.begin(), e.raw.end());
+        }
+        if (r.error() || r.open_errno()) {
+            std::fprintf(stderr, "bench_cvl: cannot read %s\n", input.c_str());
+            return 2;
+        }
+    }
+    std::vector<sov::ByteView> views;
+    for (auto [o, l] : envs) views.emplace_back(all.data() + o, l);
+    double mb = double(all.size()) / 1e6;
+    sov::cvl::Params params;
+
+    // --- pack, 1 and 2 threads ------------------------------------------------------------------
+    auto pack = [&](unsigned threads, const std::string& dir) {
+        fs::remove_all(dir);
+        std::string err;
+        auto t0 = Clock::now();
+        auto w = sov::cvl::Writer::open(dir, params, threads, err);
+        if (!w) {
+            std::fprintf(stderr, "bench_cvl: %s\n", err.c_str());
+            std::exit(2);
+        }
+        auto last_sync = Clock::now();
+        for (auto v : views) {  // exactly as cvl-pack: one frame per append, fsync every second
+            w->append({&v, 1}, err);
+            if (secs_since(last_sync) >= 1.0) {
+                w->sync_journal(err);
+                last_sync = Clock::now();
+            }
+        }
+        w->seal(err);
+        w->sync_journal(err);
+        return mb / secs_since(t0);
+    };
+    std::string dir1 = tmp + "/bench_cvl_1", dir2 = tmp + "/bench_cvl_2";
+    double pack1 = pack(1, dir1);
+    double pack2 = pack(2, dir2);
+    fs::remove_all(dir1);
+
+    // --- sizes -----------------------------------------------------------------------------------
+    std::string err;
+    auto ar = sov::cvl::Archive::open(dir2, err);
+    std::uint64_t stored = 0, dict_bytes = 0, clusters = 0;
+    for (auto& s : ar->segments()) {
+        stored += s.stored_bytes;
+        clusters += s.clusters;
+    }
+    for (auto& e : fs::directory_iterator(dir2 + "/dict")) dict_bytes += fs::file_size(e.path());
+    // Chronological baselines, segment by segment, with the segment's own dictionary.
+    std::uint64_t chrono_chunks = 0, chrono_segment = 0, chrono_msgcount = 0;
+    {
+        std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+        for (auto& s : ar->segments()) {
+            std::vector<std::uint8_t> dict;
+            if (s.dict_id) {
+                char name[32];
+                std::snprintf(name, sizeof name, "/dict/%08u.zdict", s.dict_id);
+                std::FILE* f = std::fopen((dir2 + name).c_str(), "rb");
+                dict.resize(fs::file_size(dir2 + name));
+                if (f) {
+                    if (std::fread(dict.data(), 1, dict.size(), f) != dict.size()) dict.clear();
+                    std::fclose(f);
+                }
+            }
+            ZSTD_CCtx_reset(cctx.get(), ZSTD_reset_session_and_parameters);
+            ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, params.level);
+            ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+            auto compress = [&](const std::uint8_t* p, std::size_t n) {
+                if (!dict.empty()) ZSTD_CCtx_loadDictionary(cctx.get(), dict.data(), dict.size());
+                std::vector<std::uint8_t> out(ZSTD_compressBound(n));
+                std::size_t r = ZSTD_compress2(cctx.get(), out.data(), out.size(), p, n);
+                return ZSTD_isError(r) ? n : r;
+            };
+            std::size_t begin = envs[s.first].first, end = envs[s.first + s.count - 1].first + envs[s.first + s.count - 1].second;
+            // (a) chunks of cluster_bytes in arrival order (same random-access granularity bound)
+            for (std::size_t i = s.first; i < s.first + s.count;) {
+                std::size_t j = i, bytes = 0;
+                while (j < s.first + s.count && (j == i || bytes + envs[j].second <= params.cluster_bytes)) bytes += envs[j++].second;
+                chrono_chunks += compress(all.data() + envs[i].first, bytes);
+                i = j;
+            }
+            // (b) the same number of chunks as CVL has clusters in this segment, in arrival order
+            std::size_t per = std::max<std::size_t>(1, (s.count + s.clusters - 1) / std::max<std::uint32_t>(1, s.clusters));
+            for (std::size_t i = s.first; i < s.first + s.count; i += per) {
+                std::size_t j = std::min<std::size_t>(i + per, s.first + s.count);
+                chrono_msgcount += compress(all.data() + envs[i].first, envs[j - 1].first + envs[j - 1].second - envs[i].first);
+            }
+            // (c) the whole segment as one frame
+            chrono_segment += compress(all.data() + begin, end - begin);
+        }
+    }
+    // zstd -3 speed on the same bytes (one thread, 4 MiB chunks, no dictionary).
+    std::uint64_t z3_size = 0;
+    auto t0 = Clock::now();
+    {
+        std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+        std::vector<std::uint8_t> out(ZSTD_compressBound(4u << 20));
+        for (std::size_t off = 0; off < all.size(); off += 4u << 20) {
+            std::size_t n = std::min<std::size_t>(4u << 20, all.size() - off);
+            z3_size += ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), all.data() + off, n, 3);
+        }
+    }
+    double z3_mbs = mb / secs_since(t0);
+
+    // --- reads -----------------------------------------------------------------------------------
+    std::mt19937_64 rng(1);
+    std::vector<std::uint8_t> env;
+    auto tr = Clock::now();
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < randoms; ++i) {
+        std::uint64_t o = rng() % envs.size();
+        if (ar->read(o, env, err) != sov::Errc::ok || env.size() != envs[o].second) ++bad;
+    }
+    double random_us = secs_since(tr) * 1e6 / double(randoms);
+    auto ts = Clock::now();
+    std::uint64_t seq_bytes = 0;
+    for (std::size_t s = 0; s < ar->segments().size(); ++s)
+        ar->scan_segment(s, [&](std::uint64_t, sov::ByteView e) {
+            seq_bytes += e.size();
+            return true;
+        }, err);
+    double seq_mbs = double(seq_bytes) / 1e6 / secs_since(ts);
+    fs::remove_all(dir2);
+    if (bad) std::fprintf(stderr, "bench_cvl: %zu random reads failed\n", bad);
+
+    double cvl_total = double(stored + dict_bytes);
+    std::printf("| %s: %zu frames, %.1f MB of envelopes, %zu segments, %llu clusters | | | |\n", input.c_str(), envs.size(), mb,
+                ar->segments().size(), (unsigned long long)clusters);
+    std::printf("| CVL stored (clusters by DID, level %d, %llu dictionary bytes not counted) | %.1f MB (%.2f×) | chronological, same level and dictionaries, as many chunks as CVL has clusters: %.1f MB | CVL %.2f× smaller |\n",
+                params.level, (unsigned long long)dict_bytes, double(stored) / 1e6, mb / (double(stored) / 1e6),
+                double(chrono_msgcount) / 1e6, double(chrono_msgcount) / double(stored));
+    std::printf("| (same) | | chronological, same level and dictionaries, %u MiB chunks: %.1f MB | CVL %.2f× smaller |\n",
+                params.cluster_bytes >> 20, double(chrono_chunks) / 1e6, double(chrono_chunks) / double(stored));
+    std::printf("| (same) | | chronological, whole segments as single frames: %.1f MB | CVL %.2f× smaller |\n",
+                double(chrono_segment) / 1e6, double(chrono_segment) / double(stored));
+    std::printf("| CVL including its dictionaries | %.1f MB (%.2f×) | zstd -3 of the raw stream, 4 MiB chunks, no dictionary: %.1f MB | CVL %.2f× smaller |\n",
+                cvl_total / 1e6, mb / (cvl_total / 1e6), double(z3_size) / 1e6, double(z3_size) / cvl_total);
+    std::printf("| pack, 1 thread (journal, clustering, compression, fsyncs) | %.0f MB/s | zstd -3 of the same bytes, 1 thread: %.0f MB/s | %.0f%% |\n",
+                pack1, z3_mbs, 100.0 * pack1 / z3_mbs);
+    std::printf("| pack, 2 threads | %.0f MB/s | 2 × zstd -3 | %.0f%% (%.2f× 1 thread) |\n", pack2, 100.0 * pack2 / (2 * z3_mbs),
+                pack2 / pack1);
+    std::printf("| random access, %zu random ordinals | %.1f µs/ordinal | (one index record + one cluster decompression) | |\n",
+                randoms, random_us);
+    std::printf("| sequential read (every segment, every cluster once) | %.0f MB/s | | |\n", seq_mbs);
+    std::fprintf(stderr, "CVL stored=%llu dict=%llu raw=%zu\n", (unsigned long long)stored, (unsigned long long)dict_bytes, all.size());
+    return 0;
+}
