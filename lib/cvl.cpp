@@ -501,7 +501,7 @@ struct ArchiveConfig {
         params.level = j.value("level", 3);
         params.segment_messages = j.value("segment_messages", 65536u);
         params.segment_bytes = j.value("segment_bytes", std::uint64_t(64) << 20);
-        params.cluster_bytes = j.value("cluster_bytes", 4u << 20);
+        params.cluster_bytes = j.value("cluster_bytes", 256u << 10);
         params.retrain_every = j.value("retrain_every", 8u);
         params.dict_bytes = j.value("dict_bytes", 112640u);
         if (params.shards == 0 || params.shards > 99) {
@@ -571,7 +571,7 @@ struct SegmentBuild {
     std::vector<bool> purged;                   // n
     Hash prev_root{};
     const ZSTD_CDict* cdict = nullptr;
-    std::uint32_t cluster_bytes = 4u << 20;
+    std::uint32_t cluster_bytes = 256u << 10;
     unsigned threads = 1;
 };
 

@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
         ("segment-bytes", "…or at this many bytes of envelopes (new archives only)",
          cxxopts::value<std::uint64_t>()->default_value("67108864"))
         ("cluster-bytes", "split a DID's messages in a segment into clusters of at most this many bytes",
-         cxxopts::value<std::uint32_t>()->default_value("4194304"))
+         cxxopts::value<std::uint32_t>()->default_value("262144"))
         ("retrain", "train a new zstd dictionary every N segments (new archives only)",
          cxxopts::value<unsigned>()->default_value("8"))
         ("dict-bytes", "dictionary size (new archives only)", cxxopts::value<std::uint32_t>()->default_value("112640"))

@@ -53,7 +53,7 @@ struct Params {
     int level = 3;
     std::uint32_t segment_messages = 65536;
     std::uint64_t segment_bytes = 64ull << 20;
-    std::uint32_t cluster_bytes = 4u << 20;
+    std::uint32_t cluster_bytes = 256u << 10;  ///< 256 KiB: random reads ~140 µs; 4 MiB is ~5% smaller but ~640 µs
     unsigned retrain_every = 8;
     std::uint32_t dict_bytes = 112640;
 };
