@@ -46,17 +46,6 @@ double rate(double secs, F&& fn) {
 
 volatile std::uint64_t g_sink;
 
-class Keys final : public sov::verify::KeySource {
-public:
-    explicit Keys(const sov::KeyStore& s) : s_(s) {}
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override {
-        auto* d = s_.find(did);
-        return d && d->signing_key ? &*d->signing_key : nullptr;
-    }
-
-private:
-    const sov::KeyStore& s_;
-};
 
 }  // namespace
 
@@ -127,7 +116,7 @@ int main(int argc, char** argv) {
     double big_mb = double(big_a.size()) / 1e6;
 
     // --- 2. Commit verification --------------------------------------------------------------
-    Keys keys(store);
+    sov::verify::StoreKeys keys(store);
     sov::verify::Verifier verifier(keys);
     std::vector<const std::vector<std::uint8_t>*> commits;
     struct Raw {
@@ -206,7 +195,7 @@ int main(int argc, char** argv) {
     sov::KeyStore sim_store;
     std::string e2;
     sim_store.load_json(gen.did_docs(), e2);
-    Keys sim_keys(sim_store);
+    sov::verify::StoreKeys sim_keys(sim_store);
     // Raw signature rate over the sim mix: one (key, digest, sig) per commit.
     struct RawSig {
         const sov::crypto::PublicKey* key;

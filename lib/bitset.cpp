@@ -270,7 +270,7 @@ struct Set::Impl {
             fd = t;
             return Errc::ok;
         }
-        if (errno != EEXIST) return give_up(sys_text(path, "link", errno));
+        if (errno != EEXIST) return give_up(sys_text(path, "link/rename", errno));
         // Another writer created it first: share its file.
         ::unlinkat(dir_fd, tmp.c_str(), 0);
         ::close(t);

@@ -126,7 +126,7 @@ inline void round_fn(std::uint32_t* v, const std::uint32_t* m) {
 }
 
 // The 7 rounds on v, initialised from cv, counter, block length and flags (spec §3.3).
-inline void rounds(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16],
+inline void rounds_portable(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16],
                    std::uint64_t counter, std::uint32_t block_len, std::uint32_t flags) {
     for (int i = 0; i < 8; ++i) v[i] = cv[i];
     for (int i = 0; i < 4; ++i) v[8 + i] = kIV[i];
@@ -142,6 +142,10 @@ inline void rounds(std::uint32_t v[16], const std::uint32_t cv[8], const std::ui
     round_fn<5>(v, m);
     round_fn<6>(v, m);
 }
+
+// rounds_portable or its SSE4.1 equivalent, as the backend says (defined below).
+void rounds(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
+            std::uint32_t block_len, std::uint32_t flags);
 
 // Truncated output: the new chaining value, written over cv.
 void compress_cv(std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
@@ -297,6 +301,51 @@ SOV_SSE41 void lanes4_sse41(const LaneJob& job, std::uint8_t* out) {
     }
 }
 
+// One block, rows in vectors (v[0..3], v[4..7], v[8..11], v[12..15]): the four column G calls
+// run side by side, then the rows are rotated so that the diagonals line up as columns (spec
+// §3.3, and §5.2's remark that each group of four G calls is parallel). Used where blocks are
+// inherently sequential: within one chunk, the root, and extendable output.
+SOV_SSE41 inline __m128i words4(const std::uint32_t* m, std::uint8_t a, std::uint8_t b, std::uint8_t c,
+                                std::uint8_t d) {
+    return _mm_setr_epi32(static_cast<int>(m[a]), static_cast<int>(m[b]), static_cast<int>(m[c]),
+                          static_cast<int>(m[d]));
+}
+
+template <std::size_t R>
+SOV_SSE41 inline void round_rows(__m128i& r0, __m128i& r1, __m128i& r2, __m128i& r3, const std::uint32_t* m) {
+    constexpr const auto& s = kSchedule[R];
+    g_128(r0, r1, r2, r3, words4(m, s[0], s[2], s[4], s[6]), words4(m, s[1], s[3], s[5], s[7]));
+    r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(0, 3, 2, 1));  // lane i: v[4 + (i+1)%4]
+    r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2));  // lane i: v[8 + (i+2)%4]
+    r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(2, 1, 0, 3));  // lane i: v[12 + (i+3)%4]
+    g_128(r0, r1, r2, r3, words4(m, s[8], s[10], s[12], s[14]), words4(m, s[9], s[11], s[13], s[15]));
+    r1 = _mm_shuffle_epi32(r1, _MM_SHUFFLE(2, 1, 0, 3));
+    r2 = _mm_shuffle_epi32(r2, _MM_SHUFFLE(1, 0, 3, 2));
+    r3 = _mm_shuffle_epi32(r3, _MM_SHUFFLE(0, 3, 2, 1));
+}
+
+SOV_SSE41 void rounds_sse41(std::uint32_t out[16], const std::uint32_t cv[8], const std::uint32_t m[16],
+                            std::uint64_t counter, std::uint32_t block_len_word, std::uint32_t flags) {
+    __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cv));
+    __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cv + 4));
+    __m128i r2 = _mm_setr_epi32(static_cast<int>(kIV[0]), static_cast<int>(kIV[1]), static_cast<int>(kIV[2]),
+                                static_cast<int>(kIV[3]));
+    __m128i r3 = _mm_setr_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)),
+                                static_cast<int>(static_cast<std::uint32_t>(counter >> 32)),
+                                static_cast<int>(block_len_word), static_cast<int>(flags));
+    round_rows<0>(r0, r1, r2, r3, m);
+    round_rows<1>(r0, r1, r2, r3, m);
+    round_rows<2>(r0, r1, r2, r3, m);
+    round_rows<3>(r0, r1, r2, r3, m);
+    round_rows<4>(r0, r1, r2, r3, m);
+    round_rows<5>(r0, r1, r2, r3, m);
+    round_rows<6>(r0, r1, r2, r3, m);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), r0);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), r1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), r2);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 12), r3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // AVX2: 8 lanes. Vector i holds word i of lanes 0..7.
 
@@ -430,6 +479,14 @@ Backend current_backend() noexcept {
     return static_cast<Backend>(b);
 }
 
+void rounds(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
+            std::uint32_t block_len, std::uint32_t flags) {
+#if SOV_B3_X86
+    if (current_backend() != Backend::portable) return rounds_sse41(v, cv, m, counter, block_len, flags);
+#endif
+    rounds_portable(v, cv, m, counter, block_len, flags);
+}
+
 // Runs a lane job over n lanes with the widest kernels the backend has.
 void hash_lanes(LaneJob job, std::size_t n, std::uint8_t* out) {
     [[maybe_unused]] const Backend be = current_backend();
@@ -482,8 +539,9 @@ Hasher::Hasher() : Hasher(kIV, 0) {}
 
 Hasher::Hasher(const std::uint32_t key[8], std::uint32_t flags) : flags_(flags) {
     std::memcpy(key_, key, sizeof key_);
+    // stack_ is left unset: only entries below stack_len_ are ever read (saves ~1.7 KiB of
+    // stores per Hasher, which matters for the many 65-byte Merkle node hashes).
     std::memset(block_, 0, sizeof block_);
-    std::memset(stack_, 0, sizeof stack_);
     reset();
 }
 

@@ -25,6 +25,11 @@ std::string at(std::string_view what, Errc e) {
 
 std::string_view to_string(Verdict v) noexcept { return kNames[std::size_t(v)]; }
 
+const crypto::PublicKey* StoreKeys::signing_key(std::string_view did) const {
+    const DidDoc* d = store_.find(did);
+    return d && d->signing_key ? &*d->signing_key : nullptr;
+}
+
 std::optional<Verdict> verdict_from_string(std::string_view s) noexcept {
     for (std::size_t i = 0; i < kVerdictCount; ++i)
         if (kNames[i] == s) return Verdict(i);

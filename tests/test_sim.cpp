@@ -17,19 +17,18 @@
 
 namespace {
 
+// The generator's DID documents as a key source (a KeyStore kept alive beside its adapter).
 class DocKeys final : public sov::verify::KeySource {
 public:
-    explicit DocKeys(const nlohmann::json& docs) {
+    explicit DocKeys(const nlohmann::json& docs) : keys_(store_) {
         std::string err;
         REQUIRE(store_.load_json(docs, err) == sov::Errc::ok);
     }
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override {
-        auto* d = store_.find(did);
-        return d && d->signing_key ? &*d->signing_key : nullptr;
-    }
+    const sov::crypto::PublicKey* signing_key(std::string_view did) const override { return keys_.signing_key(did); }
 
 private:
     sov::KeyStore store_;
+    sov::verify::StoreKeys keys_;
 };
 
 std::vector<std::vector<std::uint8_t>> generate(const sov::sim::Options& o, std::size_t n,

@@ -44,17 +44,6 @@ Verdict apply(State& s, const Facts& f, std::string_view src = "relay", std::int
     return o.verdict;
 }
 
-class DocKeys final : public sov::verify::KeySource {
-public:
-    explicit DocKeys(const sov::KeyStore& s) : s_(s) {}
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override {
-        auto* d = s_.find(did);
-        return d && d->signing_key ? &*d->signing_key : nullptr;
-    }
-
-private:
-    const sov::KeyStore& s_;
-};
 
 }  // namespace
 
@@ -171,7 +160,7 @@ TEST_CASE("parallel engine gives the verdicts of the sequential one, in order", 
     REQUIRE(sov::capture::load(corpus / "relay-capture/frames.u32le.zst", msgs, err));
     sov::KeyStore store;
     REQUIRE(store.load_json_file(corpus / "relay-capture/did-docs.json.zst", err) == sov::Errc::ok);
-    DocKeys keys(store);
+    sov::verify::StoreKeys keys(store);
     // The capture three times (replays → bad-seq) with deterministic corruptions mixed in.
     std::vector<std::vector<std::uint8_t>> input;
     std::mt19937 rng(7);

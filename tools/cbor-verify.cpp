@@ -20,17 +20,6 @@
 namespace {
 
 // Keys from a DID-documents JSON file (DID → document), as captured beside the corpus.
-class DocKeys final : public sov::verify::KeySource {
-public:
-    explicit DocKeys(const sov::KeyStore& s) : store_(s) {}
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override {
-        const sov::DidDoc* d = store_.find(did);
-        return d && d->signing_key ? &*d->signing_key : nullptr;
-    }
-
-private:
-    const sov::KeyStore& store_;
-};
 
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop.store(true); }
@@ -93,7 +82,7 @@ int main(int argc, char** argv) {
     } else {
         cli::diag("no --did-docs given: every commit will be no-key");
     }
-    DocKeys keys(store);
+    sov::verify::StoreKeys keys(store);
 
     int rejects_fd = -1;
     if (args.count("rejects")) {

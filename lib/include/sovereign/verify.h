@@ -5,6 +5,7 @@
 
 #include "sovereign/car.h"
 #include "sovereign/crypto.h"
+#include "sovereign/did_doc.h"
 #include "sovereign/errc.h"
 #include "sovereign/message.h"
 #include "sovereign/mst.h"
@@ -39,6 +40,17 @@ public:
     virtual ~KeySource() = default;
     /// The current #atproto signing key of `did`, or nullptr if unknown/tombstoned/keyless.
     virtual const crypto::PublicKey* signing_key(std::string_view did) const = 0;
+};
+
+/// Keys from a KeyStore of DID documents (cbor-verify --did-docs): the document's current
+/// #atproto key; nullptr for unknown DIDs and documents without a usable key.
+class StoreKeys final : public KeySource {
+public:
+    explicit StoreKeys(const KeyStore& store) noexcept : store_(store) {}
+    const crypto::PublicKey* signing_key(std::string_view did) const override;
+
+private:
+    const KeyStore& store_;
 };
 
 /// A verdict and a human-readable reason (empty for ok/skip), e.g. "commit.rev != rev".
