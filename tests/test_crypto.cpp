@@ -3,6 +3,8 @@
 // errors, concurrent verification, and every key and signature of the PLC corpus logs.
 #include <catch2/catch.hpp>
 
+#include "test_util.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -24,24 +26,7 @@ using Digest = std::array<std::uint8_t, 32>;
 
 namespace {
 
-std::string corpus_dir() {
-    if (const char* e = std::getenv("SOVEREIGN_CORPUS")) return e;
-#ifdef SOVEREIGN_CORPUS_DEFAULT
-    return SOVEREIGN_CORPUS_DEFAULT;
-#else
-    return "";
-#endif
-}
-
-// Path of a corpus file, or empty after a WARN when the corpus is absent.
-std::string corpus_path(const std::string& rel) {
-    const std::string dir = corpus_dir();
-    if (dir.empty() || !std::filesystem::exists(dir + "/" + rel)) {
-        WARN("corpus absent at " << (dir.empty() ? std::string("(unset)") : dir + "/" + rel) << ": skipping");
-        return {};
-    }
-    return dir + "/" + rel;
-}
+using testutil::corpus_path;
 
 nlohmann::json load_json(const std::string& path) {
     std::ifstream f(path);

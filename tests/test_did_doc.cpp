@@ -2,6 +2,8 @@
 // legacy key types, and the KeyStore over the relay capture's did-docs.json.zst.
 #include <catch2/catch.hpp>
 
+#include "test_util.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -22,24 +24,7 @@ namespace crypto = sov::crypto;
 
 namespace {
 
-std::string corpus_dir() {
-    if (const char* e = std::getenv("SOVEREIGN_CORPUS")) return e;
-#ifdef SOVEREIGN_CORPUS_DEFAULT
-    return SOVEREIGN_CORPUS_DEFAULT;
-#else
-    return "";
-#endif
-}
-
-// Path of a corpus file, or empty after a WARN when the corpus is absent.
-std::string corpus_path(const std::string& rel) {
-    const std::string dir = corpus_dir();
-    if (dir.empty() || !std::filesystem::exists(dir + "/" + rel)) {
-        WARN("corpus absent at " << (dir.empty() ? std::string("(unset)") : dir + "/" + rel) << ": skipping");
-        return {};
-    }
-    return dir + "/" + rel;
-}
+using testutil::corpus_path;
 
 constexpr const char* kDid = "did:plc:2a7ygipkrbh544aqhcav53oy";
 constexpr const char* kK256Multikey = "zQ3shrc8v5X6ZiANcZxA6JerfT2T4SskeCGxpmtDfMuHF9KRj";

@@ -1,6 +1,8 @@
 // Shared test helpers: locating the real corpus and reading files.
 #pragma once
 
+#include <catch2/catch.hpp>
+
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +25,16 @@ inline std::optional<std::filesystem::path> corpus() {
 
 /// Project-generated test data (tests/data, committed).
 inline std::filesystem::path data_dir() { return SOVEREIGN_TEST_DATA; }
+
+/// Path of a corpus file, or "" after a WARN (the test then skips) when it is absent.
+inline std::string corpus_path(const std::string& rel) {
+    auto dir = corpus();
+    if (!dir || !std::filesystem::exists(*dir / rel)) {
+        WARN("corpus absent at " << (dir ? (*dir / rel).string() : std::string(SOVEREIGN_CORPUS_DEFAULT)) << ": skipping");
+        return {};
+    }
+    return (*dir / rel).string();
+}
 
 inline std::vector<std::uint8_t> read_file(const std::filesystem::path& p) {
     std::ifstream f(p, std::ios::binary);
