@@ -29,6 +29,9 @@
 // 4 with SSE4.1 — and the portable compress() for what is left. The vector code is compiled
 // with per-function target attributes, so this file needs no -m flags, and is only called
 // after __builtin_cpu_supports says the CPU (and OS) has the instructions.
+// Blocks that are inherently sequential (within one chunk, the root, extendable output) use
+// a one-block SSE4.1 compress that runs the four column (then diagonal) G calls side by side:
+// about +12% over the portable code, which is what bounds 1 KiB inputs.
 // A subtree must stay strictly shorter than the remaining input, again so that it is never
 // the root. Unaligned starts (e.g. a 1-byte Merkle prefix) only cost the first chunk: once the
 // current chunk is filled, the rest of the input is chunk-aligned in the stream.
@@ -127,12 +130,12 @@ inline void round_fn(std::uint32_t* v, const std::uint32_t* m) {
 
 // The 7 rounds on v, initialised from cv, counter, block length and flags (spec §3.3).
 inline void rounds_portable(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16],
-                   std::uint64_t counter, std::uint32_t block_len, std::uint32_t flags) {
+                            std::uint64_t counter, std::uint32_t len, std::uint32_t flags) {
     for (int i = 0; i < 8; ++i) v[i] = cv[i];
     for (int i = 0; i < 4; ++i) v[8 + i] = kIV[i];
     v[12] = static_cast<std::uint32_t>(counter);
     v[13] = static_cast<std::uint32_t>(counter >> 32);
-    v[14] = block_len;
+    v[14] = len;
     v[15] = flags;
     round_fn<0>(v, m);
     round_fn<1>(v, m);
@@ -143,23 +146,24 @@ inline void rounds_portable(std::uint32_t v[16], const std::uint32_t cv[8], cons
     round_fn<6>(v, m);
 }
 
-// rounds_portable or its SSE4.1 equivalent, as the backend says (defined below).
+// rounds_portable or its SSE4.1 equivalent, as the backend says (defined below). `len` is the
+// number of message bytes in the block, 0..64 (spec §3.1).
 void rounds(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
-            std::uint32_t block_len, std::uint32_t flags);
+            std::uint32_t len, std::uint32_t flags);
 
 // Truncated output: the new chaining value, written over cv.
-void compress_cv(std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
-                 std::uint32_t block_len, std::uint32_t flags) {
+void compress_cv(std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter, std::uint32_t len,
+                 std::uint32_t flags) {
     std::uint32_t v[16];
-    rounds(v, cv, m, counter, block_len, flags);
+    rounds(v, cv, m, counter, len, flags);
     for (int i = 0; i < 8; ++i) cv[i] = v[i] ^ v[i + 8];
 }
 
 // Full 16-word output, for the root (extendable output, spec §4.4).
-void compress_xof(const std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
-                  std::uint32_t block_len, std::uint32_t flags, std::uint32_t out[16]) {
+void compress_xof(const std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter, std::uint32_t len,
+                  std::uint32_t flags, std::uint32_t out[16]) {
     std::uint32_t v[16];
-    rounds(v, cv, m, counter, block_len, flags);
+    rounds(v, cv, m, counter, len, flags);
     for (int i = 0; i < 8; ++i) {
         out[i] = v[i] ^ v[i + 8];
         out[i + 8] = v[i + 8] ^ cv[i];
@@ -325,14 +329,14 @@ SOV_SSE41 inline void round_rows(__m128i& r0, __m128i& r1, __m128i& r2, __m128i&
 }
 
 SOV_SSE41 void rounds_sse41(std::uint32_t out[16], const std::uint32_t cv[8], const std::uint32_t m[16],
-                            std::uint64_t counter, std::uint32_t block_len_word, std::uint32_t flags) {
+                            std::uint64_t counter, std::uint32_t len, std::uint32_t flags) {
     __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cv));
     __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cv + 4));
     __m128i r2 = _mm_setr_epi32(static_cast<int>(kIV[0]), static_cast<int>(kIV[1]), static_cast<int>(kIV[2]),
                                 static_cast<int>(kIV[3]));
     __m128i r3 = _mm_setr_epi32(static_cast<int>(static_cast<std::uint32_t>(counter)),
                                 static_cast<int>(static_cast<std::uint32_t>(counter >> 32)),
-                                static_cast<int>(block_len_word), static_cast<int>(flags));
+                                static_cast<int>(len), static_cast<int>(flags));
     round_rows<0>(r0, r1, r2, r3, m);
     round_rows<1>(r0, r1, r2, r3, m);
     round_rows<2>(r0, r1, r2, r3, m);
@@ -480,11 +484,14 @@ Backend current_backend() noexcept {
 }
 
 void rounds(std::uint32_t v[16], const std::uint32_t cv[8], const std::uint32_t m[16], std::uint64_t counter,
-            std::uint32_t block_len, std::uint32_t flags) {
+            std::uint32_t len, std::uint32_t flags) {
 #if SOV_B3_X86
-    if (current_backend() != Backend::portable) return rounds_sse41(v, cv, m, counter, block_len, flags);
+    if (current_backend() != Backend::portable) {
+        rounds_sse41(v, cv, m, counter, len, flags);
+        return;
+    }
 #endif
-    rounds_portable(v, cv, m, counter, block_len, flags);
+    rounds_portable(v, cv, m, counter, len, flags);
 }
 
 // Runs a lane job over n lanes with the widest kernels the backend has.

@@ -602,7 +602,10 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
         c.msgs.push_back(i);
         c.bytes += sb.envelopes[i].size();
     }
-    // Compress in parallel.
+    // Compress (and hash leaves) in parallel.
+    std::vector<Hash> leaves(n);
+    for (std::size_t i = 0; i < n; ++i)
+        if (sb.purged[i]) leaves[i] = sb.purged_leaves[i];
     std::atomic<std::size_t> next{0};
     std::atomic<bool> failed{false};
     std::string zerr;
@@ -617,7 +620,10 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
             if (k >= clusters.size() || failed) return;
             Cluster& c = clusters[k];
             c.raw.reserve(c.bytes);
-            for (auto m : c.msgs) c.raw.insert(c.raw.end(), sb.envelopes[m].begin(), sb.envelopes[m].end());
+            for (auto m : c.msgs) {
+                c.raw.insert(c.raw.end(), sb.envelopes[m].begin(), sb.envelopes[m].end());
+                leaves[m] = leaf_hash(sb.envelopes[m]);  // hashed here, on the worker threads
+            }
             c.comp.resize(ZSTD_compressBound(c.raw.size()));
             std::size_t r = ZSTD_compress2(cctx.get(), c.comp.data(), c.comp.size(), c.raw.data(), c.raw.size());
             if (ZSTD_isError(r)) {
@@ -662,9 +668,6 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
             inner += std::uint32_t(sb.envelopes[m].size());
         }
     }
-    // Leaves and root.
-    std::vector<Hash> leaves(n);
-    for (std::size_t i = 0; i < n; ++i) leaves[i] = sb.purged[i] ? sb.purged_leaves[i] : leaf_hash(sb.envelopes[i]);
     root_out = merkle_root(leaves);
     // Data files (temporary names, fsync).
     std::vector<std::string> tmp_names;
@@ -797,6 +800,7 @@ struct Writer::Impl {
     PackStats stats;
 
     ~Impl() {
+        if (job && job->thread.joinable()) job->thread.join();  // its segment is sealed; the journal still holds it
         if (journal_fd >= 0) ::close(journal_fd);
         if (lock_fd >= 0) ::close(lock_fd);
     }
@@ -858,15 +862,62 @@ struct Writer::Impl {
         return true;
     }
 
-    // Seals the pending segment. `carry` are envelopes already journaled (in the current
-    // journal) that come after it: they are written to the new journal before the old one
-    // is deleted, so no frame that was read is ever absent from every journal.
-    bool seal(std::string& err, std::span<const ByteView> carry = {}) {
+    // Sealing runs on a background thread so that reading, journaling and parsing of the next
+    // segment go on while the last one is compressed and written. At most one seal is in
+    // flight (memory: two segments). The journal is rotated only when the seal is durable:
+    // the new journal gets every frame after the sealed segment (already journaled in the
+    // old one), then the old journal is deleted — no frame read is ever absent from all journals.
+    struct Job {
+        SegmentBuild sb;
+        std::vector<std::uint8_t> bytes;
+        std::uint64_t end_ord = 0;
+        Hash root{};
+        std::uint64_t stored = 0;
+        bool ok = false;
+        std::string err;
+        std::thread thread;
+        std::atomic<bool> done{false};
+    };
+    std::unique_ptr<Job> job;
+
+    bool finish_seal(std::string& err) {
+        if (!job) return true;
+        job->thread.join();
+        std::unique_ptr<Job> j = std::move(job);
+        if (!j->ok) {
+            err = j->err;
+            return false;
+        }
+        last_root = j->root;
+        ++stats.segments_sealed;
+        stats.bytes_out += j->stored;
+        std::string old = journal_path;
+        if (!open_journal(j->end_ord, err)) return false;
+        std::vector<std::uint8_t> rec;
+        for (auto [off, len] : pending) {
+            varint::append(len, rec);
+            rec.insert(rec.end(), pending_bytes.begin() + std::ptrdiff_t(off), pending_bytes.begin() + std::ptrdiff_t(off + len));
+        }
+        if (!write_all(journal_fd, rec, journal_path, err)) return false;
+        if (::fdatasync(journal_fd) != 0) {
+            err = errno_text(journal_path);
+            return false;
+        }
+        if (old != journal_path) ::unlink(old.c_str());
+        fsync_dir(dir + "/journal");
+        return true;
+    }
+
+    bool start_seal(std::string& err) {
         if (pending.empty()) return true;
+        if (!finish_seal(err)) return false;  // one in flight; also gives last_root
         if (next_segment % std::max(1u, params.retrain_every) == 0 || dict_id == 0)
             if (!train(err)) return false;
-        SegmentBuild sb;
-        sb.number = next_segment;
+        auto j = std::make_unique<Job>();
+        j->bytes = std::move(pending_bytes);
+        j->end_ord = next_ord;
+        SegmentBuild& sb = j->sb;
+        sb.number = next_segment++;
         sb.first = next_ord - pending.size();
         sb.dict_id = cdict ? dict_id : 0;
         sb.level = params.level;
@@ -875,35 +926,27 @@ struct Writer::Impl {
         sb.cluster_bytes = params.cluster_bytes;
         sb.threads = threads;
         sb.prev_root = last_root;
-        for (auto [off, len] : pending) sb.envelopes.emplace_back(pending_bytes.data() + off, len);
+        for (auto [off, len] : pending) sb.envelopes.emplace_back(j->bytes.data() + off, len);
         sb.metas = std::move(metas);
         sb.purged.assign(pending.size(), false);
         sb.purged_leaves.resize(pending.size());
-        Hash root;
-        std::uint64_t stored = 0;
-        if (!write_segment(dir, sb, root, stored, err)) return false;
-        last_root = root;
-        ++next_segment;
-        ++stats.segments_sealed;
-        stats.bytes_out += stored;
-        // The segment is durable: start a new journal, drop the old one.
-        std::string old = journal_path;
-        if (!open_journal(next_ord, err)) return false;
-        if (!carry.empty()) {
-            std::vector<std::uint8_t> rec;
-            for (auto env : carry) {
-                varint::append(env.size(), rec);
-                rec.insert(rec.end(), env.begin(), env.end());
-            }
-            if (!write_all(journal_fd, rec, journal_path, err)) return false;
-        }
-        if (old != journal_path) ::unlink(old.c_str());
-        fsync_dir(dir + "/journal");
         pending.clear();
-        pending_bytes.clear();
-        metas.clear();
+        pending_bytes = {};
+        metas = {};
+        Job* raw = j.get();
+        j->thread = std::thread([this, raw] {
+            raw->ok = write_segment(dir, raw->sb, raw->root, raw->stored, raw->err);
+            raw->done = true;
+        });
+        job = std::move(j);
         return true;
     }
+
+    // Finishes a completed background seal without waiting for a running one.
+    bool poll_seal(std::string& err) { return job && job->done.load() ? finish_seal(err) : true; }
+
+    bool seal(std::string& err) { return start_seal(err) && finish_seal(err); }
+
 };
 
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1001,14 +1044,14 @@ Errc Writer::append(std::span<const ByteView> envelopes, std::string& err) {
         rec.insert(rec.end(), env.begin(), env.end());
     }
     if (!write_all(im.journal_fd, rec, im.journal_path, err)) return Errc::io_error;
-    for (std::size_t i = 0; i < envelopes.size(); ++i) {
-        ByteView env = envelopes[i];
+    if (!im.poll_seal(err)) return Errc::io_error;
+    for (ByteView env : envelopes) {
         im.add_pending(env);
         ++im.next_ord;
         ++im.stats.messages;
         im.stats.bytes_in += env.size();
         if (im.pending.size() >= im.params.segment_messages || im.pending_bytes.size() >= im.params.segment_bytes)
-            if (!im.seal(err, envelopes.subspan(i + 1))) return Errc::io_error;
+            if (!im.start_seal(err)) return Errc::io_error;
     }
     return Errc::ok;
 }
