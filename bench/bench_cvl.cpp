@@ -171,13 +171,13 @@ int main(int argc, char** argv) {
     if (bad) std::fprintf(stderr, "bench_cvl: %zu random reads failed\n", bad);
 
     double cvl_total = double(stored + dict_bytes);
-    std::printf("| %s: %zu frames, %.1f MB of envelopes, %zu segments, %llu clusters | | | |\n", input.c_str(), envs.size(), mb,
+    std::printf("| **%s**: %zu frames, %.1f MB of envelopes, %zu segments, %llu clusters | | | |\n", input.c_str(), envs.size(), mb,
                 ar->segments().size(), (unsigned long long)clusters);
-    std::printf("| CVL stored (clusters by DID, level %d, %llu dictionary bytes not counted) | %.1f MB (%.2f×) | chronological, same level and dictionaries, as many chunks as CVL has clusters: %.1f MB | CVL %.2f× smaller |\n",
+    std::printf("| CVL stored (DID-grouped clusters, level %d, %llu dictionary bytes not counted) | %.1f MB (%.2f×) | chronological, same level and dictionaries, as many chunks as CVL has clusters: %.1f MB | CVL %.2f× smaller |\n",
                 params.level, (unsigned long long)dict_bytes, double(stored) / 1e6, mb / (double(stored) / 1e6),
                 double(chrono_msgcount) / 1e6, double(chrono_msgcount) / double(stored));
-    std::printf("| (same) | | chronological, same level and dictionaries, %u MiB chunks: %.1f MB | CVL %.2f× smaller |\n",
-                params.cluster_bytes >> 20, double(chrono_chunks) / 1e6, double(chrono_chunks) / double(stored));
+    std::printf("| (same) | | chronological, same level and dictionaries, %u KiB chunks: %.1f MB | CVL %.2f× smaller |\n",
+                params.cluster_bytes >> 10, double(chrono_chunks) / 1e6, double(chrono_chunks) / double(stored));
     std::printf("| (same) | | chronological, whole segments as single frames: %.1f MB | CVL %.2f× smaller |\n",
                 double(chrono_segment) / 1e6, double(chrono_segment) / double(stored));
     std::printf("| CVL including its dictionaries | %.1f MB (%.2f×) | zstd -3 of the raw stream, 4 MiB chunks, no dictionary: %.1f MB | CVL %.2f× smaller |\n",

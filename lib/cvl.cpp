@@ -578,29 +578,59 @@ struct SegmentBuild {
 bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std::uint64_t& stored, std::string& err) {
     const std::size_t n = sb.envelopes.size();
     // Clusters: per DID in ordinal order, split at cluster_bytes.
-    struct Cluster {
+    // DID groups: each DID's messages in ordinal order, split at cluster_bytes. Groups of at
+    // least a quarter cluster are clusters of their own (in the DID's shard); smaller ones
+    // (the long tail: most DIDs write once or twice per segment) are packed together, in
+    // first-ordinal order, into shared clusters, so they compress with context instead of
+    // one message per zstd frame. Each DID's messages stay contiguous inside a cluster.
+    struct Group {
         std::uint64_t did_hash;
         unsigned shard;
         std::vector<std::uint32_t> msgs;
+        std::uint64_t bytes = 0;
+        std::size_t cluster = 0;
+    };
+    std::vector<Group> groups;
+    std::unordered_map<std::string, std::size_t> open;  // DID → index of its current group
+    for (std::uint32_t i = 0; i < n; ++i) {
+        if (sb.purged[i]) continue;
+        const std::string& did = sb.metas[i].did;
+        auto it = open.find(did);
+        if (it == open.end() || groups[it->second].bytes + sb.envelopes[i].size() > sb.cluster_bytes) {
+            std::uint64_t dh = did.empty() ? 0 : tag_hash(as_bytes(did));
+            groups.push_back(Group{dh, did.empty() ? 0u : unsigned(dh % sb.shards), {}, 0, 0});
+            open[did] = groups.size() - 1;
+            it = open.find(did);
+        }
+        Group& g = groups[it->second];
+        g.msgs.push_back(i);
+        g.bytes += sb.envelopes[i].size();
+    }
+    struct Cluster {
+        unsigned shard;
+        std::vector<std::uint32_t> msgs;  // its groups' messages, group after group
         std::uint64_t bytes = 0;
         std::vector<std::uint8_t> raw, comp;
         std::uint64_t off = 0;
     };
     std::vector<Cluster> clusters;
-    std::unordered_map<std::string, std::size_t> open;  // DID → index of its current cluster
-    for (std::uint32_t i = 0; i < n; ++i) {
-        if (sb.purged[i]) continue;
-        const std::string& did = sb.metas[i].did;
-        auto it = open.find(did);
-        if (it == open.end() || clusters[it->second].bytes + sb.envelopes[i].size() > sb.cluster_bytes) {
-            std::uint64_t dh = did.empty() ? 0 : tag_hash(as_bytes(did));
-            clusters.push_back(Cluster{dh, did.empty() ? 0u : unsigned(dh % sb.shards), {}, 0, {}, {}, 0});
-            open[did] = clusters.size() - 1;
-            it = open.find(did);
+    std::size_t shared = SIZE_MAX;
+    unsigned next_shard = 0;
+    for (auto& g : groups) {
+        std::size_t target;
+        if (g.bytes >= sb.cluster_bytes / 4) {
+            clusters.push_back(Cluster{g.shard, {}, 0, {}, {}, 0});
+            target = clusters.size() - 1;
+        } else {
+            if (shared == SIZE_MAX || clusters[shared].bytes + g.bytes > sb.cluster_bytes) {
+                clusters.push_back(Cluster{next_shard++ % sb.shards, {}, 0, {}, {}, 0});
+                shared = clusters.size() - 1;
+            }
+            target = shared;
         }
-        Cluster& c = clusters[it->second];
-        c.msgs.push_back(i);
-        c.bytes += sb.envelopes[i].size();
+        g.cluster = target;
+        clusters[target].msgs.insert(clusters[target].msgs.end(), g.msgs.begin(), g.msgs.end());
+        clusters[target].bytes += g.bytes;
     }
     // Compress (and hash leaves) in parallel.
     std::vector<Hash> leaves(n);
@@ -690,7 +720,7 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
     put<std::uint64_t>(x, sb.number);
     put<std::uint64_t>(x, sb.first);
     put<std::uint32_t>(x, std::uint32_t(n));
-    put<std::uint32_t>(x, std::uint32_t(clusters.size()));
+    put<std::uint32_t>(x, std::uint32_t(groups.size()));
     std::vector<std::pair<std::uint64_t, std::uint32_t>> ops;
     for (std::uint32_t i = 0; i < n; ++i)
         for (auto h : sb.metas[i].op_hashes) ops.emplace_back(h, i);
@@ -722,11 +752,12 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
         put<std::uint64_t>(x, sb.metas[i].path_hash);
     }
     for (std::size_t i = 0; i < n; ++i) put<std::int64_t>(x, sb.metas[i].recv);
-    for (auto& c : clusters) {
+    for (auto& g : groups) {
+        const Cluster& c = clusters[g.cluster];
         put<std::uint64_t>(x, base[c.shard] + c.off);
         put<std::uint32_t>(x, std::uint32_t(c.comp.size()));
-        put<std::uint32_t>(x, std::uint32_t(c.msgs.size()));
-        put<std::uint64_t>(x, c.did_hash);
+        put<std::uint32_t>(x, std::uint32_t(g.msgs.size()));
+        put<std::uint64_t>(x, g.did_hash);
     }
     for (auto& [h, m] : ops) {
         put<std::uint64_t>(x, h);
@@ -1229,7 +1260,13 @@ std::unique_ptr<Archive> Archive::open(const std::string& dir, std::string& err)
         si.number = x.number;
         si.first = x.first;
         si.count = x.n;
-        si.clusters = x.c;
+        {
+            std::vector<std::uint64_t> offs;
+            for (std::uint32_t g = 0; g < x.c; ++g) offs.push_back(get<std::uint64_t>(x.clusters + kClusterRec * g));
+            std::sort(offs.begin(), offs.end());
+            si.clusters = std::uint32_t(std::unique(offs.begin(), offs.end()) - offs.begin());
+            si.groups = x.c;
+        }
         si.purged = x.q;
         si.dict_id = x.dict_id;
         si.generation = x.generation;
@@ -1297,6 +1334,7 @@ Errc Archive::scan_segment(std::size_t seg, const std::function<bool(std::uint64
         const std::uint8_t* cr = x.clusters + kClusterRec * c;
         std::uint64_t off = get<std::uint64_t>(cr);
         std::uint32_t len = get<std::uint32_t>(cr + 8);
+        if (data.count(off)) continue;  // several DID groups share a cluster
         const std::vector<std::uint8_t>* d;
         if (!impl_->cluster(seg, off, len, d, err)) return Errc::bad_argument;
         data[off] = *d;

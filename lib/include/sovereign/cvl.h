@@ -99,7 +99,7 @@ Errc compact(const std::string& dir, unsigned threads, std::uint64_t& purged, st
 
 struct SegmentInfo {
     std::uint64_t number = 0, first = 0;
-    std::uint32_t count = 0, clusters = 0, purged = 0, dict_id = 0, generation = 0;
+    std::uint32_t count = 0, clusters = 0, groups = 0, purged = 0, dict_id = 0, generation = 0;
     std::int64_t recv_min = 0, recv_max = 0;
     std::uint64_t raw_bytes = 0, stored_bytes = 0;
     Hash root{}, prev_root{};
@@ -140,7 +140,8 @@ public:
     /// Calls f(ordinal, envelope) for every stored (not purged) message of segment `seg`
     /// in ordinal order, decompressing each cluster once. Stops early if f returns false.
     Errc scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err);
-    /// Ordinals of a segment whose cluster belongs to `did` (by DID hash; callers confirm).
+    /// Ordinals in the clusters holding `did`'s messages (by DID hash; a shared cluster also
+    /// holds other DIDs, so callers confirm by decoding).
     std::vector<std::uint64_t> ordinals_of_did(std::size_t seg, std::string_view did) const;
     /// Ordinals of a segment with an op whose path hashes like `path` (callers confirm).
     std::vector<std::uint64_t> ordinals_with_path(std::size_t seg, std::string_view path) const;
