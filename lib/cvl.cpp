@@ -610,7 +610,7 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
         unsigned shard;
         std::vector<std::uint32_t> msgs;  // its groups' messages, group after group
         std::uint64_t bytes = 0;
-        std::vector<std::uint8_t> raw, comp;
+        std::vector<std::uint8_t> comp;
         std::uint64_t off = 0;
     };
     std::vector<Cluster> clusters;
@@ -619,11 +619,11 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
     for (auto& g : groups) {
         std::size_t target;
         if (g.bytes >= sb.cluster_bytes / 4) {
-            clusters.push_back(Cluster{g.shard, {}, 0, {}, {}, 0});
+            clusters.push_back(Cluster{g.shard, {}, 0, {}, 0});
             target = clusters.size() - 1;
         } else {
             if (shared == SIZE_MAX || clusters[shared].bytes + g.bytes > sb.cluster_bytes) {
-                clusters.push_back(Cluster{next_shard++ % sb.shards, {}, 0, {}, {}, 0});
+                clusters.push_back(Cluster{next_shard++ % sb.shards, {}, 0, {}, 0});
                 shared = clusters.size() - 1;
             }
             target = shared;
@@ -641,6 +641,9 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
     std::string zerr;
     std::mutex mu;
     auto work = [&] {
+        // Per-worker buffers, reused for every cluster: fresh multi-hundred-KiB vectors per
+        // cluster cost more in page faults than the copying they hold.
+        std::vector<std::uint8_t> raw, out;
         std::unique_ptr<ZSTD_CCtx, ZstdDeleter> cctx(ZSTD_createCCtx());
         ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
         if (sb.cdict) ZSTD_CCtx_refCDict(cctx.get(), sb.cdict);
@@ -649,21 +652,20 @@ bool write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
             std::size_t k = next.fetch_add(1);
             if (k >= clusters.size() || failed) return;
             Cluster& c = clusters[k];
-            c.raw.reserve(c.bytes);
+            raw.clear();
             for (auto m : c.msgs) {
-                c.raw.insert(c.raw.end(), sb.envelopes[m].begin(), sb.envelopes[m].end());
+                raw.insert(raw.end(), sb.envelopes[m].begin(), sb.envelopes[m].end());
                 leaves[m] = leaf_hash(sb.envelopes[m]);  // hashed here, on the worker threads
             }
-            c.comp.resize(ZSTD_compressBound(c.raw.size()));
-            std::size_t r = ZSTD_compress2(cctx.get(), c.comp.data(), c.comp.size(), c.raw.data(), c.raw.size());
+            out.resize(ZSTD_compressBound(raw.size()));
+            std::size_t r = ZSTD_compress2(cctx.get(), out.data(), out.size(), raw.data(), raw.size());
             if (ZSTD_isError(r)) {
                 std::lock_guard lk(mu);
                 zerr = std::string("zstd: ") + ZSTD_getErrorName(r);
                 failed = true;
                 return;
             }
-            c.comp.resize(r);
-            std::vector<std::uint8_t>().swap(c.raw);
+            c.comp.assign(out.begin(), out.begin() + std::ptrdiff_t(r));
         }
     };
     {
@@ -910,6 +912,7 @@ struct Writer::Impl {
         std::atomic<bool> done{false};
     };
     std::unique_ptr<Job> job;
+    std::vector<std::uint8_t> spare;  // a sealed segment's buffer, kept for the next one
 
     bool finish_seal(std::string& err) {
         if (!job) return true;
@@ -920,6 +923,7 @@ struct Writer::Impl {
             return false;
         }
         last_root = j->root;
+        if (spare.capacity() < j->bytes.capacity()) spare = std::move(j->bytes);  // reused by the next segment
         ++stats.segments_sealed;
         stats.bytes_out += j->stored;
         std::string old = journal_path;
@@ -962,7 +966,9 @@ struct Writer::Impl {
         sb.purged.assign(pending.size(), false);
         sb.purged_leaves.resize(pending.size());
         pending.clear();
-        pending_bytes = {};
+        pending_bytes = std::move(spare);
+        pending_bytes.clear();
+        spare = {};
         metas = {};
         Job* raw = j.get();
         j->thread = std::thread([this, raw] {
