@@ -437,6 +437,19 @@ Result<bool> Set::set(std::uint64_t ord) {
     return (std::atomic_ref<std::uint64_t>(w[r >> 6]).fetch_or(mask, std::memory_order_release) & mask) != 0;
 }
 
+Errc Set::ensure(std::uint64_t ord) {
+    if (!impl_->writable) {
+        impl_->record(impl_->dir + ": tombstone set opened read-only");
+        return Errc::bad_argument;
+    }
+    if (ord >= kOrdinalLimit) {
+        impl_->record("ordinal " + std::to_string(ord) + " beyond the supported 2^48");
+        return Errc::too_large;
+    }
+    Errc e = Errc::ok;
+    return impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::create, e) ? Errc::ok : e;
+}
+
 Result<bool> Set::clear(std::uint64_t ord) {
     if (!impl_->writable) {
         impl_->record(impl_->dir + ": tombstone set opened read-only");

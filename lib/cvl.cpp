@@ -914,7 +914,9 @@ struct Writer::Impl {
     std::unique_ptr<Job> job;
     std::vector<std::uint8_t> spare;  // a sealed segment's buffer, kept for the next one
 
-    bool finish_seal(std::string& err) {
+    // `carry`: envelopes already written to the current journal but not yet added to
+    // `pending` (the rest of the batch being appended); they go to the new journal too.
+    bool finish_seal(std::string& err, std::span<const ByteView> carry = {}) {
         if (!job) return true;
         job->thread.join();
         std::unique_ptr<Job> j = std::move(job);
@@ -933,6 +935,10 @@ struct Writer::Impl {
             varint::append(len, rec);
             rec.insert(rec.end(), pending_bytes.begin() + std::ptrdiff_t(off), pending_bytes.begin() + std::ptrdiff_t(off + len));
         }
+        for (ByteView env : carry) {
+            varint::append(env.size(), rec);
+            rec.insert(rec.end(), env.begin(), env.end());
+        }
         if (!write_all(journal_fd, rec, journal_path, err)) return false;
         if (::fdatasync(journal_fd) != 0) {
             err = errno_text(journal_path);
@@ -943,9 +949,9 @@ struct Writer::Impl {
         return true;
     }
 
-    bool start_seal(std::string& err) {
+    bool start_seal(std::string& err, std::span<const ByteView> carry = {}) {
         if (pending.empty()) return true;
-        if (!finish_seal(err)) return false;  // one in flight; also gives last_root
+        if (!finish_seal(err, carry)) return false;  // one in flight; also gives last_root
         if (next_segment % std::max(1u, params.retrain_every) == 0 || dict_id == 0)
             if (!train(err)) return false;
         auto j = std::make_unique<Job>();
@@ -1069,26 +1075,40 @@ std::unique_ptr<Writer> Writer::open(const std::string& dir, const Params& param
         if (path != jpath) ::unlink(path.c_str());
     fsync_dir(dir + "/journal");
     if (!im->open_journal(pending_first, err)) return nullptr;
+    // The tombstone file of the current ordinal range exists from the start, so readers map
+    // it when they open and a first tombstone is visible at once (format doc §7).
+    {
+        std::string terr;
+        auto tombs = bitset::Set::open(dir + "/tomb", true, &terr);
+        if (!tombs || tombs->ensure(im->next_ord) != Errc::ok) {
+            err = dir + "/tomb: " + (tombs ? tombs->last_error() : terr);
+            return nullptr;
+        }
+    }
     return std::unique_ptr<Writer>(new Writer(std::move(im)));
 }
 
 Errc Writer::append(std::span<const ByteView> envelopes, std::string& err) {
     Impl& im = *impl_;
     // Journal first: the whole batch in one write, before anything else happens to it.
+    // A finished background seal rotates the journal first, so this batch lands in the new one.
+    if (!im.poll_seal(err)) return Errc::io_error;
     std::vector<std::uint8_t> rec;
     for (auto env : envelopes) {
         varint::append(env.size(), rec);
         rec.insert(rec.end(), env.begin(), env.end());
     }
     if (!write_all(im.journal_fd, rec, im.journal_path, err)) return Errc::io_error;
-    if (!im.poll_seal(err)) return Errc::io_error;
-    for (ByteView env : envelopes) {
+    for (std::size_t i = 0; i < envelopes.size(); ++i) {
+        ByteView env = envelopes[i];
         im.add_pending(env);
         ++im.next_ord;
         ++im.stats.messages;
         im.stats.bytes_in += env.size();
+        // Starting a seal may rotate the journal (finishing the previous seal): the rest of
+        // this batch, already in the old journal, is carried into the new one.
         if (im.pending.size() >= im.params.segment_messages || im.pending_bytes.size() >= im.params.segment_bytes)
-            if (!im.start_seal(err)) return Errc::io_error;
+            if (!im.start_seal(err, envelopes.subspan(i + 1))) return Errc::io_error;
     }
     return Errc::ok;
 }
@@ -1110,6 +1130,7 @@ const PackStats& Writer::stats() const noexcept { return impl_->stats; }
 
 struct Archive::Impl {
     std::string dir;
+    std::size_t listed = 0;  // index files found
     Params params;
     std::vector<Index> idx;
     std::vector<SegmentInfo> infos;
@@ -1241,24 +1262,29 @@ std::unique_ptr<Archive> Archive::open(const std::string& dir, std::string& err)
     im->params = cfg.params;
     Hash prev{};
     std::uint64_t expect_first = 0, expect_number = 0;
-    for (auto n : list_segments(dir)) {
+    bool gap = true;  // no predecessor to compare with (start, or after an unreadable index)
+    auto numbers = list_segments(dir);
+    im->listed = numbers.size();
+    for (auto n : numbers) {
         Index x;
         x.path = idx_path(dir, n);
         std::string e;
         if (!read_file(x.path, x.bytes, e) || !parse_index(x, e)) {
             im->problems.push_back(e);
+            gap = true;  // its range and root are unknown: don't blame the next segment for it
             continue;
         }
         if (x.number != n) {
             im->problems.push_back(x.path + ":16: segment number " + std::to_string(x.number) + " does not match the file name");
             continue;
         }
-        if (!im->idx.empty() && (x.number != expect_number || x.first != expect_first))
+        if (!gap && (x.number != expect_number || x.first != expect_first))
             im->problems.push_back(x.path + ":24: segment does not continue the previous one (expected first ordinal " +
                                    std::to_string(expect_first) + ", found " + std::to_string(x.first) + ")");
-        else if (!im->idx.empty() && x.prev_root != prev)
+        else if (!gap && x.prev_root != prev)
             im->problems.push_back(x.path + ": chain broken: previous-root field differs from segment " +
                                    std::to_string(expect_number - 1) + "'s root");
+        gap = false;
         expect_first = x.first + x.n;
         expect_number = x.number + 1;
         prev = x.root;
@@ -1310,6 +1336,7 @@ std::unique_ptr<Archive> Archive::open(const std::string& dir, std::string& err)
 
 const std::vector<SegmentInfo>& Archive::segments() const noexcept { return impl_->infos; }
 const std::vector<std::string>& Archive::problems() const noexcept { return impl_->problems; }
+std::size_t Archive::segment_files() const noexcept { return impl_->listed; }
 const std::string& Archive::dir() const noexcept { return impl_->dir; }
 
 std::uint64_t Archive::end_ordinal() const noexcept {
@@ -1417,7 +1444,7 @@ Errc Archive::check_segment(std::size_t seg, std::string& err) {
         err = x.path + ": Merkle root mismatch: recomputed " + to_hex(root) + ", index says " + to_hex(x.root);
         return Errc::bad_argument;
     }
-    if (seg > 0 && x.prev_root != impl_->idx[seg - 1].root) {
+    if (seg > 0 && impl_->idx[seg - 1].number + 1 == x.number && x.prev_root != impl_->idx[seg - 1].root) {
         err = x.path + ": chain broken: previous-root field differs from the previous segment's root";
         return Errc::bad_argument;
     }
@@ -1468,7 +1495,7 @@ Errc Archive::compact_impl(const std::string& dir, unsigned threads, std::uint64
     if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
         if (lock_fd >= 0) ::close(lock_fd);
         err = dir + "/lock: another cvl-pack is writing this archive";
-        return Errc::bad_argument;
+        return Errc::io_error;  // a system condition (exit 2), not bad input data
     }
     struct Unlock {
         int fd;

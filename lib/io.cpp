@@ -10,6 +10,16 @@
 
 namespace sov::io {
 
+namespace {
+std::atomic<const std::atomic<bool>*> g_interrupt{nullptr};
+bool interrupted() noexcept {
+    const std::atomic<bool>* f = g_interrupt.load(std::memory_order_relaxed);
+    return f && f->load(std::memory_order_relaxed);
+}
+}  // namespace
+
+void set_interrupt_flag(const std::atomic<bool>* flag) noexcept { g_interrupt.store(flag); }
+
 struct Input::Zstd {
     ZSTD_DStream* ds = ZSTD_createDStream();
     std::vector<std::uint8_t> in = std::vector<std::uint8_t>(ZSTD_DStreamInSize());
@@ -71,8 +81,8 @@ long Input::raw_read(std::uint8_t* buf, std::size_t n) {
     for (;;) {
         ssize_t r = ::read(fd_, buf, n);
         if (r >= 0) return long(r);
-        if (errno == EINTR) continue;
-        error_ = std::strerror(errno);
+        if (errno == EINTR && !interrupted()) continue;
+        error_ = errno == EINTR ? "interrupted" : std::strerror(errno);
         return -1;
     }
 }
@@ -86,7 +96,7 @@ long Input::read(std::uint8_t* buf, std::size_t n) {
         sniffed_ = true;
         while (peek_len_ < 4) {
             ssize_t r = ::read(fd_, peek_ + peek_len_, 4 - peek_len_);
-            if (r < 0 && errno == EINTR) continue;
+            if (r < 0 && errno == EINTR && !interrupted()) continue;
             if (r < 0) {
                 error_ = std::strerror(errno);
                 return -1;

@@ -22,7 +22,6 @@ namespace {
 // Keys from a DID-documents JSON file (DID → document), as captured beside the corpus.
 
 std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
 
 // A batch of records copied out of the reader (whose views do not outlive next()).
 struct Batch {
@@ -124,8 +123,7 @@ int main(int argc, char** argv) {
         }
         return true;
     };
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    cli::install_stop_handler(g_stop);
 
     sov::frames::Writer out(1);
     std::optional<sov::frames::Writer> rej;
@@ -204,7 +202,7 @@ int main(int argc, char** argv) {
         }
         if (!b.records.empty()) flush_batch(r.name());  // frames before an error are kept
         bytes_before += r.bytes_read();
-        if (r.error()) {
+        if (r.error() && !g_stop.load()) {
             cli::framing_error(r);
             status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
             break;  // framing errors stop the tool; frames already written stay written

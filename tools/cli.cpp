@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "sovereign/io.h"
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -11,6 +13,24 @@ namespace cli {
 
 namespace {
 std::string g_tool = "sovereign";
+}
+
+namespace {
+std::atomic<bool>* g_stop_flag = nullptr;
+extern "C" void on_stop_signal(int) {
+    if (g_stop_flag) g_stop_flag->store(true);
+}
+}  // namespace
+
+void install_stop_handler(std::atomic<bool>& flag) {
+    g_stop_flag = &flag;
+    sov::io::set_interrupt_flag(&flag);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns EINTR
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
 }
 
 void init(std::string_view tool) {

@@ -7,6 +7,7 @@
 
 #include <cxxopts.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -20,6 +21,10 @@ enum Exit : int { kOk = 0, kDataRejected = 1, kUsage = 2, kSystem = 2 };
 /// where writes happen).
 void init(std::string_view tool);
 const std::string& tool();
+
+/// Installs SIGINT/SIGTERM handlers (without SA_RESTART) that set `flag` and make a read
+/// blocked on an idle pipe return, so the tool can stop cleanly at once.
+void install_stop_handler(std::atomic<bool>& flag);
 
 /// "<tool>: <context>: <message>" on stderr.
 void diag(std::string_view context, std::string_view message);

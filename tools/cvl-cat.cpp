@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
             }
         }
         if (!quiet)
-            cli::diag(dir, std::to_string(ok) + " of " + std::to_string(segs.size() + ar->problems().size()) +
+            cli::diag(dir, std::to_string(ok) + " of " + std::to_string(ar->segment_files()) +
                                " segments verified (index, clusters, Merkle roots, chain)" +
                                (status ? "; see the errors above" : ""));
         return status;

@@ -11,7 +11,6 @@
 
 namespace {
 std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,8 +83,7 @@ int main(int argc, char** argv) {
     }
     if (w->stats().recovered && !quiet)
         cli::diag(dir, cli::with_commas(w->stats().recovered) + " frames recovered from the journal");
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    cli::install_stop_handler(g_stop);
 
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
@@ -120,7 +118,7 @@ int main(int argc, char** argv) {
             }
             progress.update(frames, w->stats().bytes_in);
         }
-        if (r.error()) {
+        if (r.error() && !g_stop.load()) {
             cli::framing_error(r);
             status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
             break;  // frames before the error are kept (and sealed below)

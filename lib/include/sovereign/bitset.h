@@ -86,6 +86,12 @@ public:
     /// Is bit `ord` set? Acquire load; false for ordinals ≥ kOrdinalLimit and for a range
     /// whose file is absent or was rejected (the reason is then in last_error()).
     bool test(std::uint64_t ord) const noexcept;
+    /// Creates (sparse, all clear) and maps the file holding `ord` if it does not exist yet,
+    /// changing no bit. Writers call it ahead of time so that readers map the file when they
+    /// open and see the first tombstone at once rather than after their absent-file recheck.
+    /// Errors as set().
+    Errc ensure(std::uint64_t ord);
+
     /// Sets bit `ord`, creating its file if needed; returns the previous value. Release.
     /// Errors: bad_argument (opened read-only), too_large (ord ≥ kOrdinalLimit), io_error
     /// (file cannot be created/opened/mapped), truncated / trailing_bytes (bad file size).

@@ -130,6 +130,8 @@ public:
     const std::vector<SegmentInfo>& segments() const noexcept;
     /// "<file>:<offset>: <reason>" for each segment skipped at open.
     const std::vector<std::string>& problems() const noexcept;
+    /// Number of segment index files found (readable or not).
+    std::size_t segment_files() const noexcept;
     /// One past the last readable ordinal (0 if empty).
     std::uint64_t end_ordinal() const noexcept;
 

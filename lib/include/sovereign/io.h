@@ -6,6 +6,7 @@
 
 #include "sovereign/errc.h"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -44,6 +45,11 @@ private:
     std::uint8_t peek_[4] = {};
     std::size_t peek_len_ = 0, peek_pos_ = 0;
 };
+
+/// Lets a tool stop a blocked read: when `flag` (set by a signal handler installed without
+/// SA_RESTART) is true and read(2) returns EINTR, Input::read fails with "interrupted"
+/// instead of retrying. nullptr (the default) always retries.
+void set_interrupt_flag(const std::atomic<bool>* flag) noexcept;
 
 /// Reads a whole file ("-" = stdin), zstd-decoded if compressed. Returns false with
 /// `error` set ("<path>: <reason>") on failure.

@@ -1,0 +1,838 @@
+#!/usr/bin/env bash
+# Command-line tests of the CVL archive tools (cvl-pack, cvl-cat, tomb-set; DESIGN.md §4, §6,
+# docs/format-cvl.md): round trips to the byte, filters against frame-cat, proofs, corrupt
+# files, tombstones and compaction, and durability under kill -9 (mid-stream and mid-seal).
+# Usage: tests/cli/cvl.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
+#
+# Prints one line per check ("ok - …", "FAIL - …" with details, or "KNOWN-BUG: …" for a
+# reported defect that does not fail the run) and exits 1 if any check failed. Inputs come from
+# mesh-sim (deterministic); the real relay capture ($SOVEREIGN_CORPUS, else DEFAULT_CORPUS_DIR,
+# else ../shared/corpus beside the checkout) adds one round trip and is skipped when absent.
+# Needs python3 (record slicing, the slow producer, byte surgery); b3sum is optional.
+set -u
+
+build=${1:?usage: $0 BUILD_DIR [CORPUS_DIR]}
+here=$(cd "$(dirname "$0")" && pwd)
+corpus=${SOVEREIGN_CORPUS:-${2:-$here/../../../shared/corpus}}
+pack=$build/tools/cvl-pack
+ccat=$build/tools/cvl-cat
+tomb=$build/tools/tomb-set
+fcat=$build/tools/frame-cat
+sim=$build/tools/mesh-sim
+
+for t in "$pack" "$ccat" "$tomb" "$fcat" "$sim"; do
+    [ -x "$t" ] || { echo "FAIL - $t is not built"; exit 1; }
+done
+command -v python3 >/dev/null || { echo "FAIL - python3 is required"; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sov-cvl.XXXXXX")
+bg=()
+cleanup() {
+    for p in "${bg[@]}"; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+export LC_ALL=C
+start_s=$SECONDS
+
+passed=0
+failed=0
+known=0
+pass() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL - $1"; shift; for l in "$@"; do echo "    $l"; done; failed=$((failed + 1)); }
+known_bug() { echo "KNOWN-BUG: $1"; shift; for l in "$@"; do echo "    $l"; done; known=$((known + 1)); }
+
+# run CMD...: stdout in $tmp/out, stderr in $tmp/err, status in $rc.
+run() {
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+}
+# expect NAME ACTUAL EXPECTED
+expect() {
+    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected: $3" "actual:   $2"; fi
+}
+# expect_match NAME TEXT EXTENDED-REGEX
+expect_match() {
+    if printf '%s\n' "$2" | grep -Eq -- "$3"; then pass "$1"; else fail "$1" "expected to match: $3" "actual: $2"; fi
+}
+# same NAME FILE1 FILE2: byte-identical
+same() {
+    if cmp -s "$2" "$3"; then pass "$1"; else fail "$1" "$(cmp "$2" "$3" 2>&1 | head -1)" "sizes: $(wc -c <"$2") vs $(wc -c <"$3")"; fi
+}
+lines() { wc -l <"$1" | tr -d ' '; }
+# nfiles PATH...: how many of the (globbed) paths exist
+nfiles() {
+    local n=0 f
+    for f in "$@"; do [ -e "$f" ] && n=$((n + 1)); done
+    echo "$n"
+}
+size() { wc -c <"$1" | tr -d ' '; }
+commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta'; }
+
+# ---- python helper: records of a frame stream, the slow producer, the killer, byte surgery ------
+
+h=$tmp/h.py
+cat >"$h" <<'PY'
+import json, os, random, signal, subprocess, sys, time, fcntl
+
+def records(path):
+    d = open(path, 'rb').read()
+    i, out = 0, []
+    while i < len(d):
+        n = s = 0
+        st = i
+        while True:
+            b = d[i]; i += 1; n |= (b & 127) << s; s += 7
+            if b < 128: break
+        out.append(d[st:i + n]); i += n
+    return out
+
+def ends(recs):
+    o = [0]
+    for r in recs: o.append(o[-1] + len(r))
+    return o
+
+def status(path, written, cap, state):
+    with open(path + '.tmp', 'w') as f: f.write('%d %d %s\n' % (written, cap, state))
+    os.replace(path + '.tmp', path)
+
+def producer(path, st, pipesz, chunk, pause, hold_at):
+    """Writes the records to stdout (a pipe made pipesz bytes small) `chunk` records at a time
+    with `pause` s between chunks; after `hold_at` records (if ≥ 0) it stops writing and keeps
+    the pipe open until `st`.release exists or the reader is gone. `st` always holds the exact
+    byte count the pipe accepted."""
+    recs = records(path)
+    try: fcntl.fcntl(1, 1031, pipesz)        # F_SETPIPE_SZ
+    except OSError: pass
+    try: cap = fcntl.fcntl(1, 1032)          # F_GETPIPE_SZ
+    except OSError: cap = 1 << 20
+    data, e = b''.join(recs), ends(recs)
+    stop = len(data) if hold_at < 0 else e[hold_at]
+    pos, k, state = 0, 0, 'done'
+    status(st, 0, cap, 'run')
+    try:
+        while pos < stop:
+            k = min(k + chunk, len(recs))
+            nxt = min(e[k], stop)
+            while pos < nxt:
+                pos += os.write(1, data[pos:nxt])
+            status(st, pos, cap, 'run')
+            if pause: time.sleep(pause)
+        if hold_at >= 0:
+            status(st, pos, cap, 'held')
+            while not os.path.exists(st + '.release'):
+                time.sleep(0.02)
+                os.write(1, b'')           # raises once the reader is gone
+    except BrokenPipeError:
+        state = 'broken'
+    status(st, pos, cap, state)
+
+def killer(pid, adir, st, cond, seed):
+    """Kills pid with SIGKILL when `cond` holds: 'after-seal:D' = D×random s after segment 0 is
+    sealed; 'held:D' = D×random s after the producer stopped at its hold point; 'stage:N' = as
+    soon as the seal of segment 0 has reached stage N (1 dictionary written, 2 data files being
+    written, 3 index being written, 4 index renamed). Prints what it saw."""
+    rng = random.Random(int(seed))
+    kind, arg = cond.split(':')
+    t_end = time.time() + 30
+    deadline = t0 = None
+    def stage():
+        def has(sub, pred):
+            try: return any(pred(f) for f in os.listdir(os.path.join(adir, sub)))
+            except FileNotFoundError: return False
+        if os.path.exists(os.path.join(adir, 'seg/00000000.idx')): return 4
+        if has('seg', lambda f: f.endswith('.idx.tmp')): return 3
+        if has('shard/00', lambda f: f.endswith('.tmp')): return 2
+        if has('dict', lambda f: f.endswith('.zdict')): return 1
+        return 0
+    def kill(what):
+        try: os.kill(pid, signal.SIGKILL); print(what)
+        except ProcessLookupError: print('exited-before-kill')
+    while time.time() < t_end:
+        if kind == 'stage':
+            s = stage()
+            if s >= int(arg):
+                kill('stage%d' % s); return
+        else:
+            if deadline is None:
+                if kind == 'after-seal' and os.path.exists(os.path.join(adir, 'seg/00000000.idx')):
+                    deadline = time.time() + float(arg) * rng.random()
+                    t0 = time.time()
+                if kind == 'held':
+                    try: held = open(st).read().split()[2] == 'held'
+                    except (OSError, IndexError): held = False
+                    if held: deadline = time.time() + float(arg) * rng.random()
+            elif time.time() >= deadline:
+                kill('stage%d' % stage() if kind == 'held' else 'first seal + %.2f s' % (time.time() - t0)); return
+        time.sleep(0.0002)
+    kill('timeout')
+
+def main():
+    cmd, a = sys.argv[1], sys.argv[2:]
+    out = sys.stdout.buffer
+    if cmd == 'count':
+        print(len(records(a[0])))
+    elif cmd == 'slice':                      # FILE FROM TO
+        out.write(b''.join(records(a[0])[int(a[1]):int(a[2])]))
+    elif cmd == 'pick':                       # FILE ORD...: those records, in ordinal order, once
+        r = records(a[0]); out.write(b''.join(r[o] for o in sorted(set(int(x) for x in a[1:]))))
+    elif cmd == 'except':                     # FILE ORD...: every record but those
+        r = records(a[0]); drop = set(int(x) for x in a[1:])
+        out.write(b''.join(x for i, x in enumerate(r) if i not in drop))
+    elif cmd == 'prefix':                     # OUT IN: k if OUT is exactly IN's first k records, else -1
+        o = open(a[0], 'rb').read(); e = ends(records(a[1]))
+        print(e.index(len(o)) if len(o) in e and open(a[1], 'rb').read(len(o)) == o else -1)
+    elif cmd == 'diagnose':                 # OUT IN: 'prefix K', 'gaps M ORD…' or 'other …'
+        # gaps: OUT is IN[0:M] with the listed records missing (in order, nothing else).
+        o, i = records(a[0]), records(a[1])
+        k = 0
+        while k < len(o) and k < len(i) and o[k] == i[k]: k += 1
+        if k == len(o): print('prefix', k); return
+        pos, j, missing = {}, 0, []
+        for r in o:
+            while j < len(i) and i[j] != r: missing.append(j); j += 1
+            if j == len(i): print('other: record not in the input or out of order'); return
+            j += 1
+        print('gaps', j, ' '.join(map(str, missing)))
+    elif cmd == 'bound':                      # IN WRITTEN CAP: records cvl-pack must have read
+        # The pipe accepted WRITTEN bytes; at most CAP of them were still in the pipe and at most
+        # one read (≤ CAP) plus the record being assembled sat unjournaled in cvl-pack's buffer,
+        # so every record k with end(k+1) < WRITTEN - 2·CAP was journaled.
+        e = ends(records(a[0]))[1:]; lim = int(a[1]) - 2 * int(a[2]) - 16
+        print(sum(1 for x in e if x < lim))
+    elif cmd == 'random':                     # SEED N COUNT
+        rng = random.Random(int(a[0])); print(' '.join(str(rng.randrange(int(a[1]))) for _ in range(int(a[2]))))
+    elif cmd == 'recv-select':                # JSONL SINCE UNTIL [DID]: ordinals with SINCE ≤ recv < UNTIL
+        sel = []
+        for i, l in enumerate(open(a[0])):
+            j = json.loads(l); p = j.get('payload', {})
+            if int(a[1]) <= j['recv'] < int(a[2]) and (len(a) < 4 or a[3] in (p.get('repo'), p.get('did'))): sel.append(i)
+        print(' '.join(map(str, sel)))
+    elif cmd == 'path-select':                # JSONL DID PATH: messages of DID with an op on PATH
+        sel = []
+        for i, l in enumerate(open(a[0])):
+            p = json.loads(l).get('payload', {})
+            if (p.get('repo') or p.get('did')) == a[1] and any(op['path'] == a[2] for op in p.get('ops') or []): sel.append(i)
+        print(' '.join(map(str, sel)))
+    elif cmd == 'path-dids':                  # JSONL PATH: DIDs with an op on PATH, most first
+        c = {}
+        for l in open(a[0]):
+            p = json.loads(l).get('payload', {})
+            if any(op['path'] == a[1] for op in p.get('ops') or []):
+                d = p.get('repo'); c[d] = c.get(d, 0) + 1
+        print(' '.join(d for d, _ in sorted(c.items(), key=lambda x: -x[1])))
+    elif cmd == 'top-did':                    # JSONL: the most frequent DID
+        c = {}
+        for l in open(a[0]):
+            p = json.loads(l).get('payload', {}); d = p.get('repo') or p.get('did'); c[d] = c.get(d, 0) + 1
+        print(max(c.items(), key=lambda x: x[1])[0])
+    elif cmd == 'flip':                       # FILE OFFSET: xor one byte with 0x5a
+        b = bytearray(open(a[0], 'rb').read()); b[int(a[1])] ^= 0x5a; open(a[0], 'wb').write(b)
+    elif cmd == 'poke32':                     # FILE OFFSET VALUE: write a u32 LE
+        b = bytearray(open(a[0], 'rb').read()); b[int(a[1]):int(a[1]) + 4] = int(a[2]).to_bytes(4, 'little')
+        open(a[0], 'wb').write(b)
+    elif cmd == 'resum':                      # FILE: recompute the index checksum with b3sum
+        b = bytearray(open(a[0], 'rb').read())
+        s = subprocess.run(['b3sum', '--raw', '--no-names'], input=bytes(b[:-36]), capture_output=True, check=True).stdout
+        assert len(s) == 32
+        b[-36:-4] = s; open(a[0], 'wb').write(b)
+    elif cmd == 'root':                       # IDX: the segment's Merkle root (trailer), hex
+        b = open(a[0], 'rb').read(); print(b[-100:-68].hex())
+    elif cmd == 'roots':                      # DIR: root and previous root of every index
+        d = os.path.join(a[0], 'seg')
+        for f in sorted(os.listdir(d)):
+            if f.endswith('.idx'): b = open(os.path.join(d, f), 'rb').read(); print(f, b[-100:-68].hex(), b[-68:-36].hex())
+    elif cmd == 'proof-edit':                 # PROOF FIELD: flip one hex digit of path[0] or leaf
+        p = json.load(open(a[0]))
+        v = p['path'][0] if a[1] == 'path' else p[a[1]]
+        v = ('0' if v[0] != '0' else '1') + v[1:]
+        if a[1] == 'path': p['path'][0] = v
+        else: p[a[1]] = v
+        json.dump(p, sys.stdout)
+    elif cmd == 'producer':
+        producer(a[0], a[1], int(a[2]), int(a[3]), float(a[4]), int(a[5]) if len(a) > 5 else -1)
+    elif cmd == 'killer':
+        killer(int(a[0]), a[1], a[2], a[3], a[4])
+main()
+PY
+py() { python3 "$h" "$@"; }
+
+# ---- conventions (DESIGN.md §6) ------------------------------------------------------------------
+
+for tool in "$pack" "$ccat" "$tomb"; do
+    name=$(basename "$tool")
+    run "$tool" --help
+    expect "$name --help exits 0" "$rc" 0
+    expect_match "$name --help prints usage on stdout" "$(head -3 "$tmp/out")" "Usage: $name"
+    expect "$name --help writes nothing on stderr" "$(size "$tmp/err")" 0
+    run "$tool" --version
+    expect_match "$name --version" "$rc $(cat "$tmp/out")" "^0 $name [0-9]+\.[0-9]+"
+    run "$tool" --no-such-flag
+    expect "$name bad flag: exit 2, one line on stderr, nothing on stdout" "$rc $(lines "$tmp/err") $(size "$tmp/out")" "2 1 0"
+    expect_match "$name bad flag: diagnostic format" "$(cat "$tmp/err")" "^$name: .*no-such-flag"
+done
+run "$pack" /dev/null
+expect "cvl-pack without -o: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
+run "$ccat"
+expect "cvl-cat without DIR: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
+run "$ccat" "$tmp/no-such-archive"
+expect "cvl-cat of a missing directory: exit 2" "$rc" 2
+expect_match "cvl-cat of a missing directory: names it" "$(cat "$tmp/err")" "^cvl-cat: $tmp/no-such-archive/cvl.json: No such file or directory"
+run "$tomb"
+expect "tomb-set without DIR: exit 2" "$rc" 2
+
+# ---- test traffic --------------------------------------------------------------------------------
+
+T=$tmp/T.frames
+"$sim" gen -q --no-corpus --accounts 200 --events 3000 --seed 4 --did-docs "$tmp/D.json" >"$T"
+"$fcat" -q --to json "$T" >"$tmp/T.jsonl"
+expect "mesh-sim: 3000 frames" "$(py count "$T") $(lines "$tmp/T.jsonl")" "3000 3000"
+N=3000
+
+# ---- 1. round trips ------------------------------------------------------------------------------
+
+A=$tmp/A
+run "$pack" -o "$A" --segment-messages 700 --shards 4 --retrain 2 "$T"
+expect "pack: exit 0" "$rc" 0
+expect_match "pack: summary (5 segments, 3 dictionaries)" "$(cat "$tmp/err")" \
+    "^cvl-pack: 3,000 frames appended \(ordinals up to 3,000\), 5 segments sealed, 3 dictionaries trained; [0-9,]+ bytes in, [0-9,]+ bytes out \(ratio [0-9.]+\)$"
+expect "pack: layout (5 indexes, 4 shards × 5 data files, 3 dictionaries)" \
+    "$(nfiles "$A"/seg/*.idx) $(nfiles "$A"/shard/*/*.dat) $(nfiles "$A"/dict/*.zdict)" "5 20 3"
+run "$ccat" "$A"
+expect "cvl-cat: exit 0" "$rc" 0
+same "round trip: cvl-cat gives the packed frames byte for byte" "$tmp/out" "$T"
+expect "cvl-cat: summary" "$(cat "$tmp/err")" "cvl-cat: 3,000 frames written ($(commas "$(size "$T")") bytes)"
+run "$ccat" "$A" --check
+expect "--check of a good archive: exit 0" "$rc" 0
+expect "--check summary" "$(cat "$tmp/err")" "cvl-cat: $A: 5 of 5 segments verified (index, clusters, Merkle roots, chain)"
+run "$ccat" "$A" --stats
+expect "--stats: exit 0, header + 5 segments + total" "$rc $(lines "$tmp/out")" "0 7"
+expect_match "--stats: total line" "$(tail -1 "$tmp/out")" "^ +total +3000 "
+expect_match "--stats: segment 4 holds 200 from 2800 with dictionary 3" "$(sed -n 6p "$tmp/out")" "^ +4 +2800 +200 .* 3 +0$"
+
+# Appending in several runs equals packing `cat A B`.
+py slice "$T" 0 1234 >"$tmp/T1.frames"
+py slice "$T" 1234 $N >"$tmp/T2.frames"
+"$pack" -q -o "$tmp/A2" --segment-messages 700 --shards 4 --retrain 2 "$tmp/T1.frames"
+"$pack" -q -o "$tmp/A2" "$tmp/T2.frames"
+run "$pack" -o "$tmp/A2" </dev/null
+expect "append run with empty input: exit 0, nothing appended" "$rc $(grep -c '^cvl-pack: 0 frames appended (ordinals up to 3,000), 0 segments' "$tmp/err")" "0 1"
+"$ccat" -q "$tmp/A2" >"$tmp/A2.out"
+same "two pack runs (A then B) give cat A B" "$tmp/A2.out" "$T"
+cat "$tmp/T1.frames" "$tmp/T2.frames" | "$pack" -q -o "$tmp/A3" --segment-messages 700 --shards 4 --retrain 2
+"$ccat" -q "$tmp/A3" >"$tmp/A3.out"
+same "… and the same frames as packing cat A B from stdin" "$tmp/A3.out" "$tmp/A2.out"
+"$pack" -q -o "$tmp/A4" --segment-messages 700 --shards 3 "$tmp/T1.frames" - "$tmp/T2.frames" </dev/null
+"$ccat" -q "$tmp/A4" >"$tmp/A4.out"
+same "pack of several FILE arguments (and an empty stdin) in one run" "$tmp/A4.out" "$T"
+run "$ccat" -q "$tmp/A2" --check
+expect "appended archive passes --check" "$rc" 0
+expect_match "appended archive: segments 700, 534 then 700, 700, 366" \
+    "$("$ccat" "$tmp/A2" --stats | awk 'NR>1 && $1!="total" {printf "%s ", $3}')" "^700 534 700 700 366 $"
+rm -rf "$tmp/A3" "$tmp/A4" "$tmp/A3.out" "$tmp/A4.out"
+
+# A framing error in the input: the frames before it are kept, exit 1.
+head -c $(($(size "$tmp/T1.frames") + 100)) "$T" >"$tmp/cut.frames"
+run "$pack" -o "$tmp/A5" --segment-messages 700 "$tmp/cut.frames"
+expect "truncated input: cvl-pack exits 1" "$rc" 1
+expect_match "truncated input: diagnostic names file and offset" "$(head -1 "$tmp/err")" \
+    "^cvl-pack: $tmp/cut.frames:$(size "$tmp/T1.frames"): truncated"
+"$ccat" -q "$tmp/A5" >"$tmp/A5.out"
+same "truncated input: the 1234 complete frames are archived" "$tmp/A5.out" "$tmp/T1.frames"
+rm -rf "$tmp/A5" "$tmp/A5.out" "$tmp/cut.frames"
+
+# The real relay capture.
+capture=$corpus/relay-capture/frames.u32le.zst
+if [ -f "$capture" ]; then
+    "$fcat" -q --from raw-u32le --src bsky.network "$capture" >"$tmp/cap.frames"
+    run "$pack" -o "$tmp/C" --segment-messages 40 --shards 4 --retrain 2 "$tmp/cap.frames"
+    expect "capture: pack exit 0, 4 segments" "$rc $(nfiles "$tmp"/C/seg/*.idx)" "0 4"
+    "$ccat" -q "$tmp/C" >"$tmp/C.out"
+    same "capture: cvl-cat gives the relay frames byte for byte" "$tmp/C.out" "$tmp/cap.frames"
+    run "$ccat" -q "$tmp/C" --check
+    expect "capture: --check exit 0" "$rc" 0
+    run "$ccat" -q "$tmp/C" --from 37 --to 83
+    py slice "$tmp/cap.frames" 37 83 >"$tmp/exp"
+    same "capture: --from 37 --to 83" "$tmp/out" "$tmp/exp"
+    rm -rf "$tmp/C" "$tmp/C.out"
+else
+    echo "SKIP: corpus absent ($corpus): relay capture round trip"
+fi
+
+# Ordinal ranges.
+range_check() {  # NAME EXPECTED-FROM EXPECTED-TO CVL-CAT-ARGS...
+    local name=$1 f=$2 t=$3
+    shift 3
+    run "$ccat" -q "$A" "$@"
+    py slice "$T" "$f" "$t" >"$tmp/exp"
+    if [ "$rc" = 0 ] && cmp -s "$tmp/out" "$tmp/exp"; then pass "$name"
+    else fail "$name" "exit $rc, $(py count "$tmp/out") frames, expected $((t - f))" "$(head -2 "$tmp/err")"; fi
+}
+range_check "--from 650 --to 1450 (three segments)" 650 1450 --from 650 --to 1450
+range_check "--from 2990 (to the end)" 2990 $N --from 2990
+range_check "--to 1" 0 1 --to 1
+range_check "--from 700 --to 1400 (exactly segment 1)" 700 1400 --from 700 --to 1400
+range_check "--from 5 --to 5 is empty" 0 0 --from 5 --to 5
+range_check "--from 3000 is empty" 0 0 --from 3000
+
+# Random access: 200 random ordinals.
+ords=$(py random 17 $N 200)
+args=()
+for o in $ords; do args+=(--ordinal "$o"); done
+run "$ccat" -q "$A" "${args[@]}"
+# shellcheck disable=SC2086
+py pick "$T" $ords >"$tmp/exp"
+expect "--ordinal ×200: exit 0, $(py count "$tmp/exp") distinct frames" "$rc $(py count "$tmp/out")" "0 $(py count "$tmp/exp")"
+same "--ordinal ×200: the input records, in ordinal order" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$A" "${args[@]}" --from 1000 --to 2000
+# shellcheck disable=SC2046,SC2086
+py pick "$T" $(for o in $ords; do [ "$o" -ge 1000 ] && [ "$o" -lt 2000 ] && echo "$o"; done) >"$tmp/exp"
+same "--ordinal ×200 with --from 1000 --to 2000" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$A" --ordinal 2999 --ordinal 0 --ordinal 99999
+py pick "$T" 0 2999 >"$tmp/exp"
+same "--ordinal 2999 0 99999: the two that exist" "$tmp/out" "$tmp/exp"
+
+# --did / --collection / --since / --until against frame-cat on the same input.
+D=$(py top-did "$tmp/T.jsonl")
+D2=$(grep '"#identity"' "$tmp/T.jsonl" | head -1 | sed 's/.*"did":"\([^"]*\)".*/\1/')
+for did in "$D" "$D2"; do
+    "$fcat" -q --did "$did" "$T" >"$tmp/exp"
+    run "$ccat" -q "$A" --did "$did"
+    expect "--did $did: exit 0, $(py count "$tmp/exp") frames" "$rc $(py count "$tmp/out")" "0 $(py count "$tmp/exp")"
+    same "--did $did equals frame-cat --did" "$tmp/out" "$tmp/exp"
+done
+for coll in app.bsky.feed.like app.bsky.actor.profile app.bsky.graph.follow com.example.none; do
+    "$fcat" -q --collection "$coll" "$T" >"$tmp/exp"
+    run "$ccat" -q "$A" --collection "$coll"
+    same "--collection $coll equals frame-cat --collection ($(py count "$tmp/exp") frames)" "$tmp/out" "$tmp/exp"
+done
+"$fcat" -q --did "$D" --collection app.bsky.feed.post "$T" >"$tmp/exp"
+run "$ccat" -q "$A" --did "$D" --collection app.bsky.feed.post
+same "--did with --collection equals frame-cat (both must match)" "$tmp/out" "$tmp/exp"
+# Bounds equal to the recv of existing frames (recv is not monotonic here): since inclusive,
+# until exclusive.
+since=$(sed -n 1001p "$tmp/T.jsonl" | sed 's/.*"recv":\([0-9]*\).*/\1/')
+until=$(sed -n 2001p "$tmp/T.jsonl" | sed 's/.*"recv":\([0-9]*\).*/\1/')
+# shellcheck disable=SC2046
+py pick "$T" $(py recv-select "$tmp/T.jsonl" "$since" "$until") >"$tmp/exp"
+run "$ccat" -q "$A" --since "$since" --until "$until"
+expect "--since/--until µs: exit 0, $(py count "$tmp/exp") frames" "$rc $(py count "$tmp/out")" "0 $(py count "$tmp/exp")"
+same "--since/--until µs: the frames with since ≤ recv < until (json + python)" "$tmp/out" "$tmp/exp"
+# shellcheck disable=SC2046
+py pick "$T" $(py recv-select "$tmp/T.jsonl" 1783173602000000 1783173604000000) >"$tmp/exp"
+run "$ccat" -q "$A" --since 2026-07-04T14:00:02Z --until 2026-07-04T14:00:04Z
+same "--since/--until RFC 3339 ($(py count "$tmp/exp") frames)" "$tmp/out" "$tmp/exp"
+# shellcheck disable=SC2046
+py pick "$T" $(py recv-select "$tmp/T.jsonl" "$since" 99999999999999999) >"$tmp/exp"
+run "$ccat" -q "$A" --since "$since"
+same "--since alone" "$tmp/out" "$tmp/exp"
+# shellcheck disable=SC2046
+py pick "$T" $(py recv-select "$tmp/T.jsonl" 0 "$since" "$D") >"$tmp/exp"
+run "$ccat" -q "$A" --until "$since" --did "$D"
+same "--until with --did" "$tmp/out" "$tmp/exp"
+run "$ccat" "$A" --since yesterday
+expect "--since yesterday: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
+
+# EPIPE: a closed stdout ends cvl-cat quietly with 0.
+"$ccat" "$A" 2>"$tmp/err" | head -c 100 >/dev/null
+st=("${PIPESTATUS[@]}")
+expect "EPIPE: cvl-cat | head -c 100 exits 0" "${st[0]}" 0
+expect "EPIPE: no error, the summary only" "$(grep -vc '^cvl-cat: [0-9,]* frames written' "$tmp/err")" 0
+
+# ---- 2. proofs -----------------------------------------------------------------------------------
+
+root1=$(py root "$A/seg/00000001.idx")
+root2=$(py root "$A/seg/00000002.idx")
+run "$ccat" "$A" --proof 1234
+cp "$tmp/out" "$tmp/p1234.json"
+expect "--proof 1234: exit 0" "$rc" 0
+expect_match "--proof 1234: segment 1, index 534 of 700, the root in the index file" "$(cat "$tmp/p1234.json")" \
+    "\"index\":534.*\"ordinal\":1234.*\"root\":\"$root1\".*\"segment\":1.*\"size\":700"
+run "$ccat" --verify-proof "$tmp/p1234.json"
+expect "--verify-proof (no archive): exit 0" "$rc" 0
+expect "--verify-proof: message" "$(cat "$tmp/out")" "valid: ordinal 1234 is leaf 534 of 700 under root $root1"
+run "$ccat" "$A" --verify-proof "$tmp/p1234.json"
+expect "--verify-proof against the archive: exit 0" "$rc" 0
+run "$ccat" --verify-proof - <"$tmp/p1234.json"
+expect "--verify-proof - (stdin): exit 0" "$rc" 0
+run "$ccat" --verify-proof "$tmp/p1234.json" --root "$root1"
+expect "--verify-proof --root <segment 1's root from its index file>: exit 0" "$rc" 0
+run "$ccat" --verify-proof "$tmp/p1234.json" --root "$root2"
+expect "--verify-proof --root <segment 2's root>: exit 1" "$rc" 1
+expect_match "… INVALID on stderr" "$(cat "$tmp/err")" "^cvl-cat: $tmp/p1234.json: INVALID"
+py proof-edit "$tmp/p1234.json" path >"$tmp/pbad.json"
+run "$ccat" --verify-proof "$tmp/pbad.json"
+expect "proof with a flipped path digit: exit 1" "$rc" 1
+expect_match "… INVALID" "$(cat "$tmp/err")" "^cvl-cat: $tmp/pbad.json: INVALID"
+py proof-edit "$tmp/p1234.json" leaf >"$tmp/pbad.json"
+run "$ccat" "$A" --verify-proof "$tmp/pbad.json"
+expect "proof with a flipped leaf digit: exit 1" "$rc" 1
+py proof-edit "$tmp/p1234.json" root >"$tmp/pbad.json"
+run "$ccat" --verify-proof "$tmp/pbad.json"
+expect "proof with a changed root: exit 1" "$rc" 1
+"$ccat" "$tmp/A2" --proof 1234 >"$tmp/pother.json"
+run "$ccat" --verify-proof "$tmp/pother.json"
+expect "proof from another archive (other segment shape) is valid on its own" "$rc" 0
+run "$ccat" "$A" --verify-proof "$tmp/pother.json"
+expect "… but not against this archive: exit 1" "$rc" 1
+echo 'not json' >"$tmp/pbad.json"
+run "$ccat" --verify-proof "$tmp/pbad.json"
+expect "--verify-proof of a non-proof: exit 1" "$rc" 1
+run "$ccat" --verify-proof "$tmp/p1234.json" --root abc
+expect "--root abc: exit 2" "$rc" 2
+run "$ccat" "$A" --proof 3000
+expect "--proof beyond the archive: exit 1" "$rc" 1
+for o in 0 699 700 2999; do
+    "$ccat" "$A" --proof $o >"$tmp/p.json" 2>/dev/null
+    run "$ccat" "$A" --verify-proof "$tmp/p.json"
+    expect "--proof $o verifies" "$rc" 0
+done
+
+# ---- 3. corruption -------------------------------------------------------------------------------
+
+# corrupt NAME BAD-SEGMENTS REGEX SETUP...: SETUP runs on a fresh copy $X of the archive. Then
+# --check must exit 1 with a diagnostic matching REGEX, report only BAD-SEGMENTS (a
+# space-separated list of segment numbers), and the other segments must stay readable.
+corrupt() {
+    local name=$1 bad=$2 regex=$3
+    shift 3
+    X=$tmp/X
+    rm -rf "$X"
+    cp -r "$A" "$X"
+    "$@"
+    run "$ccat" "$X" --check
+    local check_err
+    check_err=$(cat "$tmp/err")
+    expect "$name: --check exits 1" "$rc" 1
+    expect_match "$name: diagnostic names the file (and offset)" "$check_err" "$regex"
+    # Which segments does --check complain about?
+    local reported
+    reported=$(grep -v ' segments verified' "$tmp/err" | grep -oE '(seg/|shard/[0-9]+/)[0-9]+' | sed -E 's/.*\/0*([0-9]+)$/\1/' | sort -un | tr '\n' ' ')
+    local s extra=""
+    for s in $reported; do case " $bad " in *" $s "*) ;; *) extra="$extra $s" ;; esac; done
+    if [ -z "$extra" ]; then pass "$name: --check reports only segment(s) $bad"
+    else known_bug "$name: --check also reports intact segment(s)$extra (lib/cvl.cpp Archive::open ~1248-1261: a segment skipped at open leaves expect_first/expect_number/prev behind, so the next one is reported; Archive::check_segment ~1420 compares prev_root with idx[seg - 1], the previous LOADED segment)" \
+        "$(printf '%s\n' "$check_err" | head -4)"; fi
+    local nbad summary ok_n all_n
+    nbad=$(echo "$bad" | wc -w)
+    summary=$(printf '%s\n' "$check_err" | sed -n 's/.*: \([0-9]*\) of \([0-9]*\) segments verified.*/\1 \2/p')
+    read -r ok_n all_n <<<"$summary"
+    if [ "$summary" = "$((5 - nbad)) 5" ]; then pass "$name: --check summary says $((5 - nbad)) of 5"
+    else
+        if [ "${all_n:-}" != 5 ]; then
+            known_bug "$name: --check summary says '$ok_n of $all_n' segments for a 5-segment archive (tools/cvl-cat.cpp:131 adds problems() to segments(): a segment that is loaded AND has a problem counts twice)"
+        fi
+        if [ "${ok_n:-}" != $((5 - nbad)) ]; then
+            if [ -n "$extra" ]; then known_bug "$name: --check verifies $ok_n, not $((5 - nbad)), segments (the intact segment(s)$extra above fail)"
+            else fail "$name: --check summary" "expected $((5 - nbad)) of 5, got: $summary"; fi
+        fi
+    fi
+    # Every other segment stays readable.
+    for s in 0 1 2 3 4; do
+        case " $bad " in *" $s "*) continue ;; esac
+        local f=$((s * 700)) t=$((s == 4 ? 3000 : s * 700 + 700))
+        "$ccat" -q "$X" --from $f --to $t >"$tmp/out" 2>"$tmp/err"
+        py slice "$T" $f $t >"$tmp/exp"
+        if ! cmp -s "$tmp/out" "$tmp/exp"; then fail "$name: segment $s still readable" "$(head -2 "$tmp/err")"; return; fi
+    done
+    pass "$name: the other segments are still readable byte for byte"
+}
+idx1=$tmp/X/seg/00000001.idx
+idx1_size=$(size "$A/seg/00000001.idx")
+
+corrupt "truncated index" 1 "^cvl-cat: $idx1:$((idx1_size - 10)): section sizes .*truncated or corrupt" \
+    truncate -s -10 "$idx1"
+corrupt "flipped byte in an index" 1 "^cvl-cat: $idx1:$((idx1_size - 36)): index checksum mismatch" \
+    py flip "$idx1" 300
+corrupt "index version 2 (checksum not recomputed: the version error is reported, it is checked first)" 1 \
+    "^cvl-cat: $idx1:8: unsupported index version 2$" py poke32 "$idx1" 8 2
+if command -v b3sum >/dev/null; then
+    resum_v2() { py poke32 "$1" 8 2 && py resum "$1"; }
+    corrupt "index version 2 with a checksum recomputed by b3sum" 1 "^cvl-cat: $idx1:8: unsupported index version 2$" \
+        resum_v2 "$idx1"
+    resum_chain() { py flip "$1" $(($(size "$1") - 68)) && py resum "$1"; }
+    corrupt "index with a wrong previous root (checksum recomputed)" 2 \
+        "^cvl-cat: $tmp/X/seg/00000002.idx: chain broken" resum_chain "$tmp/X/seg/00000002.idx"
+else
+    echo "SKIP: b3sum absent: index with a recomputed checksum"
+fi
+# The largest data file of segment 1, one byte flipped in its middle.
+big_dat=
+for f in "$A"/shard/*/00000001-0.dat; do
+    if [ -z "$big_dat" ] || [ "$(size "$f")" -gt "$(size "$A/$big_dat")" ]; then big_dat=${f#"$A"/}; fi
+done
+corrupt "flipped byte in a data file" 1 "^cvl-cat: $tmp/X/$big_dat:[0-9]+: (corrupt cluster|.*Merkle root mismatch)" \
+    py flip "$tmp/X/$big_dat" $(($(size "$A/$big_dat") / 2))
+run "$ccat" "$X" --from 700 --to 1400
+expect "flipped data byte: reading that segment exits 1" "$rc" 1
+expect_match "flipped data byte: the read error names the file and offset" "$(cat "$tmp/err")" "^cvl-cat: $tmp/X/$big_dat:[0-9]+: corrupt cluster"
+dat1=shard/00/00000001-0.dat
+corrupt "truncated data file" 1 "^cvl-cat: $tmp/X/$dat1:$(($(size "$A/$dat1") - 100)): data file missing or shorter than the index says" \
+    truncate -s -100 "$tmp/X/$dat1"
+corrupt "missing dictionary" "2 3" "^cvl-cat: $tmp/X/dict/00000002.zdict: missing dictionary needed by $tmp/X/seg/00000002.idx" \
+    rm "$tmp/X/dict/00000002.zdict"
+rm -rf "$X"
+
+# ---- 4. tombstones and compaction -----------------------------------------------------------------
+
+E=$tmp/E
+cp -r "$A" "$E"
+run "$tomb" "$E" 5 10 1500
+expect "tomb-set ORD…: exit 0, summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E: 3 ordinals tombstoned (3 changed)"
+run "$tomb" "$E" <<<$'20\n21\n\n22'
+expect "tomb-set from stdin: exit 0, summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E: 3 ordinals tombstoned (3 changed)"
+run "$tomb" "$E" 5
+expect "tomb-set of a set bit: 0 changed" "$(cat "$tmp/err")" "tomb-set: $E: 1 ordinals tombstoned (0 changed)"
+run "$tomb" "$E" --clear 10
+expect "tomb-set --clear: summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E: 1 ordinals cleared (1 changed)"
+run "$tomb" "$E" --test 5 6 10 20 21 22 1500
+expect "tomb-set --test: one line per ordinal" "$(tr '\n' ',' <"$tmp/out")" "5 deleted,6 present,10 present,20 deleted,21 deleted,22 deleted,1500 deleted,"
+expect "tomb-set --test: exit 0, no summary" "$rc $(size "$tmp/err")" "0 0"
+printf '7\n' | "$tomb" -q "$E" --test >"$tmp/out"
+expect "tomb-set --test from stdin" "$(cat "$tmp/out")" "7 present"
+run "$tomb" "$E" 3000
+expect "tomb-set beyond the archive: exit 1" "$rc" 1
+expect_match "… names the ordinal" "$(head -1 "$tmp/err")" "^tomb-set: ordinal 3000 is beyond the archive \(3000 messages\)"
+run "$tomb" "$E" 12x
+expect "tomb-set 12x: exit 2" "$rc" 2
+run "$tomb" "$E" <<<$'1\nabc'
+expect "tomb-set bad stdin line: exit 1, names stdin:2" "$rc $(grep -c '^tomb-set: stdin:2: ' "$tmp/err")" "1 1"
+run "$tomb" "$E" --clear --test 1
+expect "--clear with --test: exit 2" "$rc" 2
+run "$tomb" "$E" --did "$D"
+expect "--did without --path: exit 2" "$rc" 2
+tombed="5 20 21 22 1500"
+# shellcheck disable=SC2086
+py except "$T" $tombed >"$tmp/exp"
+run "$ccat" "$E"
+same "cvl-cat hides tombstoned messages" "$tmp/out" "$tmp/exp"
+expect_match "… and says how many" "$(cat "$tmp/err")" "^cvl-cat: 2,995 frames written \(.*\), 5 hidden by tombstones$"
+run "$ccat" -q "$E" --include-deleted
+same "--include-deleted shows them" "$tmp/out" "$T"
+run "$ccat" -q "$E" --ordinal 5 --ordinal 6
+py pick "$T" 6 >"$tmp/exp"
+same "--ordinal of a tombstoned message gives nothing" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$E" --ordinal 5 --include-deleted
+py pick "$T" 5 >"$tmp/exp"
+same "--ordinal … --include-deleted gives it" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$E" --from 1400 --to 2100
+# shellcheck disable=SC2046
+py pick "$T" $(seq 1400 1499) $(seq 1501 2099) >"$tmp/exp"
+same "ranges hide tombstones too" "$tmp/out" "$tmp/exp"
+
+# tomb-set --did DID --path collection/rkey: exactly that DID's messages with an op on that path.
+P=app.bsky.actor.profile/self
+read -r -a pdids <<<"$(py path-dids "$tmp/T.jsonl" "$P")"
+PD=${pdids[0]}
+PD2=${pdids[1]:-}
+expect_match "path $P is touched by several DIDs (so the DID filter matters)" "${#pdids[@]}" "^([2-9]|[1-9][0-9]+)$"
+want=$(py path-select "$tmp/T.jsonl" "$PD" "$P")
+E2=$tmp/E2
+cp -r "$A" "$E2"
+run "$tomb" "$E2" --test --did "$PD" --path "$P"
+expect "tomb-set --test --did --path lists exactly the DID's messages touching the path (json + python)" \
+    "$(cut -d' ' -f1 "$tmp/out" | tr '\n' ' ')" "$want "
+run "$tomb" "$E2" --did "$PD" --path "$P"
+nwant=$(echo "$want" | wc -w)
+expect "tomb-set --did --path: summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E2: $nwant ordinals tombstoned ($nwant changed)"
+run "$ccat" "$E2"
+# shellcheck disable=SC2086
+py except "$T" $want >"$tmp/exp"
+same "… and cvl-cat hides exactly those" "$tmp/out" "$tmp/exp"
+if [ -n "$PD2" ]; then
+    want2=$(py path-select "$tmp/T.jsonl" "$PD2" "$P")
+    # shellcheck disable=SC2086
+    run "$tomb" "$E2" --test $want2
+    expect "another DID's messages on the same path are untouched" "$(grep -c ' present$' "$tmp/out")" "$(echo "$want2" | wc -w)"
+fi
+run "$tomb" "$E2" --test --did "$PD" --path app.bsky.actor.profile/nope
+expect "--did --path with no match: nothing" "$rc $(size "$tmp/out")" "0 0"
+
+# Compaction: purge, roots and chain unchanged, proofs made before still verify.
+for o in 5 6 1500; do "$ccat" "$E" --proof $o >"$tmp/pre$o.json"; done
+py roots "$E" >"$tmp/roots.before"
+run "$pack" -o "$E" --compact
+expect "--compact: exit 0, summary" "$rc $(cat "$tmp/err")" "0 cvl-pack: $E: compacted: 5 tombstoned messages purged"
+py roots "$E" >"$tmp/roots.after"
+same "--compact keeps every root and previous root" "$tmp/roots.after" "$tmp/roots.before"
+run "$ccat" "$E" --check
+expect "--check after compaction: exit 0, 5 of 5" "$rc $(cat "$tmp/err")" "0 cvl-cat: $E: 5 of 5 segments verified (index, clusters, Merkle roots, chain)"
+expect "--stats shows the purged counts (4, 0, 1, 0, 0)" "$("$ccat" "$E" --stats | awk 'NR>1 && $1!="total" {printf "%s ", $NF}')" "4 0 1 0 0 "
+for o in 5 6 1500; do
+    run "$ccat" "$E" --verify-proof "$tmp/pre$o.json"
+    expect "proof of $o made before compaction verifies against the compacted archive" "$rc" 0
+    "$ccat" "$E" --proof $o >"$tmp/post.json"
+    same "proof of $o regenerated after compaction is identical" "$tmp/post.json" "$tmp/pre$o.json"
+done
+run "$ccat" -q "$E" --include-deleted
+# shellcheck disable=SC2086
+py except "$T" $tombed >"$tmp/exp"
+same "purged content is gone even with --include-deleted" "$tmp/out" "$tmp/exp"
+"$tomb" -q "$E" --clear 5
+run "$ccat" -q "$E" --ordinal 5 --include-deleted
+expect "a purged message stays gone after its tombstone is cleared" "$rc $(size "$tmp/out")" "0 0"
+run "$pack" -o "$E" --compact
+expect "--compact again: nothing to purge" "$(cat "$tmp/err")" "cvl-pack: $E: compacted: 0 tombstoned messages purged"
+expect "old-generation data files are deleted" "$(nfiles "$E"/shard/*/00000000-0.dat) $(nfiles "$E"/shard/*/00000000-1.dat)" "0 4"
+"$pack" -q -o "$E" "$tmp/T1.frames"
+run "$ccat" -q "$E" --check
+expect "appending after compaction: --check passes" "$rc" 0
+run "$ccat" -q "$E" --from 3000
+same "appending after compaction: new frames readable" "$tmp/out" "$tmp/T1.frames"
+# After compaction, --did/--path must still only name the given DID's messages.
+"$pack" -q -o "$E2" --compact
+if [ -n "$PD2" ]; then
+    run "$tomb" "$E2" --test --did "$PD2" --path "$P"
+    got=$(cut -d' ' -f1 "$tmp/out" | tr '\n' ' ')
+    if [ "$got" = "$want2 " ]; then pass "after compaction, tomb-set --did $PD2 --path lists only its own messages"
+    else known_bug "after compaction, tomb-set --did X --path P also matches OTHER DIDs' purged messages (tools/tomb-set.cpp:65-68 keeps any purged ordinal from the op table without checking the DID)" \
+        "expected: $want2" "actual:   $got"; fi
+fi
+rm -rf "$E" "$E2"
+
+# ---- 5. durability: kill -9 ------------------------------------------------------------------------
+
+BIG=$tmp/big.frames
+"$sim" gen -q --no-corpus --accounts 500 --events 20000 --seed 7 >"$BIG"
+NB=$(py count "$BIG")
+expect "durability input: 20000 frames" "$NB" 20000
+
+# kill_run NAME SEGMENT-MESSAGES PIPE-BYTES CHUNK PAUSE HOLD KILLER-COND SEED EXACT: streams
+# $input through a pipe of PIPE-BYTES into cvl-pack (CHUNK records, then PAUSE s; stopping
+# after HOLD records if HOLD ≥ 0), kills it with SIGKILL when KILLER-COND holds, restarts cvl-pack on
+# empty input (journal recovery), checks that the archive is exactly a prefix of the input and
+# at least as long as what cvl-pack must have read (EXACT: exactly that many), then feeds the
+# rest and checks the whole input and --check.
+kill_run() {
+    local name=$1 segmsg=$2 pipesz=$3 chunk=$4 pause=$5 hold=$6 cond=$7 seed=$8 exact=$9
+    local K=$tmp/K fifo=$tmp/fifo stf=$tmp/st
+    rm -rf "$K" "$fifo" "$stf" "$stf.release"
+    mkfifo "$fifo"
+    "$pack" -q -o "$K" --segment-messages "$segmsg" --shards 4 --retrain 2 <"$fifo" 2>"$tmp/pack.err" &
+    local pp=$!
+    bg+=("$pp")
+    py producer "$input" "$stf" "$pipesz" "$chunk" "$pause" "$hold" >"$fifo" &
+    local pr=$!
+    bg+=("$pr")
+    local seen
+    seen=$(py killer "$pp" "$K" "$stf" "$cond" "$seed")
+    { wait "$pp"; } 2>/dev/null
+    local prc=$?
+    touch "$stf.release"
+    wait "$pr"
+    local written cap state
+    read -r written cap state <"$stf"
+    expect "$name: cvl-pack killed by SIGKILL (at $seen, producer $state after $written bytes)" "$prc" 137
+    local sealed
+    sealed=$(nfiles "$K"/seg/*.idx)
+    run "$pack" -o "$K" </dev/null
+    local recovered
+    recovered=$(sed -n 's/^cvl-pack: .*: \([0-9,]*\) frames recovered from the journal$/\1/p' "$tmp/err")
+    expect "$name: restart on empty input recovers ${recovered:-0} frames from the journal and seals: exit 0" "$rc" 0
+    "$ccat" -q "$K" >"$tmp/k.out"
+    local diag k bound missing=""
+    diag=$(py diagnose "$tmp/k.out" "$input")
+    bound=$(py bound "$input" "$written" "$cap")
+    if [ "$exact" != - ]; then bound=$exact; fi
+    case $diag in
+    prefix*)
+        k=${diag#prefix }
+        pass "$name: archive is exactly the first $k input records (no loss inside, no duplicates; $sealed segments were sealed at the kill)"
+        ;;
+    gaps*)
+        read -r _ k missing <<<"$diag"
+        known_bug "$name: frames read before the kill are missing from the recovered archive: ordinal(s) $missing of the first $k (lib/cvl.cpp Writer::append:1084 collects a finished background seal AFTER journaling the batch in the old journal; finish_seal (~932) copies only 'pending' into the new journal and deletes the old one, so that batch is in no journal)"
+        ;;
+    *)
+        fail "$name: archive is a prefix of the input" "$diag"
+        k=$(py count "$tmp/k.out")
+        ;;
+    esac
+    if [ "$exact" != - ]; then expect "$name: all $exact records read before the kill are accounted for" "$k" "$exact"
+    elif [ "$k" -ge "$bound" ]; then pass "$name: nothing read was lost from the end ($k ≥ $bound records surely read)"
+    else fail "$name: nothing read was lost" "$k records archived, cvl-pack had read at least $bound"; fi
+    py slice "$input" "$k" 999999999 | "$pack" -q -o "$K"
+    "$ccat" -q "$K" >"$tmp/k.out"
+    if [ -z "$missing" ]; then
+        same "$name: after feeding the rest, the archive is the whole input" "$tmp/k.out" "$input"
+    else
+        # shellcheck disable=SC2086
+        py except "$input" $missing >"$tmp/exp"
+        same "$name: after feeding the rest, the archive is the whole input but for the lost ordinal(s) above" "$tmp/k.out" "$tmp/exp"
+    fi
+    run "$ccat" -q "$K" --check
+    expect "$name: --check passes" "$rc" 0
+    rm -rf "$K" "$fifo" "$stf" "$tmp/k.out"
+}
+
+# Three kills at random moments after the first seal, with different pacings of the input:
+# chunks of 20 or 7 records with pauses (the kill mostly lands while cvl-pack waits, mid-
+# segment), and unpaced chunks of 1000 (it mostly lands inside a seal, the writer blocked).
+input=$BIG
+kill_run "kill -9 mid-stream #1" 3000 4096 20 0.01 -1 "after-seal:1.5" 1 -
+kill_run "kill -9 mid-stream #2" 3000 4096 7 0.003 -1 "after-seal:1.5" 2 -
+kill_run "kill -9 mid-stream #3" 3000 4096 1000 0 -1 "after-seal:1.2" 3 -
+# Kills during the seal of a 10,000-message segment: the producer stops after exactly 10,000
+# frames (all of which cvl-pack journaled before it began to seal), so all of them must survive.
+py slice "$BIG" 0 12000 >"$tmp/in12k.frames"
+input=$tmp/in12k.frames
+kill_run "kill -9 mid-seal, dictionary trained" 10000 1048576 500 0 10000 "stage:1" 4 10000
+kill_run "kill -9 mid-seal, index being written" 10000 1048576 500 0 10000 "stage:3" 5 10000
+kill_run "kill -9 mid-seal, index renamed" 10000 1048576 500 0 10000 "stage:4" 6 10000
+kill_run "kill -9 at a random moment of the seal" 10000 1048576 500 0 10000 "held:0.8" 7 10000
+rm -f "$tmp/in12k.frames"
+
+# SIGTERM while cvl-pack waits for input: it should stop (with its journal synced) promptly.
+K=$tmp/K
+rm -rf "$K" "$tmp/fifo" "$tmp/st" "$tmp/st.release"
+mkfifo "$tmp/fifo"
+py slice "$BIG" 0 300 >"$tmp/in300.frames"
+"$pack" -o "$K" --segment-messages 100 --shards 2 <"$tmp/fifo" 2>"$tmp/pack.err" &
+pp=$!
+bg+=("$pp")
+py producer "$tmp/in300.frames" "$tmp/st" 4096 50 0 150 >"$tmp/fifo" &
+pr=$!
+bg+=("$pr")
+for _ in $(seq 200); do grep -q held "$tmp/st" 2>/dev/null && break; sleep 0.02; done
+sleep 0.2
+kill -TERM "$pp"
+for _ in $(seq 50); do kill -0 "$pp" 2>/dev/null || break; sleep 0.02; done
+if kill -0 "$pp" 2>/dev/null; then
+    known_bug "cvl-pack ignores SIGTERM while blocked reading an idle input (tools/cvl-pack.cpp:87-88: std::signal restarts read(2); g_stop is only seen after the next frame or EOF)"
+else
+    pass "SIGTERM while waiting for input stops cvl-pack within 1 s"
+fi
+touch "$tmp/st.release"
+wait "$pp"
+prc=$?
+wait "$pr"
+expect "SIGTERM: exit 0, 'interrupted' with the frames kept" "$prc $(grep -c 'interrupted: 150 frames are safe' "$tmp/pack.err")" "0 1"
+run "$pack" -o "$K" </dev/null
+expect_match "SIGTERM: the next run recovers the unsealed 50 from the journal" "$(head -1 "$tmp/err")" "50 frames recovered from the journal"
+"$ccat" -q "$K" >"$tmp/k.out"
+py slice "$BIG" 0 150 >"$tmp/exp"
+same "SIGTERM: nothing lost" "$tmp/k.out" "$tmp/exp"
+
+# A second writer is refused while one holds the lock.
+rm -rf "$K" "$tmp/fifo" "$tmp/st" "$tmp/st.release"
+mkfifo "$tmp/fifo"
+"$pack" -q -o "$K" <"$tmp/fifo" &
+pp=$!
+bg+=("$pp")
+exec 7>"$tmp/fifo"
+for _ in $(seq 100); do [ -f "$K/lock" ] && break; sleep 0.02; done
+sleep 0.1
+run "$pack" -o "$K" "$tmp/in300.frames"
+expect "second cvl-pack on a locked archive: exit 2" "$rc" 2
+expect_match "… names the lock" "$(cat "$tmp/err")" "^cvl-pack: $K/lock: another cvl-pack is writing this archive"
+run "$pack" -o "$K" --compact
+expect_match "--compact on a locked archive is refused, naming the lock" "$rc $(cat "$tmp/err")" "^[12] cvl-pack: $K/lock: another"
+if [ "$rc" != 2 ]; then
+    known_bug "cvl-pack --compact on a locked archive exits $rc, the writer path exits 2 for the same lock (tools/cvl-pack.cpp:56-58 maps compact()'s bad_argument to 1; DESIGN §6: 1 is for rejected input data)"
+fi
+exec 7>&-
+wait "$pp"
+rm -rf "$K" "$tmp/in300.frames" "$BIG"
+
+echo "$passed passed, $failed failed, $known known bugs ($((SECONDS - start_s)) s)"
+[ $failed -eq 0 ]
