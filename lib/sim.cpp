@@ -445,39 +445,34 @@ struct Generator::Impl {
         return Errc::bad_argument;
     }
 
-    // Signed commit block for (did, rev, data).
-    std::vector<std::uint8_t> commit_block(const Account& a, ByteView data) {
-        std::vector<std::uint8_t> u;
-        cbor::Writer w(u);
-        w.map(5);
+    // A v3 commit for (did, rev, data, prev: null), canonical key order; with `sig` when given
+    // (did, rev, sig, data, prev, version), without it the unsigned form that is signed.
+    std::vector<std::uint8_t> encode_commit(const Account& a, ByteView data, const std::array<std::uint8_t, 64>* sig) {
+        std::vector<std::uint8_t> out;
+        cbor::Writer w(out);
+        w.map(sig ? 6 : 5);
         w.text("did");
         w.text(a.did);
         w.text("rev");
         w.text(a.rev);
+        if (sig) {
+            w.text("sig");
+            w.bytes(ByteView{sig->data(), sig->size()});
+        }
         w.text("data");
         w.link(data);
         w.text("prev");
         w.null();
         w.text("version");
         w.uint(3);
-        auto digest = crypto::sha256(u);
+        return out;
+    }
+
+    // Signed commit block for (did, rev, data).
+    std::vector<std::uint8_t> commit_block(const Account& a, ByteView data) {
+        auto digest = crypto::sha256(encode_commit(a, data, nullptr));
         auto sig = crypto::sign(a.priv, digest.data());
-        std::vector<std::uint8_t> s;
-        cbor::Writer ws(s);
-        ws.map(6);
-        ws.text("did");
-        ws.text(a.did);
-        ws.text("rev");
-        ws.text(a.rev);
-        ws.text("sig");
-        ws.bytes(ByteView{sig.data(), sig.size()});
-        ws.text("data");
-        ws.link(data);
-        ws.text("prev");
-        ws.null();
-        ws.text("version");
-        ws.uint(3);
-        return s;
+        return encode_commit(a, data, &sig);
     }
 
     static void car_header(std::vector<std::uint8_t>& car, ByteView root) {

@@ -28,7 +28,7 @@ if bench/peers/setup.sh >/dev/null 2>&1; then
     for input in cap sim; do
       docs="$corpus/relay-capture/did-docs.json.zst"; [ $input = sim ] && docs="$tmp/sim-docs.json"
       rate=$(taskset -c 0 node "bench/peers/verify-$p.mjs" "$tmp/$input.frames" "$docs" --seconds 3 2>/dev/null |
-             python3 -c 'import json,sys; j=json.loads(sys.stdin.readline()); print(f"{j[\"commits_per_s\"]:.0f} {j[\"ok\"]} {j[\"commits\"]} {j[\"steps\"]}")')
+             python3 -c 'import json,sys; j=json.loads(sys.stdin.readline()); print("%.0f %d %d %s" % (j["commits_per_s"], j["ok"], j["commits"], j["steps"]))')
       eval "p_${p}_${input}=\"$rate\""
     done
   done
