@@ -32,8 +32,8 @@ if bench/peers/setup.sh >/dev/null 2>&1; then
       eval "p_${p}_${input}=\"$rate\""
     done
   done
-  row() {  # peer input ours label
-    set -- $1 "$2" "$3" "$4"
+  row() {  # "rate ok n steps" ours label
+    set -- $1 "$2" "$3"
     python3 -c "
 r, ok, n, steps, ours, label = $1, $2, $3, '$4', float('$5'), '$6'
 print(f'| {label} | {r:,.0f} commits/s ({ok}/{n} ok; steps {steps}) | sovereign, 1 thread: {ours:,.0f} commits/s | sovereign = {ours/r:.1f}× |')"
