@@ -550,11 +550,15 @@ struct Generator::Impl {
             if (op.action == msg::OpAction::update && prev.empty()) op.action = msg::OpAction::create;
         }
         cid::Cid new_root;
-        if (e == Errc::ok) e = tree.root_cid(new_root, [&](ByteView c, ByteView block) { r.add_block(c, block); });
+        std::vector<cid::Cid> proof;  // every new node (as a PDS ships them) + what inversion reads
+        if (e == Errc::ok)
+            e = tree.root_cid(new_root, [&](ByteView c, ByteView block) {
+                r.add_block(c, block);
+                proof.push_back(cid::Cid(c));
+            });
         if (e != Errc::ok) return fail("apply ops for " + a.did + ": " + tree.error_detail());
 
         // Proof: replay the verifier's work on the new tree, recording the nodes it reads.
-        std::vector<cid::Cid> proof;
         Recorder rec{&r, &proof};
         mst::Tree t;
         e = t.open(new_root.bytes(), mst::BlockSource(rec));
@@ -577,7 +581,15 @@ struct Generator::Impl {
         cid::Cid back;
         if (e == Errc::ok) e = t.root_cid(back);
         if (e != Errc::ok || !(back == old_root)) return fail("self-check: inversion of " + a.did + " does not give the previous root");
-
+        // Empty intermediate nodes (no entries, only `l`) that the verification read: ship the
+        // nodes below them down to the first non-empty one. Our inverter can merge across such a
+        // chain without opening its end, but other verifiers (the TypeScript reference) walk it.
+        for (std::size_t k = 0; k < proof.size(); ++k) {
+            const ByteView* b = r.find(proof[k].bytes());
+            mst::NodeData nd;
+            if (b && nd.decode(*b) == Errc::ok && nd.entries().empty() && !nd.left().empty() && r.find(nd.left()))
+                proof.push_back(cid::Cid(nd.left()));
+        }
         ++stats.commits;
         next_rev(a);
         std::vector<std::uint8_t> cblock = commit_block(a, new_root.bytes());
