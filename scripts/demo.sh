@@ -7,7 +7,7 @@
 #      bsky.network) goes through frame-cat and cbor-verify the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+SOVEREIGN_NO_FUZZ=1 ./scripts/setup.sh  # the demo needs no clang (only the fuzz suite does)
 T=build/tools
 out="${TMPDIR:-/tmp}/sovereign-demo"; mkdir -p "$out"
 
