@@ -193,7 +193,13 @@ int main(int argc, char** argv) {
                 rec.clear();
                 sov::frames::append_record(rec, src, std::nullopt, recv, msg);
                 sov::frames::Envelope env;
-                sov::frames::parse_record(rec, env);  // just built: cannot fail
+                if (sov::Located e = sov::frames::parse_record(rec, env)) {  // only a message near 16 MiB
+                    cli::diag(path + ":" + std::to_string(r.offset()),
+                              "message of " + std::to_string(msg.size()) + " bytes does not fit a frame record: " +
+                                  std::string(sov::to_string(e.errc)));
+                    status = cli::kDataRejected;
+                    break;
+                }
                 go = emit(env);
             }
             if (r.error()) {
