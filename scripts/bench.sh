@@ -56,7 +56,7 @@ data="$build/bench-data"; mkdir -p "$data"
 if [ ! -s "$data/sim1m.frames" ]; then
   "$build/tools/mesh-sim" gen -q --events 1000000 --seed 1 --did-docs "$data/sim1m-docs.json" -o "$data/sim1m.frames"
 fi
-cvl_cap=$("$build/bench/bench_cvl" "$tmp/cap.frames" --tmp "$tmp" --random 5000 2>/dev/null)
+cvl_cap=$("$build/bench/bench_cvl" "$tmp/cap.frames" --tmp "$tmp" --random 5000 2>/dev/null | sed "s|$tmp/||")
 cvl_sim=$("$build/bench/bench_cvl" "$data/sim1m.frames" --tmp "$tmp" --random 20000 2>/dev/null)
 # zstd -19 --long over the raw stream: all of the capture; the first 100,000 messages of the
 # sim traffic (-19 runs at a few MB/s), beside CVL on exactly the same 100,000 messages.
