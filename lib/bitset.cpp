@@ -167,6 +167,19 @@ struct Set::Impl {
     }
     std::string path_of(const std::string& name) const { return dir + "/" + name; }
 
+    // The guard of every writing call: a writable set and an ordinal below the limit.
+    Errc writable_for(std::uint64_t ord) {
+        if (!writable) {
+            record(dir + ": tombstone set opened read-only");
+            return Errc::bad_argument;
+        }
+        if (ord >= kOrdinalLimit) {
+            record("ordinal " + std::to_string(ord) + " beyond the supported 2^48");
+            return Errc::too_large;
+        }
+        return Errc::ok;
+    }
+
     void record(std::string msg) {
         std::lock_guard lk(mu);
         error = std::move(msg);
@@ -421,14 +434,7 @@ bool Set::test(std::uint64_t ord) const noexcept {
 }
 
 Result<bool> Set::set(std::uint64_t ord) {
-    if (!impl_->writable) {
-        impl_->record(impl_->dir + ": tombstone set opened read-only");
-        return Errc::bad_argument;
-    }
-    if (ord >= kOrdinalLimit) {
-        impl_->record("ordinal " + std::to_string(ord) + " beyond the supported 2^48");
-        return Errc::too_large;
-    }
+    if (Errc g = impl_->writable_for(ord); g != Errc::ok) return g;
     Errc e;
     std::uint64_t* w = impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::create, e);
     if (!w) return e;
@@ -438,27 +444,13 @@ Result<bool> Set::set(std::uint64_t ord) {
 }
 
 Errc Set::ensure(std::uint64_t ord) {
-    if (!impl_->writable) {
-        impl_->record(impl_->dir + ": tombstone set opened read-only");
-        return Errc::bad_argument;
-    }
-    if (ord >= kOrdinalLimit) {
-        impl_->record("ordinal " + std::to_string(ord) + " beyond the supported 2^48");
-        return Errc::too_large;
-    }
+    if (Errc g = impl_->writable_for(ord); g != Errc::ok) return g;
     Errc e = Errc::ok;
     return impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::create, e) ? Errc::ok : e;
 }
 
 Result<bool> Set::clear(std::uint64_t ord) {
-    if (!impl_->writable) {
-        impl_->record(impl_->dir + ": tombstone set opened read-only");
-        return Errc::bad_argument;
-    }
-    if (ord >= kOrdinalLimit) {
-        impl_->record("ordinal " + std::to_string(ord) + " beyond the supported 2^48");
-        return Errc::too_large;
-    }
+    if (Errc g = impl_->writable_for(ord); g != Errc::ok) return g;
     Errc e;
     std::uint64_t* w = impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::look, e);
     if (!w) {

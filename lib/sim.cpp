@@ -676,18 +676,30 @@ struct Generator::Impl {
         return Errc::ok;
     }
 
-    void gen_identity(Account& a, std::vector<std::uint8_t>& wire) {
-        ++stats.identities;
+    // Header, then the payload map of `keys` entries opened with the fields every non-commit
+    // event starts with in canonical order: did, [rev,] seq, time. Returns the writer for the rest.
+    cbor::Writer begin_event(std::vector<std::uint8_t>& wire, std::string_view t, std::uint64_t keys, const Account& a,
+                             bool with_rev) {
         wire.clear();
         cbor::Writer w(wire);
-        header(w, "#identity");
-        w.map(4);
+        header(w, t);
+        w.map(keys);
         w.text("did");
         w.text(a.did);
+        if (with_rev) {
+            w.text("rev");
+            w.text(a.rev);
+        }
         w.text("seq");
         w.uint(std::uint64_t(seq++));
         w.text("time");
         w.text(datetime(now_us));
+        return w;
+    }
+
+    void gen_identity(Account& a, std::vector<std::uint8_t>& wire) {
+        ++stats.identities;
+        cbor::Writer w = begin_event(wire, "#identity", 4, a, false);
         w.text("handle");
         w.text(a.handle);
     }
@@ -695,16 +707,7 @@ struct Generator::Impl {
     void gen_account(Account& a, bool active, std::vector<std::uint8_t>& wire) {
         ++stats.accounts_events;
         a.active = active;
-        wire.clear();
-        cbor::Writer w(wire);
-        header(w, "#account");
-        w.map(active ? 4 : 5);
-        w.text("did");
-        w.text(a.did);
-        w.text("seq");
-        w.uint(std::uint64_t(seq++));
-        w.text("time");
-        w.text(datetime(now_us));
+        cbor::Writer w = begin_event(wire, "#account", active ? 4 : 5, a, false);
         w.text("active");
         w.boolean(active);
         if (!active) {
@@ -724,18 +727,7 @@ struct Generator::Impl {
         std::vector<std::uint8_t> car;
         car_header(car, ccid.bytes());
         car_section(car, ccid.bytes(), cblock);
-        wire.clear();
-        cbor::Writer w(wire);
-        header(w, "#sync");
-        w.map(5);
-        w.text("did");
-        w.text(a.did);
-        w.text("rev");
-        w.text(a.rev);
-        w.text("seq");
-        w.uint(std::uint64_t(seq++));
-        w.text("time");
-        w.text(datetime(now_us));
+        cbor::Writer w = begin_event(wire, "#sync", 5, a, true);
         w.text("blocks");
         w.bytes(car);
         return Errc::ok;
