@@ -47,6 +47,33 @@ Located parse_envelope(ByteView raw, Envelope& out) noexcept {
     return {};
 }
 
+EnvelopeLayout layout_of(const Envelope& env) noexcept {
+    auto off = [&](const void* p) { return std::uint32_t(static_cast<const std::uint8_t*>(p) - env.raw.data()); };
+    EnvelopeLayout l;
+    l.src_off = off(env.src.data());
+    l.src_len = std::uint32_t(env.src.size());
+    l.has_vrd = env.vrd.has_value();
+    if (env.vrd) {
+        l.vrd_off = off(env.vrd->data());
+        l.vrd_len = std::uint32_t(env.vrd->size());
+    }
+    l.wire_off = off(env.wire.data());
+    l.wire_len = std::uint32_t(env.wire.size());
+    l.raw_len = std::uint32_t(env.raw.size());
+    l.recv = env.recv;
+    return l;
+}
+
+Envelope at(const EnvelopeLayout& l, const std::uint8_t* raw) noexcept {
+    Envelope e;
+    e.src = {reinterpret_cast<const char*>(raw + l.src_off), l.src_len};
+    if (l.has_vrd) e.vrd = std::string_view{reinterpret_cast<const char*>(raw + l.vrd_off), l.vrd_len};
+    e.recv = l.recv;
+    e.wire = {raw + l.wire_off, l.wire_len};
+    e.raw = {raw, l.raw_len};
+    return e;
+}
+
 Located parse_record(ByteView record, Envelope& out) noexcept {
     std::uint64_t n;
     std::size_t vl;

@@ -1079,3 +1079,26 @@ TEST_CASE("frame_json::append_record rejects bad lines with the right error", "[
         CHECK(out == Bytes{0x42});  // nothing appended on error
     }
 }
+
+TEST_CASE("layout_of / at rebuild an envelope over a copy without parsing again", "[frames][layout]") {
+    std::vector<std::uint8_t> rec;
+    const std::uint8_t wire[] = {0xa1, 0x62, 0x6f, 0x70, 0x20, 0xa1, 0x65, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x61, 0x78};
+    sov::frames::append_record(rec, "relay.example", std::string_view("ok"), -42, {wire, sizeof wire});
+    sov::frames::Envelope env;
+    REQUIRE_FALSE(sov::frames::parse_record(rec, env));
+    auto layout = sov::frames::layout_of(env);
+    std::vector<std::uint8_t> copy(env.raw.begin(), env.raw.end());
+    rec.assign(rec.size(), 0);  // the original bytes are gone
+    auto moved = sov::frames::at(layout, copy.data());
+    CHECK(moved.src == "relay.example");
+    REQUIRE(moved.vrd);
+    CHECK(*moved.vrd == "ok");
+    CHECK(moved.recv == -42);
+    CHECK(std::vector<std::uint8_t>(moved.wire.begin(), moved.wire.end()) == std::vector<std::uint8_t>(wire, wire + sizeof wire));
+    CHECK(moved.raw.data() == copy.data());
+    CHECK(moved.raw.size() == copy.size());
+    sov::frames::Envelope reparsed;
+    REQUIRE_FALSE(sov::frames::parse_envelope(copy, reparsed));
+    CHECK(reparsed.wire.data() == moved.wire.data());
+    CHECK(reparsed.src.data() == moved.src.data());
+}

@@ -31,6 +31,18 @@ struct Envelope {
 /// bytes). Unknown keys are allowed. Error offset is relative to `raw`.
 Located parse_envelope(ByteView raw, Envelope& out) noexcept;
 
+/// Where an envelope's fields sit inside its raw bytes, so that a parsed envelope can be
+/// copied elsewhere and its views rebuilt without parsing it again (layout_of / at).
+struct EnvelopeLayout {
+    std::uint32_t src_off = 0, src_len = 0, vrd_off = 0, vrd_len = 0, wire_off = 0, wire_len = 0, raw_len = 0;
+    bool has_vrd = false;
+    std::int64_t recv = 0;
+};
+/// The layout of a parsed envelope (offsets relative to env.raw).
+EnvelopeLayout layout_of(const Envelope& env) noexcept;
+/// The envelope whose raw bytes (a copy of the original) start at `raw`.
+Envelope at(const EnvelopeLayout& l, const std::uint8_t* raw) noexcept;
+
 /// Parses one whole record (varint + envelope, nothing after). Error offsets are relative
 /// to `record`.
 Located parse_record(ByteView record, Envelope& out) noexcept;
