@@ -107,16 +107,10 @@ std::size_t split_point(std::size_t n) {  // largest power of two < n (n ≥ 2)
 }  // namespace
 
 Hash merkle_root(std::span<const Hash> leaves) {
+    // RFC 6962 §2.1: MTH(D[n]) = node(MTH(D[0:k]), MTH(D[k:n])), k the largest power of two < n.
     if (leaves.size() == 1) return leaves[0];
-    // Bottom-up with carry: equal to the recursive RFC 6962 definition.
-    std::vector<Hash> level(leaves.begin(), leaves.end());
-    // Recursive form is simplest to keep exactly right for non-powers of two.
-    std::function<Hash(std::size_t, std::size_t)> rec = [&](std::size_t lo, std::size_t n) -> Hash {
-        if (n == 1) return level[lo];
-        std::size_t k = split_point(n);
-        return node_hash(rec(lo, k), rec(lo + k, n - k));
-    };
-    return rec(0, level.size());
+    std::size_t k = split_point(leaves.size());
+    return node_hash(merkle_root(leaves.first(k)), merkle_root(leaves.subspan(k)));
 }
 
 std::vector<Hash> audit_path(std::span<const Hash> leaves, std::size_t index) {
