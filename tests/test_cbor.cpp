@@ -31,41 +31,8 @@ using Bytes = std::vector<std::uint8_t>;
 
 namespace {
 
-int hex_nibble(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-// Hex to bytes; spaces are ignored so vectors can be written head by head.
-Bytes hex(std::string_view s) {
-    Bytes out;
-    int hi = -1;
-    for (char c : s) {
-        if (c == ' ') continue;
-        int v = hex_nibble(c);
-        REQUIRE(v >= 0);
-        if (hi < 0) {
-            hi = v;
-        } else {
-            out.push_back(std::uint8_t(hi * 16 + v));
-            hi = -1;
-        }
-    }
-    REQUIRE(hi < 0);
-    return out;
-}
-
-std::string to_hex(ByteView b) {
-    static const char* d = "0123456789abcdef";
-    std::string s;
-    for (auto c : b) {
-        s.push_back(d[c >> 4]);
-        s.push_back(d[c & 15]);
-    }
-    return s;
-}
+using testutil::hex;
+using testutil::to_hex;
 
 Bytes cat(std::initializer_list<Bytes> parts) {
     Bytes out;

@@ -29,15 +29,8 @@ using Bytes = std::vector<std::uint8_t>;
 
 namespace {
 
-std::string to_hex(ByteView b) {
-    static const char* d = "0123456789abcdef";
-    std::string s;
-    for (auto c : b) {
-        s.push_back(d[c >> 4]);
-        s.push_back(d[c & 15]);
-    }
-    return s;
-}
+using testutil::hex;
+using testutil::to_hex;
 
 struct Encoded {
     Errc errc;

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,42 @@ inline std::string corpus_path(const std::string& rel) {
         return {};
     }
     return (*dir / rel).string();
+}
+
+/// Hex to bytes; spaces are ignored so vectors can be written head by head. Bad hex fails the test.
+inline std::vector<std::uint8_t> hex(std::string_view s) {
+    auto nib = [](char c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::vector<std::uint8_t> out;
+    int hi = -1;
+    for (char c : s) {
+        if (c == ' ') continue;
+        int v = nib(c);
+        REQUIRE(v >= 0);
+        if (hi < 0) {
+            hi = v;
+        } else {
+            out.push_back(std::uint8_t(hi * 16 + v));
+            hi = -1;
+        }
+    }
+    REQUIRE(hi < 0);
+    return out;
+}
+
+/// Lowercase hex of bytes.
+inline std::string to_hex(std::span<const std::uint8_t> b) {
+    static const char* d = "0123456789abcdef";
+    std::string s;
+    for (auto c : b) {
+        s.push_back(d[c >> 4]);
+        s.push_back(d[c & 15]);
+    }
+    return s;
 }
 
 inline std::vector<std::uint8_t> read_file(const std::filesystem::path& p) {
