@@ -39,6 +39,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::car_no_roots: return "CAR header has no roots";
     case Errc::car_bad_section: return "CAR section length invalid";
     case Errc::car_hash_mismatch: return "block does not hash to its CID";
+    case Errc::car_block_missing: return "block named by the message is not in the CAR";
     case Errc::frame_zero_length: return "record length 0";
     case Errc::frame_oversized: return "record longer than 16 MiB";
     case Errc::frame_bad_envelope: return "envelope is not canonical DAG-CBOR";

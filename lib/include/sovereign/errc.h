@@ -68,6 +68,7 @@ enum class Errc : std::uint16_t {
     car_no_roots = 401,      ///< roots array empty
     car_bad_section = 402,   ///< section shorter than its CID, or its CID is malformed
     car_hash_mismatch = 403, ///< block bytes do not hash to the section CID
+    car_block_missing = 404, ///< a block the message names (e.g. an op's record) is not in the CAR
     // 500..599 frame stream (DESIGN.md §2)
     frame_zero_length = 500,     ///< record length 0
     frame_oversized = 501,       ///< record length over 16 MiB
