@@ -8,10 +8,14 @@
 // randomized once (side-channel blinding) and then only read.
 //
 // p256 goes through OpenSSL 3's EVP interface only (EC_KEY / ECDSA_do_verify are deprecated in
-// 3.0, and -Werror makes deprecation fatal). The point is decoded once into an EVP_PKEY shared
-// by every copy of the PublicKey; EVP_PKEY is safe to use from many threads for verification
-// as long as each call has its own EVP_PKEY_CTX, which verify() creates. EVP wants the
-// signature in DER, so the 64-byte r‖s is re-encoded as canonical DER on the stack.
+// 3.0, and -Werror makes deprecation fatal). A PreparedKey decodes the point once into an
+// EVP_PKEY and initialises one EVP_PKEY_CTX for verifying, which every verify() reuses:
+// EVP_PKEY_verify keeps no state between calls, and building a context per call cost more than
+// a third of a p256 verify. EVP wants the signature in DER, so the 64-byte r‖s is re-encoded as
+// canonical DER on the stack.
+//
+// A PublicKey itself is only curve + compressed point (what the DID cache stores); the
+// decompressed forms live in PreparedKey.
 //
 // High-S is checked on the raw s bytes before any library call on both curves, so the caller
 // gets sig_high_s (a malleated signature) rather than sig_invalid. libsecp256k1 would reject
@@ -41,12 +45,16 @@
 namespace sov::crypto {
 
 namespace detail {
-struct P256Key {
+struct P256Verifier {
     EVP_PKEY* pkey = nullptr;
-    explicit P256Key(EVP_PKEY* k) noexcept : pkey(k) {}
-    P256Key(const P256Key&) = delete;
-    P256Key& operator=(const P256Key&) = delete;
-    ~P256Key() { EVP_PKEY_free(pkey); }
+    EVP_PKEY_CTX* ctx = nullptr;  // initialised for verify, reused by every call
+    P256Verifier() = default;
+    P256Verifier(const P256Verifier&) = delete;
+    P256Verifier& operator=(const P256Verifier&) = delete;
+    ~P256Verifier() {
+        EVP_PKEY_CTX_free(ctx);
+        EVP_PKEY_free(pkey);
+    }
 };
 }  // namespace detail
 
@@ -145,6 +153,27 @@ EVP_PKEY* p256_public_pkey(ByteView sec1) noexcept {
     return p256_from_params(params, EVP_PKEY_PUBLIC_KEY);
 }
 
+// The P-256 group, built once and only read afterwards (safe to share between threads).
+const EC_GROUP* p256_group() noexcept {
+    static const EC_GROUP* group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    return group;
+}
+
+// A SEC1 point of P-256 (compressed or not) in uncompressed form; false when it is not on the
+// curve. With the shared group this costs a third of building an EVP_PKEY from the compressed
+// form, which also builds a group and decompresses with generic arithmetic.
+bool p256_uncompressed(ByteView sec1, std::uint8_t out[65]) noexcept {
+    const EC_GROUP* group = p256_group();
+    EC_POINT* pt = group ? EC_POINT_new(group) : nullptr;
+    BN_CTX* bn = BN_CTX_new();
+    const bool ok = pt && bn && EC_POINT_oct2point(group, pt, sec1.data(), sec1.size(), bn) == 1 &&
+                    EC_POINT_point2oct(group, pt, POINT_CONVERSION_UNCOMPRESSED, out, 65, bn) == 65;
+    BN_CTX_free(bn);
+    EC_POINT_free(pt);
+    if (!ok) ERR_clear_error();
+    return ok;
+}
+
 // DER INTEGER of a 32-byte big-endian unsigned value; returns bytes written (<= 35).
 std::size_t der_integer(const std::uint8_t* v, std::uint8_t* out) noexcept {
     std::size_t i = 0;
@@ -159,19 +188,14 @@ std::size_t der_integer(const std::uint8_t* v, std::uint8_t* out) noexcept {
     return 2 + len;
 }
 
-Errc verify_p256(const PublicKey& key, const std::uint8_t digest[32], const std::uint8_t* sig) noexcept {
+Errc verify_p256(EVP_PKEY_CTX* ctx, const std::uint8_t digest[32], const std::uint8_t* sig) noexcept {
     std::uint8_t der[2 + 35 + 35];
     std::size_t n = 2;
     n += der_integer(sig, der + n);
     n += der_integer(sig + 32, der + n);
     der[0] = 0x30;
     der[1] = static_cast<std::uint8_t>(n - 2);
-    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key.p256_parsed->pkey, nullptr));
-    if (!ctx || EVP_PKEY_verify_init(ctx.get()) != 1) {
-        ERR_clear_error();
-        return Errc::sig_invalid;
-    }
-    const int rc = EVP_PKEY_verify(ctx.get(), der, n, digest, 32);
+    const int rc = EVP_PKEY_verify(ctx, der, n, digest, 32);
     if (rc != 1) {
         ERR_clear_error();
         return Errc::sig_invalid;
@@ -303,18 +327,65 @@ Result<PublicKey> parse_public_key(Curve curve, ByteView sec1) {
                                           SECP256K1_EC_COMPRESSED) != 1) {
             return Errc::key_bad_point;
         }
-        static_assert(sizeof pk.data == 64);
-        std::memcpy(key.k256_parsed.data(), pk.data, 64);
         return key;
     }
     if (curve != Curve::p256) return Errc::bad_argument;
     // OpenSSL checks that the point is on the curve (or, compressed, that x has a square root).
-    EVP_PKEY* pkey = p256_public_pkey(sec1);
-    if (!pkey) return Errc::key_bad_point;
-    key.p256_parsed = std::make_shared<const detail::P256Key>(pkey);
+    std::uint8_t full[65];
+    if (!p256_uncompressed(sec1, full)) return Errc::key_bad_point;
     key.compressed[0] = compressed ? sec1[0] : static_cast<std::uint8_t>(0x02 | (sec1[64] & 1));
     std::memcpy(key.compressed.data() + 1, sec1.data() + 1, 32);
     return key;
+}
+
+PreparedKey::PreparedKey() noexcept = default;
+PreparedKey::~PreparedKey() = default;
+PreparedKey::PreparedKey(PreparedKey&&) noexcept = default;
+PreparedKey& PreparedKey::operator=(PreparedKey&&) noexcept = default;
+
+Errc PreparedKey::reset(const PublicKey& key) {
+    ready_ = false;
+    key_ = key;
+    if (key.curve == Curve::k256) {
+        secp256k1_pubkey pk;
+        if (secp256k1_ec_pubkey_parse(k256_verify_ctx(), &pk, key.compressed.data(), key.compressed.size()) != 1)
+            return Errc::key_bad_point;
+        static_assert(sizeof pk.data == 64);
+        std::memcpy(k256_.data(), pk.data, 64);
+        p256_.reset();
+        ready_ = true;
+        return Errc::ok;
+    }
+    if (key.curve != Curve::p256) return Errc::bad_argument;
+    auto v = std::make_unique<detail::P256Verifier>();
+    std::uint8_t full[65];
+    if (!p256_uncompressed(key.compressed, full)) return Errc::key_bad_point;
+    v->pkey = p256_public_pkey({full, sizeof full});
+    if (!v->pkey) return Errc::key_bad_point;
+    v->ctx = EVP_PKEY_CTX_new_from_pkey(nullptr, v->pkey, nullptr);
+    if (!v->ctx || EVP_PKEY_verify_init(v->ctx) != 1) {
+        ERR_clear_error();
+        return Errc::key_bad_point;
+    }
+    p256_ = std::move(v);
+    ready_ = true;
+    return Errc::ok;
+}
+
+Errc PreparedKey::verify(const std::uint8_t digest[32], ByteView sig) noexcept {
+    if (sig.size() != 64) return Errc::sig_bad_length;
+    if (cmp32(sig.data() + 32, half_order_of(key_.curve).data()) > 0) return Errc::sig_high_s;
+    if (!ready_) return Errc::bad_argument;
+    if (key_.curve == Curve::k256) {
+        secp256k1_pubkey pk;
+        std::memcpy(pk.data, k256_.data(), 64);
+        secp256k1_ecdsa_signature s;
+        if (secp256k1_ecdsa_signature_parse_compact(k256_verify_ctx(), &s, sig.data()) != 1) {
+            return Errc::sig_invalid;  // r or s >= n
+        }
+        return secp256k1_ecdsa_verify(k256_verify_ctx(), &s, digest, &pk) == 1 ? Errc::ok : Errc::sig_invalid;
+    }
+    return verify_p256(p256_->ctx, digest, sig.data());
 }
 
 Result<PublicKey> parse_multikey(std::string_view multikey) {
@@ -371,26 +442,9 @@ std::string to_did_key(const PublicKey& key) {
 Errc verify(const PublicKey& key, const std::uint8_t digest[32], ByteView sig) noexcept {
     if (sig.size() != 64) return Errc::sig_bad_length;
     if (cmp32(sig.data() + 32, half_order_of(key.curve).data()) > 0) return Errc::sig_high_s;
-    if (key.curve == Curve::k256) {
-        secp256k1_pubkey pk;
-        std::memcpy(pk.data, key.k256_parsed.data(), 64);
-        // A PublicKey not made by parse_public_key has all-zero parsed bytes; libsecp256k1 would
-        // abort() on it through its illegal-argument callback, so refuse it here.
-        std::uint64_t any = 0;
-        for (std::size_t i = 0; i < 64; i += 8) {
-            std::uint64_t w;
-            std::memcpy(&w, pk.data + i, 8);
-            any |= w;
-        }
-        if (any == 0) return Errc::bad_argument;
-        secp256k1_ecdsa_signature s;
-        if (secp256k1_ecdsa_signature_parse_compact(k256_verify_ctx(), &s, sig.data()) != 1) {
-            return Errc::sig_invalid;  // r or s >= n
-        }
-        return secp256k1_ecdsa_verify(k256_verify_ctx(), &s, digest, &pk) == 1 ? Errc::ok : Errc::sig_invalid;
-    }
-    if (key.curve != Curve::p256 || !key.p256_parsed) return Errc::bad_argument;
-    return verify_p256(key, digest, sig.data());
+    PreparedKey p;
+    if (p.reset(key) != Errc::ok) return Errc::bad_argument;
+    return p.verify(digest, sig);
 }
 
 Errc verify_message(const PublicKey& key, ByteView message, ByteView sig) noexcept {

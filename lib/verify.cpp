@@ -4,6 +4,8 @@
 #include "sovereign/cid.h"
 #include "sovereign/syntax.h"
 
+#include <cstring>
+
 
 namespace sov::verify {
 
@@ -25,9 +27,28 @@ std::string at(std::string_view what, Errc e) {
 
 std::string_view to_string(Verdict v) noexcept { return kNames[std::size_t(v)]; }
 
-const crypto::PublicKey* StoreKeys::signing_key(std::string_view did) const {
+std::optional<crypto::PublicKey> StoreKeys::signing_key(std::string_view did, std::int64_t /*recv_us*/) const {
     const DidDoc* d = store_.find(did);
-    return d && d->signing_key ? &*d->signing_key : nullptr;
+    if (!d) return std::nullopt;
+    return d->signing_key;
+}
+
+PreparedKeys::PreparedKeys() = default;
+PreparedKeys::~PreparedKeys() = default;
+
+std::size_t PreparedKeys::Hash::operator()(const crypto::PublicKey& k) const noexcept {
+    std::uint64_t x;  // x-coordinate bytes: already uniformly distributed
+    std::memcpy(&x, k.compressed.data() + 1, 8);
+    return std::size_t(x ^ (std::uint64_t(k.compressed[0]) << 8) ^ std::uint64_t(k.curve));
+}
+
+crypto::PreparedKey* PreparedKeys::get(const crypto::PublicKey& key) {
+    constexpr std::size_t kMaxKeys = 65536;
+    if (auto it = map_.find(key); it != map_.end()) return &it->second;
+    crypto::PreparedKey prepared;
+    if (prepared.reset(key) != Errc::ok) return nullptr;
+    if (map_.size() >= kMaxKeys) map_.clear();
+    return &map_.emplace(key, std::move(prepared)).first->second;
 }
 
 std::optional<Verdict> verdict_from_string(std::string_view s) noexcept {
@@ -35,6 +56,32 @@ std::optional<Verdict> verdict_from_string(std::string_view s) noexcept {
         if (kNames[i] == s) return Verdict(i);
     return std::nullopt;
 }
+
+namespace {
+
+// SHA-256 of the unsigned form of a map block: a new head for n − 1 entries ‖ the entries
+// before [sig_start, sig_end) ‖ the entries after it. Commit blocks are small (≈ 150–250
+// bytes), so one contiguous copy on the stack is cheapest.
+std::array<std::uint8_t, 32> digest_without(ByteView block, std::uint64_t n, const std::uint8_t* body,
+                                            const std::uint8_t* sig_start, const std::uint8_t* sig_end) {
+    const std::uint8_t* end = block.data() + block.size();
+    std::size_t len = 9 + std::size_t(sig_start - body) + std::size_t(end - sig_end);
+    std::uint8_t stack_buf[512];
+    std::vector<std::uint8_t> heap;
+    std::uint8_t* buf = stack_buf;
+    if (len > sizeof stack_buf) {
+        heap.resize(len);
+        buf = heap.data();
+    }
+    std::size_t pos = cbor::encode_head(buf, 5, n - 1);
+    std::memcpy(buf + pos, body, std::size_t(sig_start - body));
+    pos += std::size_t(sig_start - body);
+    std::memcpy(buf + pos, sig_end, std::size_t(end - sig_end));
+    pos += std::size_t(end - sig_end);
+    return crypto::sha256({buf, pos});
+}
+
+}  // namespace
 
 bool unsigned_commit_digest(ByteView block, std::array<std::uint8_t, 32>& digest, ByteView& sig) {
     cbor::Value m = cbor::Value::of(block);
@@ -56,33 +103,48 @@ bool unsigned_commit_digest(ByteView block, std::array<std::uint8_t, 32>& digest
         }
     }
     if (!sig_start) return false;
-    // Unsigned form = new head ‖ entries before sig ‖ entries after sig. Commit blocks are
-    // small (≈ 150–250 bytes), so one contiguous copy on the stack is cheapest.
-    const std::uint8_t* end = block.data() + block.size();
-    std::size_t len = 9 + std::size_t(sig_start - body) + std::size_t(end - sig_end);
-    std::uint8_t stack_buf[512];
-    std::vector<std::uint8_t> heap;
-    std::uint8_t* buf = stack_buf;
-    if (len > sizeof stack_buf) {
-        heap.resize(len);
-        buf = heap.data();
-    }
-    std::size_t pos = cbor::encode_head(buf, 5, n - 1);
-    std::memcpy(buf + pos, body, std::size_t(sig_start - body));
-    pos += std::size_t(sig_start - body);
-    std::memcpy(buf + pos, sig_end, std::size_t(end - sig_end));
-    pos += std::size_t(end - sig_end);
-    digest = crypto::sha256({buf, pos});
+    digest = digest_without(block, n, body, sig_start, sig_end);
     return true;
 }
 
-Outcome check_commit_block(ByteView block, std::string_view did, std::string_view rev, const crypto::PublicKey* key) {
+namespace {
+
+// A commit block's entries, found in one walk (canonical maps have no duplicate keys, so
+// this is what six lookups by key would give), with where its `sig` entry sits.
+struct CommitView {
+    cbor::Value did, rev, sig, data, prev, version;
+    std::uint64_t count = 0;
+    const std::uint8_t* body = nullptr;
+    const std::uint8_t* sig_start = nullptr;
+    const std::uint8_t* sig_end = nullptr;
+};
+
+// Everything about a commit block but its signature (docs/atproto.md §5, §6 step 3).
+Outcome check_commit_fields(ByteView block, std::string_view did, std::string_view rev, CommitView& cv) {
     using cbor::Kind;
     if (Located v = cbor::validate(block)) return bad(Verdict::bad_commit, at("commit block", v.errc));
     cbor::Value c = cbor::Value::of(block);
     if (!c.is(Kind::map)) return bad(Verdict::bad_commit, "commit block is not a map");
-    cbor::Value v_did = c.get("did"), v_rev = c.get("rev"), v_sig = c.get("sig"), v_data = c.get("data"),
-                v_prev = c.get("prev"), v_version = c.get("version");
+    cv.count = c.count();
+    cbor::MapIter it = c.map();
+    cv.body = it.position();
+    std::string_view k;
+    cbor::Value val;
+    for (;;) {
+        const std::uint8_t* entry = it.position();
+        if (!it.next(k, val)) break;
+        if (k == "did") cv.did = val;
+        else if (k == "rev") cv.rev = val;
+        else if (k == "sig") {
+            cv.sig = val;
+            cv.sig_start = entry;
+            cv.sig_end = it.position();
+        } else if (k == "data") cv.data = val;
+        else if (k == "prev") cv.prev = val;
+        else if (k == "version") cv.version = val;
+    }
+    const cbor::Value &v_did = cv.did, &v_rev = cv.rev, &v_sig = cv.sig, &v_data = cv.data, &v_prev = cv.prev,
+                      &v_version = cv.version;
     if (!v_did.is(Kind::text) || !syntax::is_did(v_did.as_text())) return bad(Verdict::bad_commit, "commit.did missing or invalid");
     if (!v_version.is(Kind::uint) || v_version.as_int() != 3) return bad(Verdict::bad_commit, "commit.version is not 3");
     if (!v_data.is(Kind::link) || !cid::is_blessed(v_data.as_link())) return bad(Verdict::bad_commit, "commit.data missing or not a blessed CID");
@@ -93,11 +155,49 @@ Outcome check_commit_block(ByteView block, std::string_view did, std::string_vie
     if (!v_sig.is(Kind::bytes) || v_sig.as_bytes().empty()) return bad(Verdict::bad_commit, "commit.sig missing or empty");
     if (v_did.as_text() != did) return bad(Verdict::bad_commit, "commit.did differs from the message's DID");
     if (v_rev.as_text() != rev) return bad(Verdict::bad_commit, "commit.rev differs from the message's rev");
-    if (!key) return bad(Verdict::no_key, "no signing key known for " + std::string(did));
-    std::array<std::uint8_t, 32> digest;
-    ByteView sig;
-    if (!unsigned_commit_digest(block, digest, sig)) return bad(Verdict::bad_commit, "commit.sig missing");
-    Errc e = crypto::verify(*key, digest.data(), sig);
+    return {};
+}
+
+Outcome no_key(std::string_view did) { return bad(Verdict::no_key, "no signing key known for " + std::string(did)); }
+Outcome bad_point(std::string_view did) {
+    return bad(Verdict::no_key, "the signing key of " + std::string(did) + " is not a valid point");
+}
+
+}  // namespace
+
+Outcome check_commit_block(ByteView block, std::string_view did, std::string_view rev,
+                           const std::optional<crypto::PublicKey>& key) {
+    CommitView cv;
+    Outcome o = check_commit_fields(block, did, rev, cv);
+    if (o.verdict != Verdict::ok) return o;
+    if (!key) return no_key(did);
+    crypto::PreparedKey prepared;
+    if (prepared.reset(*key) != Errc::ok) return bad_point(did);
+    const std::array<std::uint8_t, 32> digest = digest_without(block, cv.count, cv.body, cv.sig_start, cv.sig_end);
+    Errc e = prepared.verify(digest.data(), cv.sig.as_bytes());
+    if (e != Errc::ok) return bad(Verdict::bad_sig, std::string(to_string(e)));
+    return {};
+}
+
+Outcome Verifier::check_commit(ByteView block) {
+    CommitView cv;
+    Outcome o = check_commit_fields(block, msg_.did, msg_.rev, cv);
+    if (o.verdict != Verdict::ok) return o;
+    std::optional<crypto::PublicKey> key = keys_.signing_key(msg_.did, recv_);
+    if (!key) return no_key(msg_.did);
+    crypto::PreparedKey* prepared = keys_cache_.get(*key);
+    if (!prepared) return bad_point(msg_.did);
+    const std::array<std::uint8_t, 32> digest = digest_without(block, cv.count, cv.body, cv.sig_start, cv.sig_end);
+    const ByteView sig = cv.sig.as_bytes();
+    data_ = cv.data.as_link();
+    Errc e = prepared->verify(digest.data(), sig);
+    if (e == Errc::sig_invalid && recv_ > kRotationGraceUs) {
+        // DESIGN.md §3: the key that was current 5 minutes earlier, if it was another one, is
+        // still accepted (a PDS may sign just before its rotation reaches the directory).
+        std::optional<crypto::PublicKey> earlier = keys_.signing_key(msg_.did, recv_ - kRotationGraceUs);
+        if (earlier && !(*earlier == *key))
+            if (crypto::PreparedKey* p = keys_cache_.get(*earlier); p && p->verify(digest.data(), sig) == Errc::ok) e = Errc::ok;
+    }
     if (e != Errc::ok) return bad(Verdict::bad_sig, std::string(to_string(e)));
     return {};
 }
@@ -128,9 +228,11 @@ Outcome Verifier::verify_commit() {
     ByteView ccid, block;
     Outcome o = load_car(msg_.blocks, msg_.commit, ccid, block);
     if (o.verdict != Verdict::ok) return o;
-    o = check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
-    if (o.verdict != Verdict::ok) return o;
-    data_ = cbor::Value::of(block).get("data").as_link();  // checked to be a link
+    o = check_commit(block);  // sets data_ (commit.data) once the fields check out
+    if (o.verdict != Verdict::ok) {
+        data_ = {};  // only a signed commit's data is reported
+        return o;
+    }
     return check_proof();
 }
 
@@ -159,8 +261,8 @@ Outcome Verifier::verify_sync() {
     ByteView ccid, block;
     Outcome o = load_car(msg_.blocks, {}, ccid, block);
     if (o.verdict != Verdict::ok) return o;
-    o = check_commit_block(block, msg_.did, msg_.rev, keys_.signing_key(msg_.did));
-    if (o.verdict == Verdict::ok) data_ = cbor::Value::of(block).get("data").as_link();
+    o = check_commit(block);
+    if (o.verdict != Verdict::ok) data_ = {};  // only a signed commit's data is reported
     return o;
 }
 
@@ -180,8 +282,9 @@ Outcome Verifier::verify(ByteView wire, std::int64_t recv, Facts& f) {
     return o;
 }
 
-Outcome Verifier::verify(ByteView wire, std::int64_t /*recv*/) {
+Outcome Verifier::verify(ByteView wire, std::int64_t recv) {
     data_ = {};
+    recv_ = recv;
     msg::Problem p = msg::parse(wire, msg_);
     if (p) {
         std::string d(p.field.empty() ? "message" : p.field);

@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "sovereign/crypto.h"
@@ -444,9 +445,11 @@ TEST_CASE("uncompressed (legacy) points parse to the same key; hybrid and off-cu
     CHECK(parse_legacy_multibase(Curve::k256, "z0").error() == Errc::key_bad_multibase);
 }
 
-TEST_CASE("PublicKey copies share the parsed form and stay valid", "[crypto]") {
+TEST_CASE("PublicKey is a value; PreparedKey verifies many times and survives moves", "[crypto]") {
+    static_assert(std::is_trivially_copyable_v<PublicKey>);
     std::vector<PublicKey> keys;
     const Digest d = digest_of("copy");
+    const Digest other = digest_of("other");
     std::vector<std::array<std::uint8_t, 64>> sigs;
     for (int i = 0; i < 8; ++i) {
         const PrivateKey priv = generate(i % 2 ? Curve::p256 : Curve::k256);
@@ -455,7 +458,35 @@ TEST_CASE("PublicKey copies share the parsed form and stay valid", "[crypto]") {
     }
     std::vector<PublicKey> copies = keys;
     keys.clear();
-    for (std::size_t i = 0; i < copies.size(); ++i) CHECK(verify(copies[i], d.data(), sigs[i]) == Errc::ok);
+    std::vector<PreparedKey> prepared;
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+        CHECK(verify(copies[i], d.data(), sigs[i]) == Errc::ok);
+        PreparedKey p;
+        CHECK(p.empty());
+        REQUIRE(p.reset(copies[i]) == Errc::ok);
+        CHECK(p.key() == copies[i]);
+        prepared.push_back(std::move(p));  // moved: still prepared
+    }
+    for (int round = 0; round < 3; ++round) {  // one context, many calls, good and bad mixed
+        for (std::size_t i = 0; i < prepared.size(); ++i) {
+            INFO("key " << i << " round " << round);
+            CHECK(prepared[i].verify(d.data(), sigs[i]) == Errc::ok);
+            CHECK(prepared[i].verify(other.data(), sigs[i]) == Errc::sig_invalid);
+            CHECK(prepared[i].verify(d.data(), sigs[(i + 2) % sigs.size()]) == Errc::sig_invalid);
+            CHECK(prepared[i].verify(d.data(), ByteView(sigs[i].data(), 63)) == Errc::sig_bad_length);
+        }
+    }
+    // Not a point: refused at reset, and an empty PreparedKey verifies nothing.
+    for (Curve curve : {Curve::k256, Curve::p256}) {
+        PublicKey bad;
+        bad.curve = curve;
+        bad.compressed.fill(0xFF);  // x = 2^256 − 1 ≥ the field prime of both curves
+        bad.compressed[0] = 0x02;
+        PreparedKey p;
+        CHECK(p.reset(bad) == Errc::key_bad_point);
+        CHECK(p.empty());
+        CHECK(p.verify(d.data(), sigs[0]) == Errc::bad_argument);
+    }
 }
 
 TEST_CASE("concurrent verification on both curves", "[crypto][threads]") {

@@ -19,9 +19,10 @@ namespace {
 class ScenarioKeys final : public sov::verify::KeySource {
 public:
     std::map<std::string, sov::crypto::PublicKey, std::less<>> keys;
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override {
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view did, std::int64_t) const override {
         auto it = keys.find(did);
-        return it == keys.end() ? nullptr : &it->second;
+        if (it == keys.end()) return std::nullopt;
+        return it->second;
     }
 };
 

@@ -24,7 +24,11 @@ public:
         std::string err;
         REQUIRE(store_.load_json(docs, err) == sov::Errc::ok);
     }
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override { return keys_.signing_key(did); }
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view did, std::int64_t recv_us) const override {
+        return keys_.signing_key(did, recv_us);
+    }
+    /// The current key.
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view did) const { return keys_.signing_key(did, 0); }
 
 private:
     sov::KeyStore store_;

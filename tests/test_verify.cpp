@@ -11,6 +11,7 @@
 #include "sovereign/cid.h"
 #include "sovereign/crypto.h"
 #include "sovereign/did_doc.h"
+#include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
 #include "sovereign/varint.h"
 #include "sovereign/verify.h"
@@ -42,9 +43,9 @@ Bytes copy(ByteView b) { return {b.begin(), b.end()}; }
 class StoreKeys final : public verify::KeySource {
 public:
     explicit StoreKeys(const sov::KeyStore& s) : store_(s) {}
-    const sov::crypto::PublicKey* signing_key(std::string_view did) const override {
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view did, std::int64_t) const override {
         const sov::DidDoc* d = store_.find(did);
-        return d && d->signing_key ? &*d->signing_key : nullptr;
+        return d ? d->signing_key : std::nullopt;
     }
 
 private:
@@ -53,14 +54,14 @@ private:
 
 class NoKeys final : public verify::KeySource {
 public:
-    const sov::crypto::PublicKey* signing_key(std::string_view) const override { return nullptr; }
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view, std::int64_t) const override { return std::nullopt; }
 };
 
 // Always answers with one fixed key, whoever asks.
 class OneKey final : public verify::KeySource {
 public:
     explicit OneKey(sov::crypto::PublicKey k) : key_(std::move(k)) {}
-    const sov::crypto::PublicKey* signing_key(std::string_view) const override { return &key_; }
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view, std::int64_t) const override { return key_; }
 
 private:
     sov::crypto::PublicKey key_;
@@ -365,11 +366,11 @@ TEST_CASE("unsigned_commit_digest hashes the commit without its sig entry", "[ve
         CHECK(copy(sig) == sig_of(block));
         CHECK(sig.size() == 64);
 
-        const sov::crypto::PublicKey* key = keys.signing_key(msg.m.did);
+        const std::optional<sov::crypto::PublicKey> key = keys.signing_key(msg.m.did, 0);
         REQUIRE(key);
         verify::Outcome o = verify::check_commit_block(view(block), msg.m.did, msg.m.rev, key);
         CHECK(o.verdict == Verdict::ok);
-        CHECK(verify::check_commit_block(view(block), msg.m.did, msg.m.rev, nullptr).verdict == Verdict::no_key);
+        CHECK(verify::check_commit_block(view(block), msg.m.did, msg.m.rev, std::nullopt).verdict == Verdict::no_key);
     }
 }
 
@@ -465,11 +466,11 @@ TEST_CASE("mutations of real commits get the right verdict", "[verify][corpus]")
     SECTION("another DID's key -> bad-sig") {
         each([&](const Pick& p) {
             const auto& [idx, w, msg, block, sig] = p;
-            const sov::crypto::PublicKey* other = nullptr;
+            std::optional<sov::crypto::PublicKey> other;
             for (std::size_t j : commits) {
                 Msg o(c.msgs[j]);
-                if (o.m.did != msg.m.did && keys.signing_key(o.m.did)) {
-                    other = keys.signing_key(o.m.did);
+                if (o.m.did != msg.m.did && keys.signing_key(o.m.did, 0)) {
+                    other = keys.signing_key(o.m.did, 0);
                     break;
                 }
             }
@@ -896,7 +897,187 @@ TEST_CASE("check_commit_block refuses a block that is not valid DAG-CBOR", "[ver
     REQUIRE(block.back() == 0x03);  // … "version": 3 is the last entry
     ByteView cut{block.data(), block.size() - 1};
     REQUIRE(sov::cbor::validate(cut).errc == Errc::truncated);
-    verify::Outcome o = verify::check_commit_block(cut, msg.m.did, msg.m.rev, keys.signing_key(msg.m.did));
+    verify::Outcome o = verify::check_commit_block(cut, msg.m.did, msg.m.rev, keys.signing_key(msg.m.did, 0));
     INFO(verify::to_string(o.verdict) << ": " << o.detail);
     CHECK(o.verdict == Verdict::bad_commit);
+}
+
+// ---- cbor-verify output: vrd spliced into the original envelope ------------------------------
+
+namespace {
+
+// The envelope re-encoded with `vrd` set, the way cbor-verify wrote it before splicing: every
+// entry but an old vrd, plus the new one, sorted canonically and written out again.
+Bytes reencoded_with_verdict(const sov::frames::Envelope& env, std::string_view vrd) {
+    std::vector<std::pair<std::string_view, Bytes>> entries;
+    sov::cbor::MapIter it = sov::cbor::Value::of(env.raw).map();
+    std::string_view k;
+    sov::cbor::Value v;
+    while (it.next(k, v))
+        if (k != "vrd") entries.emplace_back(k, copy(v.raw()));
+    Bytes text;
+    sov::cbor::Writer(text).text(vrd);
+    entries.emplace_back("vrd", text);
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& a, const auto& b) { return sov::cbor::key_compare(a.first, b.first) < 0; });
+    Bytes env_bytes;
+    sov::cbor::Writer w(env_bytes);
+    w.map(entries.size());
+    for (const auto& [key, value] : entries) {
+        w.text(key);
+        w.raw(view(value));
+    }
+    Bytes out;
+    sov::varint::append(env_bytes.size(), out);
+    out.insert(out.end(), env_bytes.begin(), env_bytes.end());
+    return out;
+}
+
+// An envelope with the required keys, an optional earlier vrd and `extra` text entries
+// (unknown keys), written canonically.
+Bytes envelope(std::optional<std::string_view> vrd, const std::vector<std::string>& extra, ByteView wire) {
+    std::vector<std::pair<std::string, Bytes>> entries;
+    auto text = [](std::string_view s) {
+        Bytes b;
+        sov::cbor::Writer(b).text(s);
+        return b;
+    };
+    entries.emplace_back("src", text("bsky.network"));
+    if (vrd) entries.emplace_back("vrd", text(*vrd));
+    Bytes recv;
+    sov::cbor::Writer(recv).integer(1732000000123456);
+    entries.emplace_back("recv", recv);
+    Bytes w;
+    sov::cbor::Writer(w).bytes(wire);
+    entries.emplace_back("wire", w);
+    for (const auto& e : extra) entries.emplace_back(e, text("value of " + e));
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& a, const auto& b) { return sov::cbor::key_compare(a.first, b.first) < 0; });
+    Bytes out;
+    sov::cbor::Writer wr(out);
+    wr.map(entries.size());
+    for (const auto& [key, value] : entries) {
+        wr.text(key);
+        wr.raw(view(value));
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("spliced verdict equals the re-encoded envelope", "[verify][frames]") {
+    const Bytes wire = {0xa2, 0x61, 0x74, 0x67, 0x23, 0x63, 0x6f, 0x6d, 0x6d, 0x69, 0x74, 0x62, 0x6f, 0x70, 0x01, 0xa0};
+    std::vector<std::string> many;  // 21 unknown keys: 24 or 25 entries, a two-byte map head
+    for (char c = 'a'; c < 'a' + 21; ++c) many.push_back(std::string("x") + c + "y");
+    const std::vector<std::vector<std::string>> extras = {
+        {},
+        {"a"},                            // shorter than every known key: first
+        {"abc", "sra", "srd", "tzz"},     // same length as src/vrd, before and between them
+        {"vrc", "vre", "why", "zzz"},     // right around vrd, and after it
+        {"mark", "zzzzzzzz", "$type"},    // longer keys: after vrd
+        many,
+    };
+    const std::vector<std::optional<std::string_view>> earlier = {std::nullopt, "ok", "bad-sig", "", "not-a-verdict"};
+    const std::vector<std::string_view> verdicts = {"ok", "ok-gap", "skip", "no-key", "bad-proof", "",
+                                                    std::string_view("a verdict longer than twenty-three bytes")};
+    for (const auto& extra : extras) {
+        for (const auto& old : earlier) {
+            const Bytes raw = envelope(old, extra, view(wire));
+            sov::frames::Envelope env;
+            REQUIRE_FALSE(sov::frames::parse_envelope(view(raw), env));
+            for (std::string_view vrd : verdicts) {
+                INFO("extra keys " << extra.size() << ", earlier vrd " << (old ? *old : "(none)") << ", new " << vrd);
+                Bytes spliced;
+                spliced.push_back(0xee);  // appends: earlier bytes untouched
+                sov::frames::append_record_with_verdict(spliced, env, vrd);
+                CHECK(spliced.front() == 0xee);
+                CHECK(Bytes(spliced.begin() + 1, spliced.end()) == reencoded_with_verdict(env, vrd));
+                sov::frames::Envelope back;
+                REQUIRE_FALSE(sov::frames::parse_record(ByteView(spliced).subspan(1), back));
+                CHECK(back.vrd == std::optional<std::string_view>(vrd));
+            }
+        }
+    }
+}
+
+TEST_CASE("spliced verdicts on real frames equal the re-encoded ones", "[verify][frames][corpus]") {
+    REQUIRE_CORPUS(dir);
+    const Corpus& c = *corpus_data(dir);
+    for (std::size_t i = 0; i < c.msgs.size(); ++i) {
+        for (std::optional<std::string_view> old : {std::optional<std::string_view>(), std::optional<std::string_view>("ok")}) {
+            Bytes rec;
+            sov::frames::append_record(rec, "bsky.network", old, std::int64_t(i) * 1000, view(c.msgs[i]));
+            sov::frames::Envelope env;
+            REQUIRE_FALSE(sov::frames::parse_record(view(rec), env));
+            for (std::string_view vrd : {"ok", "no-key", "bad-sig"}) {
+                Bytes spliced;
+                sov::frames::append_record_with_verdict(spliced, env, vrd);
+                CHECK(spliced == reencoded_with_verdict(env, vrd));
+            }
+        }
+    }
+}
+
+// ---- which key: (DID, recv) → key (DESIGN.md §3 "Which key") ----------------------------------
+
+namespace {
+
+// A DID whose key was rotated at `rotated_us`: `before` until then, `after` from then on (and
+// for recv = 0, "now"). Records the times it was asked about.
+class RotatedKeys final : public verify::KeySource {
+public:
+    RotatedKeys(sov::crypto::PublicKey before, sov::crypto::PublicKey after, std::int64_t rotated_us)
+        : before_(before), after_(after), rotated_(rotated_us) {}
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view, std::int64_t recv_us) const override {
+        asked.push_back(recv_us);
+        return recv_us > 0 && recv_us < rotated_ ? before_ : after_;
+    }
+    mutable std::vector<std::int64_t> asked;
+
+private:
+    sov::crypto::PublicKey before_, after_;
+    std::int64_t rotated_;
+};
+
+}  // namespace
+
+TEST_CASE("the key is the one valid at recv, with 5 minutes of grace after a rotation", "[verify][corpus]") {
+    REQUIRE_CORPUS(dir);
+    const Corpus& c = *corpus_data(dir);
+    StoreKeys keys(c.keys);
+    const Bytes& w = c.msgs.at(commits_of(c).at(0));
+    Msg msg(w);
+    const std::optional<sov::crypto::PublicKey> real = keys.signing_key(msg.m.did, 0);
+    REQUIRE(real);
+    const auto other = *sov::crypto::public_key_of(sov::crypto::generate_from_seed(sov::crypto::Curve::k256, {}));
+    const std::int64_t t = 1'750'000'000'000'000;  // the rotation, µs
+    const std::int64_t minute = 60'000'000;
+    auto at = [&](const verify::KeySource& ks, std::int64_t recv) {
+        verify::Verifier v(ks);
+        return v.verify(view(w), recv).verdict;
+    };
+    SECTION("the key the DID had at recv is used") {
+        RotatedKeys signed_before(*real, other, t);  // the signer's key was replaced at t
+        CHECK(at(signed_before, t - minute) == Verdict::ok);
+        CHECK(signed_before.asked == std::vector<std::int64_t>{t - minute});
+        RotatedKeys signed_after(other, *real, t);  // the signer's key is the new one
+        CHECK(at(signed_after, t + minute) == Verdict::ok);
+        CHECK(at(signed_after, 0) == Verdict::ok);  // 0 = current
+        CHECK(at(signed_after, t - 10 * minute) == Verdict::bad_sig);
+    }
+    SECTION("a key replaced less than 5 minutes before recv still verifies") {
+        RotatedKeys keys_rotated(*real, other, t);
+        CHECK(at(keys_rotated, t + 4 * minute) == Verdict::ok);
+        CHECK(keys_rotated.asked == std::vector<std::int64_t>{t + 4 * minute, t + 4 * minute - verify::kRotationGraceUs});
+        CHECK(at(keys_rotated, t + 6 * minute) == Verdict::bad_sig);
+        CHECK(at(keys_rotated, 0) == Verdict::bad_sig);  // no time: the current key only
+    }
+    SECTION("StoreKeys has no history: the current key at any time") {
+        verify::StoreKeys store_keys(c.keys);
+        CHECK(at(store_keys, 0) == Verdict::ok);
+        CHECK(at(store_keys, t) == Verdict::ok);
+        CHECK(at(store_keys, 1) == Verdict::ok);
+        CHECK(store_keys.signing_key(msg.m.did, t) == real);
+        CHECK_FALSE(store_keys.signing_key("did:plc:unknownunknownunknown", t));
+    }
 }

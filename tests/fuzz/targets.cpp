@@ -35,7 +35,7 @@ public:
         auto k = sov::crypto::parse_did_key("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme");
         if (k) key_ = *k;
     }
-    const sov::crypto::PublicKey* signing_key(std::string_view) const override { return &key_; }
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view, std::int64_t) const override { return key_; }
 
 private:
     sov::crypto::PublicKey key_;
