@@ -1532,3 +1532,104 @@ TEST_CASE("index, data, dictionary, journal and tomb files follow docs/format-cv
     CHECK(ar->deleted(77));
     CHECK_FALSE(ar->deleted(76));
 }
+
+// ---- point reads are lazy; selection and proof binding (issue 7) -----------------------------
+
+TEST_CASE("point reads check only the index they need", "[cvl][lazy]") {
+    Corrupted c;
+    std::string err;
+    const auto& t = traffic();
+    // Segment 1's index is damaged (checksum). A fresh archive serves ordinals of segments
+    // 0, 2 and 3 by point reads without ever reporting it, and names it for its own ordinals.
+    flip(idx_file(c.dir, 1), 200);
+    {
+        auto ar = open_archive(c.dir);
+        std::vector<std::uint8_t> env;
+        for (std::uint64_t o : {0, 300, 399}) {
+            REQUIRE(ar->read(o, env, err) == Errc::ok);
+            CHECK(env == t.env[o]);
+        }
+        CHECK(ar->end_ordinal() == 400);
+        CHECK(ar->read(200, env, err) == Errc::cvl_checksum);
+        CHECK(err.rfind(idx_file(c.dir, 1) + ":", 0) == 0);
+        CHECK(ar->read(400, env, err) == Errc::cvl_no_ordinal);
+        sov::cvl::Proof p;
+        CHECK(ar->proof(200, p, err) == Errc::cvl_checksum);
+        REQUIRE(ar->proof(300, p, err) == Errc::ok);
+        CHECK(p.root == c.roots[2]);
+    }
+    // A header that lies about its first ordinal: the checked index disagrees, and the reader
+    // falls back to checking every index (the damaged one is then reported as such).
+    {
+        auto b = slurp(idx_file(c.dir, 2));
+        b[24] ^= 1;  // first ordinal 256 → 257, checksum not recomputed
+        spit(idx_file(c.dir, 2), b);
+        auto ar = open_archive(c.dir);
+        std::vector<std::uint8_t> env;
+        REQUIRE(ar->read(300, env, err) == Errc::cvl_checksum);
+        REQUIRE(ar->read(390, env, err) == Errc::ok);
+        CHECK(env == t.env[390]);
+    }
+}
+
+TEST_CASE("select: ordinals, ranges, DIDs and tombstones as cvl-cat applies them", "[cvl][query]") {
+    TempDir d;
+    const std::string dir = d.str() + "/arch";
+    build(dir, 400);
+    const auto& t = traffic();
+    auto ar = open_archive(dir);
+    auto run = [&](const sov::cvl::Selection& sel) {
+        std::vector<std::uint64_t> got;
+        sov::cvl::SelectStats st;
+        Errc e = sov::cvl::select(*ar, sel, [&](std::uint64_t o, ByteView env) {
+            CHECK(std::vector<std::uint8_t>(env.begin(), env.end()) == t.env[o]);
+            got.push_back(o);
+            return true;
+        }, nullptr, st);
+        CHECK(e == Errc::ok);
+        CHECK(st.emitted == got.size());
+        return got;
+    };
+    sov::cvl::Selection all;
+    CHECK(run(all).size() == 400);
+    sov::cvl::Selection range;
+    range.from = 100;
+    range.to = 130;
+    CHECK(run(range) == [] { std::vector<std::uint64_t> v; for (std::uint64_t o = 100; o < 130; ++o) v.push_back(o); return v; }());
+    sov::cvl::Selection ords;
+    ords.ordinals = {3, 200, 399, 5000};
+    CHECK(run(ords) == std::vector<std::uint64_t>{3, 200, 399});
+    {
+        std::string err;
+        auto bits = sov::bitset::Set::open(dir + "/tomb", true, &err);
+        REQUIRE(bits);
+        REQUIRE(bits->set(200));
+    }
+    CHECK(run(ords) == std::vector<std::uint64_t>{3, 399});
+    ords.include_deleted = true;
+    CHECK(run(ords) == std::vector<std::uint64_t>{3, 200, 399});
+}
+
+TEST_CASE("check_proof binds ordinal, index, size and leaf to the archive (D14)", "[cvl][proof]") {
+    Corrupted c;
+    auto ar = open_archive(c.dir);
+    std::string err;
+    Proof p;
+    REQUIRE(ar->proof(300, p, err) == Errc::ok);
+    CHECK(ar->check_proof(p, err) == Errc::ok);
+    Proof relabelled = p;
+    relabelled.ordinal = 301;  // same path, another ordinal
+    CHECK(ar->check_proof(relabelled, err) == Errc::proof_unbound);
+    Proof root_as_leaf;  // the segment root as a one-leaf "tree"
+    root_as_leaf.ordinal = 300;
+    root_as_leaf.segment = 2;
+    root_as_leaf.index = 0;
+    root_as_leaf.size = 1;
+    root_as_leaf.leaf = p.root;
+    root_as_leaf.root = p.root;
+    REQUIRE(root_as_leaf.verify());
+    CHECK(ar->check_proof(root_as_leaf, err) == Errc::proof_unbound);
+    Proof other = p;
+    other.root[0] ^= 1;
+    CHECK(ar->check_proof(other, err) == Errc::proof_invalid);
+}
