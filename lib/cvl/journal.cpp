@@ -4,8 +4,11 @@
 #include "internal/cvl/common.h"
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/varint.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <sys/uio.h>
 #include <fcntl.h>
 #include <filesystem>
 #include <unistd.h>
@@ -26,6 +29,24 @@ Errc Journal::open(const std::string& dir, std::uint64_t first, std::string& err
 }
 
 Errc Journal::append(std::span<const ByteView> envelopes, std::string& err) {
+    // Large envelopes are written from where they are (writev of length prefix + envelope),
+    // small ones are gathered: the journal never copies the bulk of the stream.
+    constexpr std::size_t kGather = 512;
+    if (envelopes.size() == 1 && envelopes[0].size() >= kGather) {
+        std::uint8_t head[10];
+        const std::size_t hl = varint::encode(envelopes[0].size(), head);
+        iovec iov[2] = {{head, hl}, {const_cast<std::uint8_t*>(envelopes[0].data()), envelopes[0].size()}};
+        const std::size_t total = hl + envelopes[0].size();
+        ssize_t w;
+        do w = ::writev(fd_, iov, 2);
+        while (w < 0 && errno == EINTR);
+        if (w < 0) return sys_error(path_, err);
+        if (std::size_t(w) == total) return Errc::ok;
+        // A short write: the rest through the copying path.
+        buf_.clear();
+        frames::append_envelope(buf_, envelopes[0]);
+        return file::write_all(fd_, ByteView(buf_).subspan(std::size_t(w)), path_, err);
+    }
     buf_.clear();
     for (ByteView env : envelopes) frames::append_envelope(buf_, env);
     return file::write_all(fd_, buf_, path_, err);

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <functional>
+#include <vector>
 
 namespace sov::cvl {
 
@@ -38,10 +39,20 @@ std::uint64_t fxhash64(ByteView b) noexcept {
 
 Hash leaf_hash(ByteView envelope) {
     blake3::Hasher h;
-    const std::uint8_t zero = 0;
-    h.update({&zero, 1});
-    h.update(envelope);
     Hash out;
+    if (envelope.size() < blake3::chunk_len) {
+        const std::uint8_t zero = 0;
+        h.update({&zero, 1});
+        h.update(envelope);
+    } else {
+        // One contiguous 0x00 ‖ envelope: BLAKE3 then hashes whole chunks several at a time
+        // (its SIMD lanes); after a 1-byte update it would go one block at a time.
+        thread_local std::vector<std::uint8_t> buf;
+        buf.resize(envelope.size() + 1);
+        buf[0] = 0;
+        std::memcpy(buf.data() + 1, envelope.data(), envelope.size());
+        h.update(buf);
+    }
     h.finalize(out.data(), out.size());
     return out;
 }

@@ -71,7 +71,9 @@ Errc write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
         unsigned shard;
         std::vector<std::uint32_t> msgs;  // its groups' messages, group after group
         std::uint64_t bytes = 0;
-        std::vector<std::uint8_t> comp;
+        unsigned worker = 0;          // whose arena holds the compressed frame
+        std::size_t at = 0, len = 0;  // where in it
+        ByteView comp;                // set once every worker is done
         std::uint64_t off = 0;
     };
     std::vector<Cluster> clusters;
@@ -80,11 +82,11 @@ Errc write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
     for (auto& g : groups) {
         std::size_t target;
         if (g.bytes >= sb.cluster_bytes / 4) {
-            clusters.push_back(Cluster{g.shard, {}, 0, {}, 0});
+            clusters.push_back(Cluster{g.shard, {}, 0, 0, 0, 0, {}, 0});
             target = clusters.size() - 1;
         } else {
             if (shared == SIZE_MAX || clusters[shared].bytes + g.bytes > sb.cluster_bytes) {
-                clusters.push_back(Cluster{next_shard++ % sb.shards, {}, 0, {}, 0});
+                clusters.push_back(Cluster{next_shard++ % sb.shards, {}, 0, 0, 0, 0, {}, 0});
                 shared = clusters.size() - 1;
             }
             target = shared;
@@ -101,10 +103,19 @@ Errc write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
     std::atomic<bool> failed{false};
     std::string zerr;
     std::mutex mu;
+    // Compressed frames go straight into one arena per worker, kept by the writer from seal
+    // to seal: after the first seals no page is faulted in or zero-filled again.
+    std::vector<std::vector<std::uint8_t>> local_arenas;
+    std::vector<std::vector<std::uint8_t>>& arenas = sb.arenas ? *sb.arenas : local_arenas;
+    const unsigned workers = std::max(1u, sb.threads);
+    if (arenas.size() < workers) arenas.resize(workers);
+    std::atomic<unsigned> next_worker{0};
     auto work = [&] {
-        // Per-worker buffers, reused for every cluster: fresh multi-hundred-KiB vectors per
-        // cluster cost more in page faults than the copying they hold.
-        std::vector<std::uint8_t> raw, out;
+        const unsigned me = next_worker.fetch_add(1);
+        std::vector<std::uint8_t>& arena = arenas[me];
+        std::size_t used = 0;
+        // Per-worker buffer for a cluster's raw bytes, reused for every cluster.
+        std::vector<std::uint8_t> raw;
         std::unique_ptr<ZSTD_CCtx, ZstdDeleter> cctx(ZSTD_createCCtx());
         ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
         if (sb.cdict) ZSTD_CCtx_refCDict(cctx.get(), sb.cdict);
@@ -118,15 +129,19 @@ Errc write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
                 raw.insert(raw.end(), sb.envelopes[m].begin(), sb.envelopes[m].end());
                 leaves[m] = leaf_hash(sb.envelopes[m]);  // hashed here, on the worker threads
             }
-            out.resize(ZSTD_compressBound(raw.size()));
-            std::size_t r = ZSTD_compress2(cctx.get(), out.data(), out.size(), raw.data(), raw.size());
+            const std::size_t bound = ZSTD_compressBound(raw.size());
+            if (arena.size() < used + bound) arena.resize(std::max(used + bound, arena.size() * 2));
+            std::size_t r = ZSTD_compress2(cctx.get(), arena.data() + used, bound, raw.data(), raw.size());
             if (ZSTD_isError(r)) {
                 std::lock_guard lk(mu);
                 zerr = std::string("zstd: ") + ZSTD_getErrorName(r);
                 failed = true;
                 return;
             }
-            c.comp.assign(out.begin(), out.begin() + std::ptrdiff_t(r));
+            c.worker = me;
+            c.at = used;
+            c.len = r;
+            used += r;
         }
     };
     {
@@ -139,6 +154,7 @@ Errc write_segment(const std::string& dir, SegmentBuild& sb, Hash& root_out, std
         err = zerr;
         return Errc::io_error;
     }
+    for (auto& c : clusters) c.comp = {arenas[c.worker].data() + c.at, c.len};
     // Layout: shards in order, clusters in first-ordinal order within each shard.
     std::vector<std::uint64_t> shard_size(sb.shards, 0);
     for (auto& c : clusters) {

@@ -57,6 +57,7 @@ struct Writer::Impl {
     };
     std::unique_ptr<Job> job;
     std::vector<std::uint8_t> spare;  // a sealed segment's buffer, kept for the next one
+    std::vector<std::vector<std::uint8_t>> arenas;  // the segment writer's, kept between seals
 
     ~Impl() {
         if (job && job->thread.joinable()) job->thread.join();  // its segment is sealed; the journal still holds it
@@ -151,6 +152,7 @@ struct Writer::Impl {
         sb.cdict = cdict.get();
         sb.cluster_bytes = params.cluster_bytes;
         sb.threads = threads;
+        sb.arenas = &arenas;  // one seal in flight at a time
         sb.prev_root = last_root;
         for (auto [off, len] : pending) sb.envelopes.emplace_back(j->bytes.data() + off, len);
         sb.metas = std::move(metas);
@@ -159,6 +161,7 @@ struct Writer::Impl {
         pending.clear();
         pending_bytes = std::move(spare);
         pending_bytes.clear();
+        pending_bytes.reserve(j->bytes.capacity());  // no regrowth (copies, faults) while it fills
         spare = {};
         metas = {};
         Job* raw = j.get();
@@ -215,6 +218,8 @@ std::unique_ptr<Writer> Writer::open(const std::string& dir, const Params& param
     if (Errc e = cfg.load(dir, err); e != Errc::ok) return fail(e);
     im->params = cfg.params;
     im->params.level = params.level;  // the level may change between runs
+    // The pending segment's buffer, sized once (pages are touched only as it fills).
+    im->pending_bytes.reserve(std::size_t(std::min<std::uint64_t>(im->params.segment_bytes, 1ull << 30)) + (16u << 20));
     Errc le;
     im->lock_fd = take_lock(dir, le, err);
     if (im->lock_fd < 0) return fail(le);

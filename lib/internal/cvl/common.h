@@ -74,6 +74,8 @@ struct SegmentBuild {
     const ZSTD_CDict* cdict = nullptr;
     std::uint32_t cluster_bytes = 256u << 10;
     unsigned threads = 1;
+    /// Compressed-frame arenas, one per thread, reused from seal to seal (nullptr: local).
+    std::vector<std::vector<std::uint8_t>>* arenas = nullptr;
 };
 
 /// Groups, compresses and writes a segment: data files then the index, each under a
