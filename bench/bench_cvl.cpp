@@ -10,6 +10,8 @@
 // Usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]
 //        bench_cvl --synthetic N [--tmp DIR] [--random N]   (an archive of N small synthetic
 //          envelopes, built once under DIR and kept: point reads and random access at scale)
+//        bench_cvl --archive DIR [--random N]   (reads of an existing archive: point read,
+//          random access, sequential)
 // Prints a markdown table and a machine-readable line "CVL key=value…" on stderr.
 #include "sovereign/cvl.h"
 #include "sovereign/frame_stream.h"
@@ -117,6 +119,43 @@ static int synthetic(std::uint64_t n, const std::string& tmp, std::size_t random
     return 0;
 }
 
+static double cpu_now() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+static int existing(const std::string& dir, std::size_t randoms) {
+    std::string err;
+    auto probe = sov::cvl::Archive::open(dir, err);
+    if (!probe) {
+        std::fprintf(stderr, "bench_cvl: %s\n", err.c_str());
+        return 2;
+    }
+    const std::uint64_t end = probe->end_ordinal();
+    probe.reset();
+    double point = point_read_ms(dir, end, 20);
+    auto ar = sov::cvl::Archive::open(dir, err);
+    double rnd = random_us(*ar, end, randoms);
+    double c0 = cpu_now();
+    random_us(*ar, end, randoms);
+    double rnd_cpu = (cpu_now() - c0) * 1e6 / double(randoms);
+    auto ts = Clock::now();
+    double s0 = cpu_now();
+    std::uint64_t bytes = 0;
+    for (std::size_t s = 0; s < ar->segments().size(); ++s)
+        ar->scan_segment(s, [&](std::uint64_t, sov::ByteView e) {
+            bytes += e.size();
+            return true;
+        }, err);
+    double seq = double(bytes) / 1e6 / secs_since(ts), seq_cpu = double(bytes) / 1e6 / (cpu_now() - s0);
+    std::printf("| archive %s, %llu messages | point read %.2f ms | random %.1f µs/ordinal (%.1f µs CPU warm) | sequential %.0f MB/s (%.0f MB per CPU-second) |\n",
+                dir.c_str(), (unsigned long long)end, point, rnd, rnd_cpu, seq, seq_cpu);
+    std::fprintf(stderr, "CVL archive=%llu point_ms=%.3f random_us=%.2f random_cpu_us=%.2f seq_mb_s=%.0f seq_mb_cpu_s=%.0f\n",
+                 (unsigned long long)end, point, rnd, rnd_cpu, seq, seq_cpu);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     if (argc < 2) {
         std::fprintf(stderr, "usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]\n");
@@ -135,6 +174,7 @@ int main(int argc, char** argv) {
         if (std::string(argv[i]) == "--random") randoms = std::stoul(argv[i + 1]);
     }
     if (synth) return synthetic(synth, tmp, randoms);
+    if (input == "--archive" && argc > 2) return existing(argv[2], randoms);
     // Load all envelopes.
     std::vector<std::uint8_t> all;
     std::vector<std::pair<std::size_t, std::size_t>> envs;

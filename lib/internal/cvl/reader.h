@@ -5,6 +5,7 @@
 #include "internal/cvl/common.h"
 #include "sovereign/bitset.h"
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,8 +20,12 @@ struct Buf {
     std::size_t cap = 0;
     std::uint8_t* get(std::size_t n) {
         if (n > cap) {
-            p.reset(new std::uint8_t[n]);  // default-initialised: not zeroed
-            cap = n;
+            // Grow with headroom: every new allocation is fresh pages, faulted in one by one
+            // as they are first written, so reallocating for each slightly larger segment
+            // would fault in the whole arena again.
+            const std::size_t want = std::max(n, cap + cap / 2);
+            p.reset(new std::uint8_t[want]);  // default-initialised: not zeroed
+            cap = want;
         }
         return p.get();
     }
