@@ -1,4 +1,4 @@
-// The CVL archive (lib/cvl.cpp; every byte in docs/format-cvl.md): FxHash64 against values
+// The CVL archive (lib/cvl/; every byte in docs/format-cvl.md): FxHash64 against values
 // computed by hand from §8, Merkle roots and audit paths against an independent RFC 6962
 // implementation written here over sov::blake3, proof JSON, a Writer → Archive round trip,
 // journal recovery (a writer destroyed without seal(), a crash between the index rename and
@@ -819,7 +819,7 @@ TEST_CASE("journal recovery through the API", "[cvl][journal]") {
     }
 }
 
-// KNOWN BUG (lib/cvl.cpp Writer::append, line ~1084, and Impl::finish_seal, ~917-940): append()
+// KNOWN BUG (lib/cvl/writer.cpp Writer::append and Impl::finish_seal): append()
 // writes the batch to the current journal, THEN collects a finished background seal; the
 // rotation writes only `pending` (which does not hold the batch yet) into the new journal and
 // deletes the old one. The batch is then in no journal: a crash before the next seal loses
@@ -919,7 +919,7 @@ TEST_CASE("a tombstone set by another process is seen by an open Archive without
     }
 }
 
-// KNOWN GAP (lib/cvl.cpp Archive::open, the bitset::Set it opens read-only with the default
+// KNOWN GAP (lib/cvl/reader.cpp Archive::open, the bitset::Set it opens read-only with the default
 // recheck of 100 ms): the very first tombstone of an archive creates tomb-00000000.bits; a
 // reader that already looked (and cached "no file") sees it only ~100 ms later, while
 // DESIGN.md §4 says a set bit hides the message from every reader at once.
@@ -1204,7 +1204,7 @@ TEST_CASE("corrupt segments are reported with file and offset and skipped", "[cv
     }
 }
 
-// KNOWN BUG (lib/cvl.cpp Archive::open, lines ~1248-1261, and Archive::check_segment, line
+// KNOWN BUG (lib/cvl/reader.cpp Impl::load_all and Archive::check_segment, line
 // ~1420): when a middle segment is skipped, the NEXT, intact segment is reported as well: at
 // open "does not continue the previous one" (the expected first ordinal was not advanced past
 // the skipped segment), and check_segment compares its previous root with idx[seg - 1], the
