@@ -93,19 +93,25 @@ NameKind classify(std::string_view n, std::uint64_t& index) noexcept {
     return NameKind::tomb;
 }
 
-/// A tombstone file must be a regular file of exactly kFileBytes.
+/// A tombstone file must be a regular file whose size is a multiple of kSizeUnit, at most
+/// kFileBytes.
+Errc check_size(std::uint64_t size, const std::string& path, std::string& msg) {
+    if (size % kSizeUnit == 0 && size <= kFileBytes) return Errc::ok;
+    msg = path + ": size " + std::to_string(size) + " bytes, expected a multiple of " + std::to_string(kSizeUnit) +
+          " up to " + std::to_string(kFileBytes) +
+          (size < kFileBytes ? " (truncated tombstone file)" : " (not a tombstone file)");
+    return Errc::tomb_bad_size;
+}
+
 Errc check_stat(const struct stat& st, const std::string& path, std::string& msg) {
     if (!S_ISREG(st.st_mode)) {
         msg = path + ": not a regular file";
-        return Errc::bad_argument;
+        return Errc::tomb_not_file;
     }
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    if (size == kFileBytes) return Errc::ok;
-    msg = path + ": size " + std::to_string(size) + " bytes, expected " +
-          std::to_string(kFileBytes) +
-          (size < kFileBytes ? " (truncated tombstone file)" : " (not a tombstone file)");
-    return size < kFileBytes ? Errc::truncated : Errc::trailing_bytes;
+    return check_size(static_cast<std::uint64_t>(st.st_size), path, msg);
 }
+
+
 
 /// Set bits of `w` in bit positions [a, b), a < b.
 std::uint64_t popcount_bits(std::uint64_t* w, std::uint64_t a, std::uint64_t b) noexcept {
@@ -146,6 +152,7 @@ struct Set::Impl {
     bool writable = false;
     std::atomic<std::uint32_t> recheck_ms{kDefaultRecheckMs};
     std::uintptr_t* slots = nullptr;  // kMaxFiles entries, see the top of this file
+    std::uint64_t* sizes = nullptr;   // kMaxFiles entries: bytes of each mapped file known to exist (only grows)
     std::mutex mu;
     std::vector<Mapping> maps;  // guarded by mu
     std::string error;          // guarded by mu
@@ -157,10 +164,63 @@ struct Set::Impl {
         }
         if (dir_fd >= 0) ::close(dir_fd);
         std::free(slots);
+        std::free(sizes);
     }
 
     std::atomic_ref<std::uintptr_t> slot(std::uint64_t index) const noexcept {
         return std::atomic_ref<std::uintptr_t>(slots[index]);
+    }
+    std::atomic_ref<std::uint64_t> size(std::uint64_t index) const noexcept {
+        return std::atomic_ref<std::uint64_t>(sizes[index]);
+    }
+
+    /// Is byte `byte` of mapped range `index` inside its file? Looks at the file again
+    /// (fstat) when it is beyond the size seen so far: another process may have grown it.
+    /// Bytes beyond the end are never touched (that would raise SIGBUS).
+    bool covers(std::uint32_t index, std::uint64_t byte) noexcept {
+        if (byte < size(index).load(std::memory_order_acquire)) return true;
+        const int fd = fd_of_nothrow(index);
+        struct stat st {};
+        if (fd < 0 || ::fstat(fd, &st) != 0) return false;
+        std::uint64_t now = std::min<std::uint64_t>(static_cast<std::uint64_t>(st.st_size) / kSizeUnit * kSizeUnit, kFileBytes);
+        std::uint64_t seen = size(index).load(std::memory_order_acquire);
+        while (now > seen && !size(index).compare_exchange_weak(seen, now, std::memory_order_acq_rel)) {
+        }
+        return byte < std::max(now, seen);
+    }
+
+    /// Makes byte `byte` of range `index`'s file writable: allocates the kGrowBytes step that
+    /// holds it (posix_fallocate: extends the file if needed, never shrinks it, leaves the
+    /// steps before it sparse), so a store there cannot fault on a full disk.
+    Errc grow(std::uint32_t index, std::uint64_t byte) {
+        const int fd = fd_of_nothrow(index);
+        if (fd < 0) return Errc::io_error;
+        const std::uint64_t step = byte / kGrowBytes * kGrowBytes;
+        // fallocate(2) itself, not posix_fallocate: glibc's emulation for file systems
+        // without it writes zero bytes, which could undo a bit another process just set.
+        if (::fallocate(fd, 0, static_cast<off_t>(step), static_cast<off_t>(kGrowBytes)) != 0) {
+            const int e = errno;
+            struct stat st {};
+            if (e != EOPNOTSUPP || ::fstat(fd, &st) != 0) {
+                record(sys_text(path_of(file_name(index)), "grow (fallocate)", e));
+                return from_errno(e);
+            }
+            // No fallocate here: extend (sparse) with ftruncate, only ever upwards.
+            if (static_cast<std::uint64_t>(st.st_size) < step + kGrowBytes &&
+                ::ftruncate(fd, static_cast<off_t>(step + kGrowBytes)) != 0) {
+                record(sys_text(path_of(file_name(index)), "grow (ftruncate)", errno));
+                return from_errno(errno);
+            }
+        }
+        return covers(index, byte) ? Errc::ok : Errc::io_error;
+    }
+
+    int fd_of_nothrow(std::uint32_t index) noexcept {
+        try {
+            return fd_of(index);
+        } catch (...) {
+            return -1;
+        }
     }
     bool due(std::uintptr_t v) const noexcept {
         return v == 0 || now_ms() - (v >> 1) >= recheck_ms.load(std::memory_order_relaxed);
@@ -171,11 +231,11 @@ struct Set::Impl {
     Errc writable_for(std::uint64_t ord) {
         if (!writable) {
             record(dir + ": tombstone set opened read-only");
-            return Errc::bad_argument;
+            return Errc::tomb_read_only;
         }
         if (ord >= kOrdinalLimit) {
             record("ordinal " + std::to_string(ord) + " beyond the supported 2^48");
-            return Errc::too_large;
+            return Errc::tomb_range;
         }
         return Errc::ok;
     }
@@ -245,6 +305,7 @@ struct Set::Impl {
         }
         out = static_cast<std::uint64_t*>(p);
         maps.push_back({index, fd, out});
+        size(index).store(static_cast<std::uint64_t>(st.st_size), std::memory_order_release);
         return Errc::ok;
     }
 
@@ -265,8 +326,9 @@ struct Set::Impl {
             ::close(t);
             return Errc::io_error;
         };
-        if (::ftruncate(t, static_cast<off_t>(kFileBytes)) != 0)
-            return give_up(sys_text(path_of(tmp), "ftruncate", errno));
+        if (::fallocate(t, 0, 0, static_cast<off_t>(kGrowBytes)) != 0 &&
+            (errno != EOPNOTSUPP || ::ftruncate(t, static_cast<off_t>(kGrowBytes)) != 0))
+            return give_up(sys_text(path_of(tmp), "fallocate", errno));
         if (::fsync(t) != 0) return give_up(sys_text(path_of(tmp), "fsync", errno));
 
         int rc = ::linkat(dir_fd, tmp.c_str(), dir_fd, name.c_str(), 0);
@@ -322,13 +384,13 @@ struct Set::Impl {
             if (kind == NameKind::bad) {
                 msg = path + ": unexpected tombstone file name (want tomb-XXXXXXXX.bits, 8 "
                              "lowercase hex digits)";
-                result = Errc::bad_argument;
+                result = Errc::tomb_bad_name;
                 break;
             }
             if (index >= kMaxFiles) {
                 msg = path + ": range beyond the supported " + std::to_string(kMaxFiles) +
                       " files (ordinals < 2^48)";
-                result = Errc::bad_argument;
+                result = Errc::tomb_bad_name;
                 break;
             }
             struct stat st {};
@@ -415,7 +477,8 @@ Result<Set> Set::open(const std::string& dir, bool writable, std::string* err) {
     impl->dir_fd = dfd;
     impl->writable = writable;
     impl->slots = static_cast<std::uintptr_t*>(std::calloc(kMaxFiles, sizeof(std::uintptr_t)));
-    if (!impl->slots) return fail(Errc::io_error, dir + ": out of memory");
+    impl->sizes = static_cast<std::uint64_t*>(std::calloc(kMaxFiles, sizeof(std::uint64_t)));
+    if (!impl->slots || !impl->sizes) return fail(Errc::io_error, dir + ": out of memory");
     if (writable && ::faccessat(dfd, ".", W_OK | X_OK, AT_EACCESS) != 0)
         return fail(Errc::io_error, sys_text(dir, "not writable", errno));
     std::string msg;
@@ -429,6 +492,7 @@ bool Set::test(std::uint64_t ord) const noexcept {
     std::uint64_t* w = impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::peek, e);
     if (!w) return false;
     const auto r = static_cast<std::uint32_t>(ord);
+    if (!impl_->covers(static_cast<std::uint32_t>(ord >> 32), std::uint64_t{r >> 6} * 8)) return false;  // not grown that far: clear
     const std::uint64_t word = std::atomic_ref<std::uint64_t>(w[r >> 6]).load(std::memory_order_acquire);
     return (word >> (r & 63)) & 1u;
 }
@@ -439,6 +503,7 @@ Result<bool> Set::set(std::uint64_t ord) {
     std::uint64_t* w = impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::create, e);
     if (!w) return e;
     const auto r = static_cast<std::uint32_t>(ord);
+    if (Errc g = impl_->grow(static_cast<std::uint32_t>(ord >> 32), std::uint64_t{r >> 6} * 8); g != Errc::ok) return g;
     const std::uint64_t mask = std::uint64_t{1} << (r & 63);
     return (std::atomic_ref<std::uint64_t>(w[r >> 6]).fetch_or(mask, std::memory_order_release) & mask) != 0;
 }
@@ -446,7 +511,8 @@ Result<bool> Set::set(std::uint64_t ord) {
 Errc Set::ensure(std::uint64_t ord) {
     if (Errc g = impl_->writable_for(ord); g != Errc::ok) return g;
     Errc e = Errc::ok;
-    return impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::create, e) ? Errc::ok : e;
+    if (!impl_->lookup(static_cast<std::uint32_t>(ord >> 32), Mode::create, e)) return e;
+    return impl_->grow(static_cast<std::uint32_t>(ord >> 32), std::uint64_t{static_cast<std::uint32_t>(ord) >> 6} * 8);
 }
 
 Result<bool> Set::clear(std::uint64_t ord) {
@@ -458,6 +524,7 @@ Result<bool> Set::clear(std::uint64_t ord) {
         return false;  // no file: the bit was clear
     }
     const auto r = static_cast<std::uint32_t>(ord);
+    if (!impl_->covers(static_cast<std::uint32_t>(ord >> 32), std::uint64_t{r >> 6} * 8)) return false;  // never grown there: clear
     const std::uint64_t mask = std::uint64_t{1} << (r & 63);
     return (std::atomic_ref<std::uint64_t>(w[r >> 6]).fetch_and(~mask, std::memory_order_release) & mask) != 0;
 }
@@ -479,7 +546,10 @@ std::uint64_t Set::count(std::uint64_t from, std::uint64_t to) const {
         if (!w) continue;
         const std::uint64_t base = index << 32;
         const std::uint64_t lo = std::max(from, base) - base;
-        const std::uint64_t hi = std::min(to, base + kBitsPerFile) - base;
+        std::uint64_t hi = std::min(to, base + kBitsPerFile) - base;
+        impl_->covers(static_cast<std::uint32_t>(index), kFileBytes);  // refresh the known size
+        hi = std::min(hi, impl_->size(index).load(std::memory_order_acquire) * 8);
+        if (lo >= hi) continue;
         total += impl_->count_range(static_cast<std::uint32_t>(index), w, lo, hi);
     }
     return total;
@@ -509,7 +579,8 @@ Errc Set::sync() {
     std::lock_guard lk(impl_->mu);
     if (!impl_->writable) return Errc::ok;
     for (const Impl::Mapping& m : impl_->maps) {
-        if (::msync(m.words, kFileBytes, MS_SYNC) != 0) {
+        const std::uint64_t n = impl_->size(m.index).load(std::memory_order_acquire);
+        if (n != 0 && ::msync(m.words, n, MS_SYNC) != 0) {
             impl_->error = sys_text(impl_->path_of(file_name(m.index)), "msync", errno);
             return Errc::io_error;
         }

@@ -1,5 +1,7 @@
 #include "sovereign/errc.h"
 
+#include <cerrno>
+
 namespace sov {
 
 std::string_view to_string(Errc e) noexcept {
@@ -73,8 +75,78 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::mst_bad_key: return "invalid MST key";
     case Errc::mst_duplicate_op: return "two ops on one path";
     case Errc::mst_not_invertible: return "commit cannot be inverted";
+    case Errc::cvl_not_archive: return "not a CVL archive (no cvl.json)";
+    case Errc::cvl_bad_config: return "invalid archive description (cvl.json)";
+    case Errc::cvl_bad_version: return "unsupported archive format version";
+    case Errc::cvl_bad_magic: return "bad magic (not a CVL segment index)";
+    case Errc::cvl_truncated: return "archive file truncated";
+    case Errc::cvl_checksum: return "index checksum mismatch";
+    case Errc::cvl_bad_index: return "inconsistent segment index";
+    case Errc::cvl_chain: return "segment chain broken";
+    case Errc::cvl_root_mismatch: return "Merkle root mismatch";
+    case Errc::cvl_missing_dict: return "dictionary missing";
+    case Errc::cvl_bad_dict: return "dictionary invalid";
+    case Errc::cvl_missing_data: return "data file missing or short";
+    case Errc::cvl_bad_cluster: return "corrupt cluster";
+    case Errc::cvl_no_ordinal: return "ordinal not in the archive";
+    case Errc::cvl_purged: return "message purged by compaction";
+    case Errc::cvl_locked: return "archive locked by another writer";
+    case Errc::cvl_not_empty: return "directory not empty and not an archive";
+    case Errc::cvl_journal: return "damaged journal record";
+    case Errc::tomb_bad_name: return "unexpected tombstone file name";
+    case Errc::tomb_bad_size: return "tombstone file of a bad size";
+    case Errc::tomb_not_file: return "tombstone path is not a regular file";
+    case Errc::tomb_read_only: return "tombstone set opened read-only";
+    case Errc::tomb_range: return "ordinal beyond 2^48";
+    case Errc::state_bad_magic: return "not a state file";
+    case Errc::state_bad_version: return "unsupported state file version";
+    case Errc::state_truncated: return "state file truncated";
+    case Errc::state_checksum: return "state file checksum mismatch";
+    case Errc::state_corrupt: return "state file inconsistent";
+    case Errc::proof_malformed: return "not an inclusion proof";
+    case Errc::proof_invalid: return "proof path does not lead to its root";
+    case Errc::proof_root_mismatch: return "proof root is not the trusted root";
+    case Errc::proof_unbound: return "proof does not match the archive";
+    case Errc::io_not_found: return "no such file or directory";
+    case Errc::io_permission: return "permission denied";
+    case Errc::io_no_space: return "no space left on device";
+    case Errc::io_not_directory: return "wrong kind of file (directory expected or found)";
+    case Errc::io_exists: return "file exists";
+    case Errc::io_interrupted: return "interrupted";
     }
     return "unknown error";
+}
+
+Errc from_errno(int err) noexcept {
+    switch (err) {
+    case 0: return Errc::ok;
+    case ENOENT: return Errc::io_not_found;
+    case EACCES:
+    case EPERM:
+    case EROFS: return Errc::io_permission;
+    case ENOSPC:
+    case EDQUOT: return Errc::io_no_space;
+    case ENOTDIR:
+    case EISDIR: return Errc::io_not_directory;
+    case EEXIST: return Errc::io_exists;
+    case EINTR: return Errc::io_interrupted;
+    default: return Errc::io_error;
+    }
+}
+
+int exit_status(Errc e) noexcept {
+    constexpr int kOk = 0, kRejected = 1, kSystem = 2;
+    const auto v = static_cast<unsigned>(e);
+    if (e == Errc::ok) return kOk;
+    if (e == Errc::io_error || e == Errc::bad_argument || (v >= 1400 && v < 1500)) return kSystem;
+    switch (e) {
+    case Errc::cvl_locked:
+    case Errc::cvl_not_archive:
+    case Errc::cvl_not_empty:
+    case Errc::tomb_read_only:
+    case Errc::tomb_range: return kSystem;
+    default: return kRejected;
+    }
 }
 
 }  // namespace sov

@@ -155,8 +155,7 @@ Errc append_record(std::string_view line, std::vector<std::uint8_t>& out, std::s
         where = "/";
         return l.errc;
     }
-    varint::append(env.size(), out);
-    out.insert(out.end(), env.begin(), env.end());
+    frames::append_envelope(out, env);
     return Errc::ok;
 }
 

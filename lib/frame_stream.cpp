@@ -161,10 +161,16 @@ void append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& 
     out.insert(out.end(), cut_to, end);
 }
 
-void append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env) {
-    append_len(out, env.raw.size());
-    out.insert(out.end(), env.raw.begin(), env.raw.end());
+void append_envelope(std::vector<std::uint8_t>& out, ByteView envelope) {
+    std::uint8_t v[kMaxVarint + 1];
+    const std::size_t vl = varint::encode(envelope.size(), v);
+    const std::size_t base = out.size();
+    out.resize(base + vl + envelope.size());
+    std::memcpy(out.data() + base, v, vl);
+    if (!envelope.empty()) std::memcpy(out.data() + base + vl, envelope.data(), envelope.size());
 }
+
+void append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env) { append_envelope(out, env.raw); }
 
 Reader::Reader(io::Input in) : in_(std::move(in)) {
     buf_.resize(1u << 20);

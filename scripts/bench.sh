@@ -58,6 +58,10 @@ if [ ! -s "$data/sim1m.frames" ]; then
 fi
 cvl_cap=$("$build/bench/bench_cvl" "$tmp/cap.frames" --tmp "$tmp" --random 5000 2>/dev/null | sed "s|$tmp/||")
 cvl_sim=$("$build/bench/bench_cvl" "$data/sim1m.frames" --tmp "$tmp" --random 20000 2>/dev/null)
+# Point reads and random access at 1 M and 10 M messages (small synthetic envelopes; the
+# archives are kept in $data and reused by later runs).
+cvl_syn1m=$("$build/bench/bench_cvl" --synthetic 1000000 --tmp "$data" --random 20000 2>/dev/null)
+cvl_syn10m=$("$build/bench/bench_cvl" --synthetic 10000000 --tmp "$data" --random 20000 2>/dev/null)
 # zstd -19 --long over the raw stream: all of the capture; the first 100,000 messages of the
 # sim traffic (-19 runs at a few MB/s), beside CVL on exactly the same 100,000 messages.
 z19_cap=$(zstd -19 --long -q -c "$tmp/cap.frames" | wc -c)
@@ -104,6 +108,8 @@ for name, raw, z, c in (('capture (150 frames)', $capsz, $z19_cap, $capcvl), ('m
   echo "|---|---|---|---|"
   echo "$cvl_cap"
   echo "$cvl_sim"
+  echo "$cvl_syn1m"
+  echo "$cvl_syn10m"
   echo "$z19"
   echo
   echo "## How to read this"

@@ -170,8 +170,8 @@ TEST_CASE("bitset: set, clear and test across word and file boundaries", "[bitse
     }
     SECTION("ordinals at and beyond 2^48 are refused") {
         auto r = s.set(kOrdinalLimit);
-        CHECK(r.error() == Errc::too_large);
-        CHECK(s.clear(kOrdinalLimit).error() == Errc::too_large);
+        CHECK(r.error() == Errc::tomb_range);
+        CHECK(s.clear(kOrdinalLimit).error() == Errc::tomb_range);
         CHECK(s.last_error().find("2^48") != std::string::npos);
         CHECK_FALSE(s.test(kOrdinalLimit));
         CHECK_FALSE(s.test(~std::uint64_t{0}));
@@ -254,8 +254,8 @@ TEST_CASE("bitset: bits persist across reopen and read-only opens see them", "[b
     REQUIRE(prev(w, w.clear(k32 + 12345)) == 1);
     CHECK_FALSE(r.test(k32 + 12345));
 
-    CHECK(r.set(1).error() == Errc::bad_argument);
-    CHECK(r.clear(0).error() == Errc::bad_argument);
+    CHECK(r.set(1).error() == Errc::tomb_read_only);
+    CHECK(r.clear(0).error() == Errc::tomb_read_only);
     CHECK(r.last_error().find("read-only") != std::string::npos);
     CHECK(r.test(0));
     CHECK(r.sync() == Errc::ok);
@@ -324,32 +324,28 @@ TEST_CASE("bitset: bad files are rejected with their names", "[bitset]") {
             CHECK(err.find(why) != std::string::npos);
         }
     };
-    SECTION("short file") {
-        make_file(d.path / "tomb-00000002.bits", 4096);
-        expect_rejected(Errc::truncated, "tomb-00000002.bits", "truncated");
-    }
-    SECTION("empty file") {
-        make_file(d.path / "tomb-00000000.bits", 0);
-        expect_rejected(Errc::truncated, "tomb-00000000.bits", "size 0 bytes");
+    SECTION("size not a multiple of 4 KiB") {
+        make_file(d.path / "tomb-00000002.bits", 4100);
+        expect_rejected(Errc::tomb_bad_size, "tomb-00000002.bits", "truncated");
     }
     SECTION("long file") {
-        make_file(d.path / "tomb-00000001.bits", kFileBytes + 1);
-        expect_rejected(Errc::trailing_bytes, "tomb-00000001.bits", "expected 536870912");
+        make_file(d.path / "tomb-00000001.bits", kFileBytes + 4096);
+        expect_rejected(Errc::tomb_bad_size, "tomb-00000001.bits", "up to 536870912");
     }
     SECTION("not a regular file") {
         fs::create_directory(d.path / "tomb-00000003.bits");
-        expect_rejected(Errc::bad_argument, "tomb-00000003.bits", "not a regular file");
+        expect_rejected(Errc::tomb_not_file, "tomb-00000003.bits", "not a regular file");
     }
     SECTION("non-canonical names") {
         make_file(d.path / "tomb-0000000A.bits", kFileBytes);
-        expect_rejected(Errc::bad_argument, "tomb-0000000A.bits", "unexpected");
+        expect_rejected(Errc::tomb_bad_name, "tomb-0000000A.bits", "unexpected");
         fs::remove(d.path / "tomb-0000000A.bits");
         make_file(d.path / "tomb-1.bits", kFileBytes);
-        expect_rejected(Errc::bad_argument, "tomb-1.bits", "unexpected");
+        expect_rejected(Errc::tomb_bad_name, "tomb-1.bits", "unexpected");
     }
     SECTION("range beyond 2^48") {
         make_file(d.path / "tomb-00010000.bits", kFileBytes);
-        expect_rejected(Errc::bad_argument, "tomb-00010000.bits", "beyond");
+        expect_rejected(Errc::tomb_bad_name, "tomb-00010000.bits", "beyond");
     }
     SECTION("a file that goes bad before it is first mapped") {
         make_file(d.path / "tomb-00000001.bits", kFileBytes);
@@ -357,12 +353,12 @@ TEST_CASE("bitset: bad files are rejected with their names", "[bitset]") {
         Set r = open_set(d, false);
         make_file(d.path / "tomb-00000001.bits", 100);  // truncated behind our back
         auto res = w.set(k32 + 1);
-        CHECK(res.error() == Errc::truncated);
+        CHECK(res.error() == Errc::tomb_bad_size);
         CHECK(w.last_error().find("tomb-00000001.bits") != std::string::npos);
         CHECK_FALSE(r.test(k32 + 1));  // reads as clear; the reason is recorded
         CHECK(r.last_error().find("tomb-00000001.bits") != std::string::npos);
         CHECK(r.count(0, kOrdinalLimit) == 0);
-        CHECK(r.refresh() == Errc::truncated);
+        CHECK(r.refresh() == Errc::tomb_bad_size);
         CHECK(r.last_error().find("truncated") != std::string::npos);
         CHECK(prev(w, w.set(5)) == 0);  // other ranges still work
     }
@@ -570,3 +566,31 @@ TEST_CASE("bitset: two writer processes race while this process reads", "[bitset
     WARN("SOVEREIGN_BITSET_RACE_BIN not defined: cross-process test not built");
 }
 #endif
+
+TEST_CASE("bitset: files grow with the ordinals in use; readers see grown files at once", "[bitset]") {
+    TempDir d;
+    REQUIRE(!d.path.empty());
+    Set w = open_set(d, true);
+    Set r = open_set(d, false);
+    r.set_recheck_ms(UINT32_MAX);
+    const fs::path f = d.path / "tomb-00000000.bits";
+    REQUIRE(prev(w, w.set(5)) == 0);
+    CHECK(fs::file_size(f) == sov::bitset::kGrowBytes);  // 64 KiB, not 512 MiB
+    CHECK(r.test(5));
+    CHECK_FALSE(r.test(1u << 22));  // beyond the file: clear, nothing touched
+    // Growing: a bit far beyond the end, set after the reader mapped the file.
+    const std::uint64_t far = std::uint64_t{1} << 22;  // byte 2^19: the 9th 64 KiB step
+    REQUIRE(prev(w, w.set(far)) == 0);
+    CHECK(fs::file_size(f) == (far / 8 / sov::bitset::kGrowBytes + 1) * sov::bitset::kGrowBytes);
+    CHECK(r.test(far));
+    CHECK(r.count(0, k32) == 2);
+    CHECK(disk_bytes(f) <= 4 * sov::bitset::kGrowBytes);  // the steps in between stay holes
+    // ensure() grows without setting anything.
+    REQUIRE(w.ensure(k32 - 1) == Errc::ok);
+    CHECK(fs::file_size(f) == kFileBytes);
+    CHECK(r.count(0, k32) == 2);
+    // A 0-byte file (no bit) is valid and reads clear.
+    make_file(d.path / "tomb-00000003.bits", 0);
+    Set r2 = open_set(d, false);
+    CHECK_FALSE(r2.test(3 * k32 + 1));
+}

@@ -1,4 +1,4 @@
-// The CVL archive (lib/cvl.cpp; every byte in docs/format-cvl.md): FxHash64 against values
+// The CVL archive (lib/cvl/; every byte in docs/format-cvl.md): FxHash64 against values
 // computed by hand from §8, Merkle roots and audit paths against an independent RFC 6962
 // implementation written here over sov::blake3, proof JSON, a Writer → Archive round trip,
 // journal recovery (a writer destroyed without seal(), a crash between the index rename and
@@ -227,7 +227,7 @@ void require_content(Archive& ar, std::size_t n) {
         REQUIRE(env == t.env[o]);
     }
     std::string err;
-    CHECK(ar.read(n, env, err) == Errc::bad_argument);
+    CHECK(ar.read(n, env, err) == Errc::cvl_no_ordinal);
 }
 
 // The journal frame stream of traffic [from, to): uvarint(n) envelope …
@@ -647,7 +647,7 @@ TEST_CASE("Writer → Archive round trip: content, segments, roots, chain, looku
         }
         Proof p;
         std::string err;
-        CHECK(ar->proof(n, p, err) == Errc::bad_argument);
+        CHECK(ar->proof(n, p, err) == Errc::cvl_no_ordinal);
     }
     SECTION("a second writer run appends, continuing ordinals and the chain") {
         {
@@ -696,9 +696,9 @@ TEST_CASE("Writer and Archive refuse what is not an archive", "[cvl][archive]") 
     build(d.str() + "/arch", 10);
     auto json = slurp(d.path / "arch" / "cvl.json");
     std::string text(json.begin(), json.end());
-    auto at = text.find("\"version\": 1");
+    auto at = text.find("\"version\": 2");
     REQUIRE(at != std::string::npos);
-    text.replace(at, 12, "\"version\": 2");
+    text.replace(at, 12, "\"version\": 3");
     spit(d.path / "arch" / "cvl.json", std::vector<std::uint8_t>(text.begin(), text.end()));
     err.clear();
     CHECK(Archive::open(d.str() + "/arch", err) == nullptr);
@@ -819,7 +819,7 @@ TEST_CASE("journal recovery through the API", "[cvl][journal]") {
     }
 }
 
-// KNOWN BUG (lib/cvl.cpp Writer::append, line ~1084, and Impl::finish_seal, ~917-940): append()
+// KNOWN BUG (lib/cvl/writer.cpp Writer::append and Impl::finish_seal): append()
 // writes the batch to the current journal, THEN collects a finished background seal; the
 // rotation writes only `pending` (which does not hold the batch yet) into the new journal and
 // deletes the old one. The batch is then in no journal: a crash before the next seal loses
@@ -919,7 +919,7 @@ TEST_CASE("a tombstone set by another process is seen by an open Archive without
     }
 }
 
-// KNOWN GAP (lib/cvl.cpp Archive::open, the bitset::Set it opens read-only with the default
+// KNOWN GAP (lib/cvl/reader.cpp Archive::open, the bitset::Set it opens read-only with the default
 // recheck of 100 ms): the very first tombstone of an archive creates tomb-00000000.bits; a
 // reader that already looked (and cached "no file") sees it only ~100 ms later, while
 // DESIGN.md §4 says a set bit hides the message from every reader at once.
@@ -981,7 +981,7 @@ TEST_CASE("compaction purges tombstoned content and keeps roots, chain and proof
         for (std::uint64_t o = 0; o < 300; ++o) {
             INFO("ordinal " << o);
             if (purged_set.count(o)) {
-                CHECK(ar->read(o, env, err) == Errc::bad_argument);
+                CHECK(ar->read(o, env, err) == Errc::cvl_purged);
                 CHECK(err.find("purged") != std::string::npos);
             } else {
                 REQUIRE(ar->read(o, env, err) == Errc::ok);
@@ -1093,7 +1093,7 @@ TEST_CASE("corrupt segments are reported with file and offset and skipped", "[cv
         CHECK_FALSE(ar->segment_of(200));
         others_readable(*ar);
         std::vector<std::uint8_t> env;
-        CHECK(ar->read(200, env, err) == Errc::bad_argument);
+        CHECK(ar->read(200, env, err) == Errc::cvl_checksum);
     }
     SECTION("truncated index") {
         auto size = fs::file_size(idx1);
@@ -1182,7 +1182,7 @@ TEST_CASE("corrupt segments are reported with file and offset and skipped", "[cv
         std::vector<std::uint8_t> env;
         CHECK(ar->read(0, env, err) == Errc::ok);
         CHECK(ar->read(200, env, err) == Errc::ok);
-        CHECK(ar->read(300, env, err) == Errc::bad_argument);
+        CHECK(ar->read(300, env, err) == Errc::cvl_missing_dict);
         CHECK(ar->check_segment(0, err) == Errc::ok);
         CHECK(ar->check_segment(1, err) == Errc::ok);
     }
@@ -1204,7 +1204,7 @@ TEST_CASE("corrupt segments are reported with file and offset and skipped", "[cv
     }
 }
 
-// KNOWN BUG (lib/cvl.cpp Archive::open, lines ~1248-1261, and Archive::check_segment, line
+// KNOWN BUG (lib/cvl/reader.cpp Impl::load_all and Archive::check_segment, line
 // ~1420): when a middle segment is skipped, the NEXT, intact segment is reported as well: at
 // open "does not continue the previous one" (the expected first ordinal was not advanced past
 // the skipped segment), and check_segment compares its previous root with idx[seg - 1], the
@@ -1299,7 +1299,7 @@ TEST_CASE("index, data, dictionary, journal and tomb files follow docs/format-cv
     {
         auto j = slurp(dir + "/cvl.json");
         std::string s(j.begin(), j.end());
-        for (const char* want : {"\"format\": \"cvl\"", "\"version\": 1", "\"shards\": 3", "\"segment_messages\": 128",
+        for (const char* want : {"\"format\": \"cvl\"", "\"version\": 2", "\"shards\": 3", "\"segment_messages\": 128",
                                  "\"retrain_every\": 2", "\"dict_bytes\": 8192", "\"created\": \"", "\"level\": 3",
                                  "\"segment_bytes\": ", "\"cluster_bytes\": "})
             CHECK(s.find(want) != std::string::npos);
@@ -1526,8 +1526,110 @@ TEST_CASE("index, data, dictionary, journal and tomb files follow docs/format-cv
     std::uint8_t w[8];
     f.read(reinterpret_cast<char*>(w), 8);
     CHECK(w[1] == 0x20);  // bit 13 of the word = ordinal 64 + 13
-    CHECK(fs::file_size(dir + "/tomb/tomb-00000000.bits") == (std::uintmax_t(1) << 29));
+    // Version 2: the file grows with the ordinals in use (64 KiB steps), not 512 MiB.
+    CHECK(fs::file_size(dir + "/tomb/tomb-00000000.bits") == sov::bitset::kGrowBytes);
     auto ar = open_archive(dir);
     CHECK(ar->deleted(77));
     CHECK_FALSE(ar->deleted(76));
+}
+
+// ---- point reads are lazy; selection and proof binding (issue 7) -----------------------------
+
+TEST_CASE("point reads check only the index they need", "[cvl][lazy]") {
+    Corrupted c;
+    std::string err;
+    const auto& t = traffic();
+    // Segment 1's index is damaged (checksum). A fresh archive serves ordinals of segments
+    // 0, 2 and 3 by point reads without ever reporting it, and names it for its own ordinals.
+    flip(idx_file(c.dir, 1), 200);
+    {
+        auto ar = open_archive(c.dir);
+        std::vector<std::uint8_t> env;
+        for (std::uint64_t o : {0, 300, 399}) {
+            REQUIRE(ar->read(o, env, err) == Errc::ok);
+            CHECK(env == t.env[o]);
+        }
+        CHECK(ar->end_ordinal() == 400);
+        CHECK(ar->read(200, env, err) == Errc::cvl_checksum);
+        CHECK(err.rfind(idx_file(c.dir, 1) + ":", 0) == 0);
+        CHECK(ar->read(400, env, err) == Errc::cvl_no_ordinal);
+        sov::cvl::Proof p;
+        CHECK(ar->proof(200, p, err) == Errc::cvl_checksum);
+        REQUIRE(ar->proof(300, p, err) == Errc::ok);
+        CHECK(p.root == c.roots[2]);
+    }
+    // A header that lies about its first ordinal: the checked index disagrees, and the reader
+    // falls back to checking every index (the damaged one is then reported as such).
+    {
+        auto b = slurp(idx_file(c.dir, 2));
+        b[24] ^= 1;  // first ordinal 256 → 257, checksum not recomputed
+        spit(idx_file(c.dir, 2), b);
+        auto ar = open_archive(c.dir);
+        std::vector<std::uint8_t> env;
+        REQUIRE(ar->read(300, env, err) == Errc::cvl_checksum);
+        REQUIRE(ar->read(390, env, err) == Errc::ok);
+        CHECK(env == t.env[390]);
+    }
+}
+
+TEST_CASE("select: ordinals, ranges, DIDs and tombstones as cvl-cat applies them", "[cvl][query]") {
+    TempDir d;
+    const std::string dir = d.str() + "/arch";
+    build(dir, 400);
+    const auto& t = traffic();
+    auto ar = open_archive(dir);
+    auto run = [&](const sov::cvl::Selection& sel) {
+        std::vector<std::uint64_t> got;
+        sov::cvl::SelectStats st;
+        Errc e = sov::cvl::select(*ar, sel, [&](std::uint64_t o, ByteView env) {
+            CHECK(std::vector<std::uint8_t>(env.begin(), env.end()) == t.env[o]);
+            got.push_back(o);
+            return true;
+        }, nullptr, st);
+        CHECK(e == Errc::ok);
+        CHECK(st.emitted == got.size());
+        return got;
+    };
+    sov::cvl::Selection all;
+    CHECK(run(all).size() == 400);
+    sov::cvl::Selection range;
+    range.from = 100;
+    range.to = 130;
+    CHECK(run(range) == [] { std::vector<std::uint64_t> v; for (std::uint64_t o = 100; o < 130; ++o) v.push_back(o); return v; }());
+    sov::cvl::Selection ords;
+    ords.ordinals = {3, 200, 399, 5000};
+    CHECK(run(ords) == std::vector<std::uint64_t>{3, 200, 399});
+    {
+        std::string err;
+        auto bits = sov::bitset::Set::open(dir + "/tomb", true, &err);
+        REQUIRE(bits);
+        REQUIRE(bits->set(200));
+    }
+    CHECK(run(ords) == std::vector<std::uint64_t>{3, 399});
+    ords.include_deleted = true;
+    CHECK(run(ords) == std::vector<std::uint64_t>{3, 200, 399});
+}
+
+TEST_CASE("check_proof binds ordinal, index, size and leaf to the archive (D14)", "[cvl][proof]") {
+    Corrupted c;
+    auto ar = open_archive(c.dir);
+    std::string err;
+    Proof p;
+    REQUIRE(ar->proof(300, p, err) == Errc::ok);
+    CHECK(ar->check_proof(p, err) == Errc::ok);
+    Proof relabelled = p;
+    relabelled.ordinal = 301;  // same path, another ordinal
+    CHECK(ar->check_proof(relabelled, err) == Errc::proof_unbound);
+    Proof root_as_leaf;  // the segment root as a one-leaf "tree"
+    root_as_leaf.ordinal = 300;
+    root_as_leaf.segment = 2;
+    root_as_leaf.index = 0;
+    root_as_leaf.size = 1;
+    root_as_leaf.leaf = p.root;
+    root_as_leaf.root = p.root;
+    REQUIRE(root_as_leaf.verify());
+    CHECK(ar->check_proof(root_as_leaf, err) == Errc::proof_unbound);
+    Proof other = p;
+    other.root[0] ^= 1;
+    CHECK(ar->check_proof(other, err) == Errc::proof_invalid);
 }

@@ -69,11 +69,17 @@ cxxopts::ParseResult parse(cxxopts::Options& opts, int argc, char** argv) {
     }
 }
 
-void framing_error(const sov::frames::Reader& r) {
+int framing_error(const sov::frames::Reader& r) {
     sov::Located e = r.error();
     std::string msg(sov::to_string(e.errc));
     if (e.errc == sov::Errc::io_error) msg += ": " + r.io_error_text();
     diag(r.name() + ":" + std::to_string(e.offset), msg);
+    return status(e.errc);
+}
+
+int fail(sov::Errc e, std::string_view text) {
+    diag(text);
+    return status(e);
 }
 
 std::int64_t now_micros() {
@@ -110,7 +116,7 @@ void Progress::finish() {
 int finish_output(sov::frames::Writer& w, std::string_view what) {
     if (!w.flush() || w.failed()) {
         diag(what, std::strerror(w.sys_errno()));
-        return kSystem;
+        return status(sov::from_errno(w.sys_errno()) == sov::Errc::ok ? sov::Errc::io_error : sov::from_errno(w.sys_errno()));
     }
     return kOk;
 }

@@ -17,6 +17,14 @@ namespace cli {
 /// Exit statuses of DESIGN.md §6.
 enum Exit : int { kOk = 0, kDataRejected = 1, kUsage = 2, kSystem = 2 };
 
+/// The exit status for a failure with code `e`: the one map of every tool (sov::exit_status:
+/// 2 for usage, I/O and system conditions, 1 for rejected data). Tools never choose a status
+/// from message text or errno strings.
+inline int status(sov::Errc e) noexcept { return sov::exit_status(e); }
+
+/// Reports "<tool>: <text>" and returns status(e).
+int fail(sov::Errc e, std::string_view text);
+
 /// Sets the tool name used as the diagnostic prefix and ignores SIGPIPE (EPIPE is handled
 /// where writes happen).
 void init(std::string_view tool);
@@ -35,8 +43,8 @@ void diag(std::string_view message);
 /// maps parse errors to one line on stderr and exit 2. `synopsis` is the usage line(s).
 cxxopts::ParseResult parse(cxxopts::Options& opts, int argc, char** argv);
 
-/// Framing error of a frame stream: "<tool>: <file>:<offset>: <reason>".
-void framing_error(const sov::frames::Reader& r);
+/// Framing error of a frame stream: "<tool>: <file>:<offset>: <reason>"; returns its status.
+int framing_error(const sov::frames::Reader& r);
 
 /// Progress line on stderr, only when stderr is a TTY; rate-limited to ~4 updates/s.
 class Progress {
@@ -58,7 +66,7 @@ std::int64_t now_micros();
 std::string with_commas(std::uint64_t v);
 
 /// Flushes and reports a writer error; returns the exit status to use (0 on success or
-/// closed pipe, 2 on another I/O error).
+/// closed pipe, else status(from_errno(...)): 2).
 int finish_output(sov::frames::Writer& w, std::string_view what);
 
 }  // namespace cli

@@ -6,12 +6,11 @@
 #include "sovereign/io.h"
 #include "sovereign/message.h"
 #include "sovereign/syntax.h"
-#include "sovereign/varint.h"
 
 #include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <set>
+#include <algorithm>
 
 namespace {
 
@@ -67,11 +66,11 @@ int main(int argc, char** argv) {
         sov::cvl::Proof p;
         if (sov::cvl::Proof::from_json(text, p) != sov::Errc::ok) {
             cli::diag(path, "not an inclusion proof (JSON with ordinal, index, size, leaf, path, root)");
-            return cli::kDataRejected;
+            return cli::status(sov::Errc::proof_malformed);
         }
         if (!p.verify()) {
             cli::diag(path, "INVALID: the path does not lead from the leaf to the proof's root");
-            return cli::kDataRejected;
+            return cli::status(sov::Errc::proof_invalid);
         }
         if (args.count("root")) {
             sov::cvl::Hash want;
@@ -81,18 +80,18 @@ int main(int argc, char** argv) {
             }
             if (want != p.root) {
                 cli::diag(path, "INVALID: the proof's root is not the given --root");
-                return cli::kDataRejected;
+                return cli::status(sov::Errc::proof_root_mismatch);
             }
         } else if (args.count("dir")) {
-            auto ar = sov::cvl::Archive::open(args["dir"].as<std::string>(), err);
-            if (!ar) {
-                cli::diag(err);
-                return cli::kSystem;
-            }
-            auto s = ar->segment_of(p.ordinal);
-            if (!s || ar->segments()[*s].root != p.root) {
-                cli::diag(path, "INVALID: the proof's root is not the archive's root of segment " + std::to_string(p.segment));
-                return cli::kDataRejected;
+            sov::Errc code;
+            auto ar = sov::cvl::Archive::open(args["dir"].as<std::string>(), err, &code);
+            if (!ar) return cli::fail(code, err);
+            if (sov::Errc e = ar->check_proof(p, err); e != sov::Errc::ok) {
+                cli::diag(path, e == sov::Errc::proof_invalid || e == sov::Errc::proof_root_mismatch ||
+                                        e == sov::Errc::proof_unbound
+                                    ? "INVALID: " + err
+                                    : err);
+                return cli::status(e);
             }
         }
         std::cout << "valid: ordinal " << p.ordinal << " is leaf " << p.index << " of " << p.size << " under root "
@@ -105,24 +104,27 @@ int main(int argc, char** argv) {
         return cli::kUsage;
     }
     std::string dir = args["dir"].as<std::string>(), err;
-    auto ar = sov::cvl::Archive::open(dir, err);
-    if (!ar) {
-        cli::diag(err);
-        return err.find("No such file") != std::string::npos ? cli::kSystem : cli::kDataRejected;
-    }
+    sov::Errc code;
+    auto ar = sov::cvl::Archive::open(dir, err, &code);
+    if (!ar) return cli::fail(code, err);
     int status = cli::kOk;
-    for (const auto& p : ar->problems()) {
-        cli::diag(p);
-        status = cli::kDataRejected;  // reported; the other segments stay readable
-    }
-    const auto& segs = ar->segments();
+    // Segments that cannot be read are reported (exit 1); the others stay readable. Point
+    // reads (--ordinal, --proof) look only at the segments they need.
+    auto report_problems = [&] {
+        for (const auto& p : ar->problems()) {
+            cli::diag(p);
+            status = cli::kDataRejected;
+        }
+    };
 
     if (args.count("check")) {
+        report_problems();
+        const auto& segs = ar->segments();
         std::size_t ok = 0;
         for (std::size_t s = 0; s < segs.size(); ++s) {
-            if (ar->check_segment(s, err) != sov::Errc::ok) {
+            if (sov::Errc e = ar->check_segment(s, err); e != sov::Errc::ok) {
                 cli::diag(err);
-                status = cli::kDataRejected;
+                status = std::max(status, cli::status(e));
             } else {
                 ++ok;
             }
@@ -134,6 +136,8 @@ int main(int argc, char** argv) {
         return status;
     }
     if (args.count("stats")) {
+        report_problems();
+        const auto& segs = ar->segments();
         std::printf("%8s %14s %10s %9s %14s %14s %7s %5s %7s\n", "segment", "first", "messages", "clusters", "raw bytes",
                     "stored bytes", "ratio", "dict", "purged");
         std::uint64_t n = 0, raw = 0, stored = 0, clusters = 0;
@@ -153,99 +157,47 @@ int main(int argc, char** argv) {
     }
     if (args.count("proof")) {
         sov::cvl::Proof p;
-        if (ar->proof(args["proof"].as<std::uint64_t>(), p, err) != sov::Errc::ok) {
-            cli::diag(err);
-            return cli::kDataRejected;
-        }
+        if (sov::Errc e = ar->proof(args["proof"].as<std::uint64_t>(), p, err); e != sov::Errc::ok) return cli::fail(e, err);
         std::cout << p.to_json() << "\n";
         return status;
     }
 
     // Reading frames.
-    std::uint64_t from = args.count("from") ? args["from"].as<std::uint64_t>() : 0;
-    std::uint64_t to = args.count("to") ? args["to"].as<std::uint64_t>() : UINT64_MAX;
-    std::int64_t since = INT64_MIN, until = INT64_MAX;
-    if ((args.count("since") && !parse_time(args["since"].as<std::string>(), since)) ||
-        (args.count("until") && !parse_time(args["until"].as<std::string>(), until))) {
+    sov::cvl::Selection sel;
+    if (args.count("from")) sel.from = args["from"].as<std::uint64_t>();
+    if (args.count("to")) sel.to = args["to"].as<std::uint64_t>();
+    if ((args.count("since") && !parse_time(args["since"].as<std::string>(), sel.since)) ||
+        (args.count("until") && !parse_time(args["until"].as<std::string>(), sel.until))) {
         cli::diag("--since/--until take µs since the epoch or an RFC 3339 datetime");
         return cli::kUsage;
     }
-    std::set<std::uint64_t> only;
-    if (args.count("ordinal"))
-        for (auto o : args["ordinal"].as<std::vector<std::uint64_t>>()) only.insert(o);
-    std::string did = args.count("did") ? args["did"].as<std::string>() : "";
-    std::string coll = args.count("collection") ? args["collection"].as<std::string>() : "";
-    bool include_deleted = args.count("include-deleted") > 0;
+    if (args.count("ordinal")) {
+        sel.ordinals = args["ordinal"].as<std::vector<std::uint64_t>>();
+        std::sort(sel.ordinals.begin(), sel.ordinals.end());
+        sel.ordinals.erase(std::unique(sel.ordinals.begin(), sel.ordinals.end()), sel.ordinals.end());
+    }
+    if (args.count("did")) sel.did = args["did"].as<std::string>();
+    if (args.count("collection")) sel.collection = args["collection"].as<std::string>();
+    sel.include_deleted = args.count("include-deleted") > 0;
+    if (sel.ordinals.empty()) report_problems();
 
     sov::frames::Writer out(1);
-    sov::msg::Message m;
-    std::uint64_t written = 0, hidden = 0;
-    auto emit = [&](std::uint64_t ord, sov::ByteView env) -> bool {
-        if (ord < from || ord >= to || (!only.empty() && !only.count(ord))) return true;
-        if (!include_deleted && ar->deleted(ord)) {
-            ++hidden;
-            return true;
-        }
-        if (since != INT64_MIN || until != INT64_MAX || !did.empty() || !coll.empty()) {
-            sov::frames::Envelope e;
-            if (sov::frames::parse_envelope(env, e)) return true;
-            if (e.recv < since || e.recv >= until) return true;
-            if (!did.empty() || !coll.empty()) {
-                if (sov::msg::parse(e.wire, m)) return true;
-                if (!did.empty() && m.did != did) return true;
-                if (!coll.empty()) {
-                    bool hit = false;
-                    for (auto& op : m.ops) hit |= op.path.substr(0, op.path.find('/')) == coll;
-                    if (!hit) return true;
-                }
-            }
-        }
-        sov::varint::append(env.size(), out.buffer());
-        out.buffer().insert(out.buffer().end(), env.begin(), env.end());
-        out.maybe_flush();
-        ++written;
-        return !out.broken_pipe() && !out.failed();
-    };
-    for (std::size_t s = 0; s < segs.size() && !out.broken_pipe(); ++s) {
-        const auto& si = segs[s];
-        if (si.first + si.count <= from || si.first >= to) continue;
-        if (si.recv_max < since || si.recv_min >= until) continue;
-        if (!only.empty() && (only.lower_bound(si.first) == only.end() || *only.lower_bound(si.first) >= si.first + si.count)) continue;
-        sov::Errc e;
-        if (!only.empty() || !did.empty()) {
-            // Random access: one cluster per message (cached), no full-segment scan.
-            std::vector<std::uint64_t> ords;
-            if (!did.empty()) ords = ar->ordinals_of_did(s, did);
-            else
-                for (auto it = only.lower_bound(si.first); it != only.end() && *it < si.first + si.count; ++it) ords.push_back(*it);
-            std::vector<std::uint8_t> env;
-            e = sov::Errc::ok;
-            for (auto o : ords) {
-                if (o < from || o >= to || (!only.empty() && !only.count(o))) continue;
-                if (!include_deleted && ar->deleted(o)) {
-                    ++hidden;
-                    continue;
-                }
-                if ((e = ar->read(o, env, err)) != sov::Errc::ok) {
-                    if (err.find("purged") != std::string::npos) {
-                        e = sov::Errc::ok;
-                        continue;
-                    }
-                    break;
-                }
-                if (!emit(o, env)) break;
-            }
-        } else {
-            e = ar->scan_segment(s, emit, err);
-        }
-        if (e != sov::Errc::ok) {
-            cli::diag(err);
-            status = cli::kDataRejected;  // this segment is unreadable; go on with the others
-        }
-    }
+    sov::cvl::SelectStats st;
+    sov::cvl::select(
+        *ar, sel,
+        [&](std::uint64_t, sov::ByteView env) {
+            sov::frames::append_envelope(out.buffer(), env);
+            out.maybe_flush();
+            return !out.broken_pipe() && !out.failed();
+        },
+        [&](sov::Errc e, const std::string& text) {
+            cli::diag(text);
+            status = std::max(status, cli::status(e));
+        },
+        st);
     int wst = cli::finish_output(out, "stdout");
     if (!quiet)
-        cli::diag(cli::with_commas(written) + " frames written (" + cli::with_commas(out.bytes_written()) + " bytes)" +
-                  (hidden ? ", " + cli::with_commas(hidden) + " hidden by tombstones" : ""));
+        cli::diag(cli::with_commas(st.emitted) + " frames written (" + cli::with_commas(out.bytes_written()) + " bytes)" +
+                  (st.hidden ? ", " + cli::with_commas(st.hidden) + " hidden by tombstones" : ""));
     return std::max(status, wst);
 }

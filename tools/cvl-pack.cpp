@@ -52,11 +52,7 @@ int main(int argc, char** argv) {
     if (args.count("compact")) {
         std::uint64_t purged = 0;
         std::string err;
-        sov::Errc e = sov::cvl::compact(dir, threads, purged, err);
-        if (e != sov::Errc::ok) {
-            cli::diag(err);
-            return e == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected;
-        }
+        if (sov::Errc e = sov::cvl::compact(dir, threads, purged, err); e != sov::Errc::ok) return cli::fail(e, err);
         if (!quiet) cli::diag(dir, "compacted: " + cli::with_commas(purged) + " tombstoned messages purged");
         return cli::kOk;
     }
@@ -76,11 +72,9 @@ int main(int argc, char** argv) {
     double fsync_interval = args["fsync-interval"].as<double>();
 
     std::string err;
-    auto w = sov::cvl::Writer::open(dir, p, threads, err);
-    if (!w) {
-        cli::diag(err);
-        return cli::kSystem;
-    }
+    sov::Errc code;
+    auto w = sov::cvl::Writer::open(dir, p, threads, err, &code);
+    if (!w) return cli::fail(code, err);
     if (w->stats().recovered && !quiet)
         cli::diag(dir, cli::with_commas(w->stats().recovered) + " frames recovered from the journal");
     cli::install_stop_handler(g_stop);
@@ -97,30 +91,23 @@ int main(int argc, char** argv) {
         sov::frames::Reader r = sov::frames::Reader::open(path);
         if (r.open_errno()) {
             cli::diag(path, std::strerror(r.open_errno()));
-            status = cli::kSystem;
+            status = std::max(status, cli::status(sov::from_errno(r.open_errno())));
             continue;
         }
         sov::frames::Envelope env;
         while (!g_stop.load() && r.next(env)) {
             // One frame at a time: journaled the moment it is read (kill -9 loses nothing read).
-            if (w->append({&env.raw, 1}, err) != sov::Errc::ok) {
-                cli::diag(err);
-                return cli::kSystem;
-            }
+            if (sov::Errc e = w->append({&env.raw, 1}, err); e != sov::Errc::ok) return cli::fail(e, err);
             ++frames;
             std::int64_t now = cli::now_micros();
             if (fsync_interval <= 0 || double(now - last_sync) >= fsync_interval * 1e6) {
-                if (w->sync_journal(err) != sov::Errc::ok) {
-                    cli::diag(err);
-                    return cli::kSystem;
-                }
+                if (sov::Errc e = w->sync_journal(err); e != sov::Errc::ok) return cli::fail(e, err);
                 last_sync = now;
             }
             progress.update(frames, w->stats().bytes_in);
         }
         if (r.error() && !g_stop.load()) {
-            cli::framing_error(r);
-            status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
+            status = std::max<int>(status, cli::framing_error(r));
             break;  // frames before the error are kept (and sealed below)
         }
     }
@@ -128,9 +115,10 @@ int main(int argc, char** argv) {
     if (g_stop.load()) {
         w->sync_journal(err);
         cli::diag(dir, "interrupted: " + cli::with_commas(w->next_ordinal()) + " frames are safe (the unsealed ones in the journal)");
-    } else if (w->seal(err) != sov::Errc::ok || w->sync_journal(err) != sov::Errc::ok) {
-        cli::diag(err);
-        return cli::kSystem;
+    } else {
+        sov::Errc e = w->seal(err);
+        if (e == sov::Errc::ok) e = w->sync_journal(err);
+        if (e != sov::Errc::ok) return cli::fail(e, err);
     }
     const auto& s = w->stats();
     if (!quiet) {

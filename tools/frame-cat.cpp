@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
             sov::frames::Reader r = sov::frames::Reader::open(path);
             if (r.open_errno()) {
                 cli::diag(path, std::strerror(r.open_errno()));
-                status = cli::kSystem;
+                status = std::max(status, cli::status(sov::from_errno(r.open_errno())));
                 continue;
             }
             sov::frames::Envelope env;
@@ -174,15 +174,14 @@ int main(int argc, char** argv) {
                 go = emit(env);
             }
             if (r.error()) {
-                cli::framing_error(r);
-                status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
+                status = std::max<int>(status, cli::framing_error(r));
                 break;  // a framing error stops the tool (DESIGN.md §2)
             }
         } else if (from == Format::raw_u32le) {
             sov::io::Input in = sov::io::Input::open(path);
             if (in.open_errno()) {
                 cli::diag(path, std::strerror(in.open_errno()));
-                status = cli::kSystem;
+                status = std::max(status, cli::status(sov::from_errno(in.open_errno())));
                 continue;
             }
             sov::capture::RawReader r(std::move(in));
@@ -206,14 +205,14 @@ int main(int argc, char** argv) {
                 std::string why(sov::to_string(r.error().errc));
                 if (r.error().errc == sov::Errc::io_error) why += ": " + r.input().error_text();
                 cli::diag(path + ":" + std::to_string(r.error().offset), why);
-                status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
+                status = std::max<int>(status, cli::status(r.error().errc));
                 break;
             }
         } else {
             sov::io::Input in = sov::io::Input::open(path);
             if (in.open_errno()) {
                 cli::diag(path, std::strerror(in.open_errno()));
-                status = cli::kSystem;
+                status = std::max(status, cli::status(sov::from_errno(in.open_errno())));
                 continue;
             }
             std::string pending;

@@ -42,16 +42,11 @@ int main(int argc, char** argv) {
         return cli::kUsage;
     }
     std::string dir = pos[0], err;
-    auto ar = sov::cvl::Archive::open(dir, err);
-    if (!ar) {
-        cli::diag(err);
-        return cli::kSystem;
-    }
+    sov::Errc code;
+    auto ar = sov::cvl::Archive::open(dir, err, &code);
+    if (!ar) return cli::fail(code, err);
     auto bits = sov::bitset::Set::open(dir + "/tomb", !test, &err);
-    if (!bits) {
-        cli::diag(err);
-        return cli::kSystem;
-    }
+    if (!bits) return cli::fail(bits.error(), err);
 
     std::vector<std::uint64_t> ords;
     if (a.count("did")) {
@@ -61,12 +56,11 @@ int main(int argc, char** argv) {
         for (std::size_t s = 0; s < ar->segments().size(); ++s)
             for (auto o : ar->ordinals_with_path(s, path)) {
                 // Confirm: path hashes can collide, and the DID is not in the op table.
-                if (ar->read(o, env, err) != sov::Errc::ok) {
+                if (sov::Errc e = ar->read(o, env, err); e != sov::Errc::ok) {
                     // Purged by compaction: its DID can no longer be confirmed, and it was
                     // tombstoned before it was purged, so there is nothing to set or clear.
-                    if (err.find("purged") != std::string::npos) continue;
-                    cli::diag(err);
-                    return cli::kDataRejected;
+                    if (e == sov::Errc::cvl_purged) continue;
+                    return cli::fail(e, err);
                 }
                 sov::frames::Envelope e;
                 if (sov::frames::parse_envelope(env, e) || sov::msg::parse(e.wire, m) || m.did != did) continue;
@@ -110,7 +104,7 @@ int main(int argc, char** argv) {
     for (auto o : ords) {
         if (o >= end) {
             cli::diag("ordinal " + std::to_string(o) + " is beyond the archive (" + std::to_string(end) + " messages)");
-            status = cli::kDataRejected;
+            status = cli::status(sov::Errc::cvl_no_ordinal);
             continue;
         }
         if (test) {
@@ -118,16 +112,11 @@ int main(int argc, char** argv) {
             continue;
         }
         auto r = clear ? bits->clear(o) : bits->set(o);
-        if (!r) {
-            cli::diag(bits->last_error());
-            return cli::kSystem;
-        }
+        if (!r) return cli::fail(r.error(), bits->last_error());
         changed += (*r != !clear);
     }
-    if (!test && bits->sync() != sov::Errc::ok) {
-        cli::diag(bits->last_error());
-        return cli::kSystem;
-    }
+    if (!test)
+        if (sov::Errc e = bits->sync(); e != sov::Errc::ok) return cli::fail(e, bits->last_error());
     if (!quiet && !test)
         cli::diag(dir, cli::with_commas(ords.size()) + " ordinals " + (clear ? "cleared" : "tombstoned") + " (" +
                            cli::with_commas(changed) + " changed)");

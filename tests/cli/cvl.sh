@@ -826,13 +826,57 @@ run "$pack" -o "$K" "$tmp/in300.frames"
 expect "second cvl-pack on a locked archive: exit 2" "$rc" 2
 expect_match "… names the lock" "$(cat "$tmp/err")" "^cvl-pack: $K/lock: another cvl-pack is writing this archive"
 run "$pack" -o "$K" --compact
-expect_match "--compact on a locked archive is refused, naming the lock" "$rc $(cat "$tmp/err")" "^[12] cvl-pack: $K/lock: another"
-if [ "$rc" != 2 ]; then
-    known_bug "cvl-pack --compact on a locked archive exits $rc, the writer path exits 2 for the same lock (tools/cvl-pack.cpp:56-58 maps compact()'s bad_argument to 1; DESIGN §6: 1 is for rejected input data)"
-fi
+expect "--compact on a locked archive: exit 2 (as the writer path), naming the lock" "$rc $(head -c 200 "$tmp/err" | grep -c "^cvl-pack: $K/lock: another")" "2 1"
 exec 7>&-
 wait "$pp"
 rm -rf "$K" "$tmp/in300.frames" "$BIG"
+
+# ---- one exit status per failure, in every tool (one Errc → status map) -------------------------
+
+# A missing archive: 2 everywhere. A damaged one: 1 everywhere.
+M=$tmp/no-such-archive
+run "$ccat" "$M"; st_cat=$rc
+run "$ccat" "$M" --ordinal 1; st_ord=$rc
+run "$ccat" "$M" --check; st_check=$rc
+run "$tomb" "$M" 1; st_tomb=$rc
+run "$tomb" "$M" --test 1; st_test=$rc
+run "$pack" -o "$M" --compact; st_compact=$rc
+expect "missing archive: exit 2 in cvl-cat (read, --ordinal, --check), tomb-set (set, --test), cvl-pack --compact" \
+    "$st_cat $st_ord $st_check $st_tomb $st_test $st_compact" "2 2 2 2 2 2"
+mkdir -p "$tmp/plain-dir"
+run "$ccat" "$tmp/plain-dir"; st_cat=$rc
+run "$tomb" "$tmp/plain-dir" --test 1; st_test=$rc
+run "$pack" -o "$tmp/plain-dir" --compact; st_compact=$rc
+expect "a directory that is not an archive: exit 2 in cvl-cat, tomb-set, cvl-pack --compact" "$st_cat $st_test $st_compact" "2 2 2"
+expect_match "… says so" "$(cat "$tmp/err")" "^cvl-pack: $tmp/plain-dir: not a CVL archive"
+# cvl.json with a value of the wrong type (D6: no abort).
+Y=$tmp/Y
+rm -rf "$Y"; cp -r "$A" "$Y"
+python3 - "$Y/cvl.json" <<'PYEOF'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p)); j['shards'] = 'four'
+open(p, 'w').write(json.dumps(j))
+PYEOF
+run "$ccat" "$Y"; st_cat=$rc
+run "$ccat" "$Y" --ordinal 1; st_ord=$rc
+run "$tomb" "$Y" --test 1; st_test=$rc
+run "$pack" -o "$Y" --compact; st_compact=$rc
+run "$pack" -o "$Y" /dev/null; st_pack=$rc
+expect "cvl.json with a wrong type: exit 1 in cvl-cat, cvl-cat --ordinal, tomb-set --test, cvl-pack --compact, cvl-pack" \
+    "$st_cat $st_ord $st_test $st_compact $st_pack" "1 1 1 1 1"
+expect_match "… names the file and the key" "$(cat "$tmp/err")" "^cvl-pack: $Y/cvl.json: \"shards\" is not a non-negative integer"
+# A damaged index: a point read of that segment, a full read and --check all exit 1.
+rm -rf "$Y"; cp -r "$A" "$Y"
+py flip "$Y/seg/00000001.idx" 300
+run "$ccat" "$Y" --ordinal 800; st_ord=$rc
+run "$ccat" "$Y" --proof 800; st_proof=$rc
+run "$ccat" "$Y"; st_cat=$rc
+run "$ccat" "$Y" --check; st_check=$rc
+expect "damaged index: exit 1 for --ordinal, --proof, a full read and --check" "$st_ord $st_proof $st_cat $st_check" "1 1 1 1"
+run "$ccat" "$Y" --ordinal 5
+expect "damaged index of another segment: --ordinal of an intact one exits 0 (only its own index is read)" "$rc $(py count "$tmp/out")" "0 1"
+rm -rf "$Y"
 
 echo "$passed passed, $failed failed, $known known bugs ($((SECONDS - start_s)) s)"
 [ $failed -eq 0 ]

@@ -7,20 +7,27 @@
 //
 // On disk (all in one directory, nothing else is required there):
 //   - File `tomb-XXXXXXXX.bits` holds ordinals [X·2^32, (X+1)·2^32), X = ordinal >> 32 written
-//     as exactly 8 lowercase hex digits. Every file is exactly 2^29 bytes (512 MiB), created
-//     sparse (ftruncate), so it takes disk only for the 4 KiB pages that hold a set bit.
+//     as exactly 8 lowercase hex digits. Its size is a multiple of kSizeUnit (4 KiB), at most
+//     kFileBytes = 2^29 (512 MiB): it grows with the ordinals in use. Writers grow it in
+//     steps of kGrowBytes (64 KiB = 2^19 ordinals) with posix_fallocate, which never
+//     shrinks a file and allocates its blocks (so a later store cannot fault on a full disk).
+//     Bits beyond the end of the file are clear. (Before archive version 2, files were
+//     created at the full 2^29 bytes, sparse; such files are still read.)
 //   - Word layout: the file is an array of 2^26 little-endian uint64 words. Bit r = ordinal
 //     mod 2^32 is bit (r % 64) (value 1 << (r % 64)) of word r / 64, i.e. bit (r % 8) of byte
 //     r / 8. There is no header, magic or version: the name and the size are the format.
 //   - A missing file means "no bit of its range is set".
-//   - A reader must reject a file whose size is not exactly 2^29 bytes (Errc::truncated if
-//     shorter, Errc::trailing_bytes if longer), a non-regular file, and a name that starts
+//   - A reader must reject a file whose size is not a multiple of 4 KiB or is over 2^29
+//     bytes (Errc::tomb_bad_size), a non-regular file (tomb_not_file), and a name that starts
 //     with "tomb-" and ends with ".bits" but is not canonical or is beyond kMaxFiles
-//     (Errc::bad_argument); the message (last_error() / `err`) names the file. Rejecting is
+//     (tomb_bad_name); the message (last_error() / `err`) names the file. Rejecting is
 //     checked on open(), on refresh() and when a range is first mapped; it never crashes —
 //     except that truncating a file *while it is mapped* raises SIGBUS in every process
 //     mapping it: never truncate, replace or delete a tombstone file in use.
-//   - Writers create a file as `.tomb-XXXXXXXX.bits.<pid>.<n>.tmp` (ftruncate, fsync), then
+//   - Growth and readers: a reader maps the whole 2^29-byte range once and touches only
+//     bytes below the size it has seen; for a bit beyond it, it looks at the file's size
+//     again (fstat), so a bit set by another process after growing the file is seen at once.
+//   - Writers create a file as `.tomb-XXXXXXXX.bits.<pid>.<n>.tmp` (64 KiB, fsync), then
 //     hard-link it to its final name (falling back to renameat2(RENAME_NOREPLACE)) and fsync
 //     the directory, so readers never see a short file and two racing writers end up sharing
 //     one inode (the loser opens the winner's file). A crash can leave a sparse `.tmp` file;
@@ -58,7 +65,9 @@
 namespace sov::bitset {
 
 inline constexpr std::uint64_t kBitsPerFile = std::uint64_t{1} << 32;   ///< ordinals per file
-inline constexpr std::uint64_t kFileBytes = kBitsPerFile / 8;           ///< 2^29 = 512 MiB
+inline constexpr std::uint64_t kFileBytes = kBitsPerFile / 8;           ///< 2^29 = 512 MiB, the largest file
+inline constexpr std::uint64_t kSizeUnit = 4096;                        ///< file sizes are multiples of this
+inline constexpr std::uint64_t kGrowBytes = 65536;                      ///< writers grow files in these steps
 inline constexpr std::uint64_t kMaxFiles = std::uint64_t{1} << 16;      ///< range files
 inline constexpr std::uint64_t kOrdinalLimit = kBitsPerFile * kMaxFiles; ///< 2^48, exclusive
 inline constexpr std::uint32_t kDefaultRecheckMs = 100;                 ///< absent-file recheck
@@ -75,8 +84,8 @@ public:
     /// demand and maps them read-write; otherwise files are mapped read-only. Validates the
     /// names and sizes of the tomb-*.bits files present (nothing is mapped yet: ranges are
     /// mapped on first use). Errors (text in *err if err != nullptr): io_error (dir missing,
-    /// not a directory, not writable when `writable`), truncated / trailing_bytes /
-    /// bad_argument (a bad file, see above).
+    /// not a directory, not writable when `writable`), tomb_bad_size / tomb_not_file /
+    /// tomb_bad_name (a bad file, see above).
     static Result<Set> open(const std::string& dir, bool writable, std::string* err);
 
     Set(Set&&) noexcept;
@@ -86,15 +95,16 @@ public:
     /// Is bit `ord` set? Acquire load; false for ordinals ≥ kOrdinalLimit and for a range
     /// whose file is absent or was rejected (the reason is then in last_error()).
     bool test(std::uint64_t ord) const noexcept;
-    /// Creates (sparse, all clear) and maps the file holding `ord` if it does not exist yet,
-    /// changing no bit. Writers call it ahead of time so that readers map the file when they
-    /// open and see the first tombstone at once rather than after their absent-file recheck.
-    /// Errors as set().
+    /// Creates (all clear) and maps the file holding `ord` if it does not exist yet, and grows
+    /// it to cover `ord`, changing no bit. Writers call it ahead of time so that readers map
+    /// the file when they open and see the first tombstone at once rather than after their
+    /// absent-file recheck. Errors as set().
     Errc ensure(std::uint64_t ord);
 
-    /// Sets bit `ord`, creating its file if needed; returns the previous value. Release.
-    /// Errors: bad_argument (opened read-only), too_large (ord ≥ kOrdinalLimit), io_error
-    /// (file cannot be created/opened/mapped), truncated / trailing_bytes (bad file size).
+    /// Sets bit `ord`, creating or growing its file if needed; returns the previous value.
+    /// Release. Errors: tomb_read_only, tomb_range (ord ≥ kOrdinalLimit), io_* (file cannot
+    /// be created/opened/grown/mapped; io_no_space on a full disk), tomb_bad_size /
+    /// tomb_not_file (a bad file).
     Result<bool> set(std::uint64_t ord);
     /// Clears bit `ord`; returns the previous value. Release. A missing file is not created
     /// (the bit was clear). Errors as set().

@@ -1,7 +1,16 @@
-// sovereign/cvl.h — the CVL archive (DESIGN.md §4; every byte in docs/format-cvl.md):
-// segments of messages clustered by DID, zstd with the archive's own dictionaries, a 28-byte
-// index record per message, BLAKE3 Merkle roots chained across segments, a journal for
-// durability, tombstones, compaction.
+// sovereign/cvl.h — the CVL archive (every byte in docs/format-cvl.md): segments of
+// messages clustered by DID, zstd with the archive's own dictionaries, a 28-byte index record
+// per message, BLAKE3 Merkle roots chained across segments, a journal for durability,
+// tombstones, compaction.
+//
+// Code: lib/cvl/ — index.cpp (the index codec), files.cpp (paths, cvl.json, lock),
+// merkle.cpp (trees, proofs), segment_writer.cpp, journal.cpp, writer.cpp, reader.cpp,
+// query.cpp (selection), compact.cpp.
+//
+// Errors: every call returns an Errc (sovereign/errc.h) and, on failure, a text naming the
+// file and byte offset in `err`. Archive damage is one of the cvl_* codes (exit status 1);
+// a missing archive is io_not_found, a directory without cvl.json cvl_not_archive, a held
+// writer lock cvl_locked (exit status 2).
 #pragma once
 
 #include "sovereign/errc.h"
@@ -69,13 +78,16 @@ struct PackStats {
 class Writer {
 public:
     /// Opens or creates the archive at `dir` (creating with `params`; an existing archive
-    /// keeps its own), takes the writer lock and recovers the journal. Errors: io_error,
-    /// bad_argument (not an archive, unsupported version, locked by another writer), with `err`.
-    static std::unique_ptr<Writer> open(const std::string& dir, const Params& params, unsigned threads, std::string& err);
+    /// keeps its own), takes the writer lock and recovers the journal. nullptr on failure,
+    /// with `err` and, if given, `*code`: io_* (cannot create or read), cvl_not_empty (a
+    /// non-empty directory that is not an archive), cvl_locked, cvl_bad_config,
+    /// cvl_bad_version, or an index / dictionary damage code of the last segment.
+    static std::unique_ptr<Writer> open(const std::string& dir, const Params& params, unsigned threads, std::string& err,
+                                        Errc* code = nullptr);
     ~Writer();
 
     /// Appends envelopes (records' map bytes): journaled at once, sealed into segments as
-    /// they fill. Errors: io_error with `err`.
+    /// they fill. Errors: io_* (io_error for a zstd failure) with `err`.
     Errc append(std::span<const ByteView> envelopes, std::string& err);
     /// fsync()s the journal (power-loss durability of everything appended so far).
     Errc sync_journal(std::string& err);
@@ -92,7 +104,8 @@ private:
 };
 
 /// Rewrites every segment with tombstoned, not yet purged messages without their content,
-/// keeping leaf hashes (docs/format-cvl.md §10). `purged` gets the count. Takes the writer lock.
+/// keeping leaf hashes (docs/format-cvl.md §10). `purged` gets the count. Takes the writer
+/// lock. Errors: as Archive::open, cvl_locked, io_*, and the damage codes of a segment read.
 Errc compact(const std::string& dir, unsigned threads, std::uint64_t& purged, std::string& err);
 
 // --- Reading (cvl-cat, tomb-set, cvl-serve) ---------------------------------------------------
@@ -119,40 +132,61 @@ struct Proof {
 };
 
 /// A read-only view of an archive. Thread-compatible (one per thread).
+///
+/// Index files are memory-mapped and checked lazily: point reads (read, view, proof,
+/// segment_at, check_proof, end_ordinal) check only the index of the segment they need
+/// (found through the index headers), so their cost does not grow with the archive. The
+/// calls over every segment (segments(), problems(), segment_of and the calls taking a
+/// segment position) load and check every index once, with the chain checks.
 class Archive {
 public:
-    /// Opens `dir`: reads cvl.json and every sealed segment index (mapped). A corrupt
-    /// segment is recorded in problems() and skipped; others stay readable. Errors (whole
-    /// archive unusable): io_error, bad_argument with `err`.
-    static std::unique_ptr<Archive> open(const std::string& dir, std::string& err);
+    /// Opens `dir`: reads cvl.json, lists the segment indexes (none is read yet) and opens
+    /// the tombstone set. nullptr on failure with `err` and, if given, `*code`:
+    /// io_not_found (no such directory), cvl_not_archive (no cvl.json), io_*,
+    /// cvl_bad_config, cvl_bad_version, tomb_* (a tombstone file that cannot be trusted:
+    /// readers fail closed rather than show deleted messages).
+    static std::unique_ptr<Archive> open(const std::string& dir, std::string& err, Errc* code = nullptr);
     ~Archive();
 
+    /// Every readable segment, in order (loads and checks every index).
     const std::vector<SegmentInfo>& segments() const noexcept;
-    /// "<file>:<offset>: <reason>" for each segment skipped at open.
+    /// "<file>:<offset>: <reason>" for each segment that cannot be read (loads every index).
     const std::vector<std::string>& problems() const noexcept;
     /// Number of segment index files found (readable or not).
     std::size_t segment_files() const noexcept;
-    /// One past the last readable ordinal (0 if empty).
+    /// One past the last readable ordinal (0 if empty). Checks the last index only, unless
+    /// it is damaged.
     std::uint64_t end_ordinal() const noexcept;
 
-    /// The envelope of ordinal `ord` (one index read, one cluster decompression; the last
-    /// clusters are cached). Errors: bad_argument (no such ordinal, or purged), io_error or
-    /// a corruption error with `err` naming file and offset.
+    /// The envelope of ordinal `ord`, copied. Errors: cvl_no_ordinal, cvl_purged, io_* or a
+    /// damage code (cvl_checksum, cvl_bad_cluster, cvl_missing_data, …) with `err` naming
+    /// file and offset.
     Errc read(std::uint64_t ord, std::vector<std::uint8_t>& envelope, std::string& err);
-    /// Calls f(ordinal, envelope) for every stored (not purged) message of segment `seg`
-    /// in ordinal order, decompressing each cluster once. Stops early if f returns false.
+    /// As read(), without the copy: `envelope` stays valid until the next call on this object.
+    Errc view(std::uint64_t ord, ByteView& envelope, std::string& err);
+    /// Calls f(ordinal, envelope) for every stored (not purged) message of segment position
+    /// `seg` (< segments().size()) in ordinal order, decompressing each cluster once and
+    /// verifying its checksum. Stops early if f returns false. Errors as read().
     Errc scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err);
     /// Ordinals in the clusters holding `did`'s messages (by DID hash; a shared cluster also
     /// holds other DIDs, so callers confirm by decoding).
     std::vector<std::uint64_t> ordinals_of_did(std::size_t seg, std::string_view did) const;
     /// Ordinals of a segment with an op whose path hashes like `path` (callers confirm).
     std::vector<std::uint64_t> ordinals_with_path(std::size_t seg, std::string_view path) const;
-    /// Full check of one segment: index checksum, every cluster decompressed, every record in
-    /// bounds, leaf hashes → root, chain link to the previous segment.
+    /// Full check of one segment: every cluster decompressed and checksummed, every record in
+    /// bounds, leaf hashes → root (cvl_root_mismatch), chain link to the previous segment
+    /// (cvl_chain).
     Errc check_segment(std::size_t seg, std::string& err);
-    /// Inclusion proof of `ord`. Errors as read().
+    /// Inclusion proof of `ord` (hashes every message of its segment). Errors as read().
     Errc proof(std::uint64_t ord, Proof& out, std::string& err);
-    /// Segment index of `ord`, or nullopt.
+    /// Checks `p` against this archive: the path folds the leaf into the root
+    /// (proof_invalid), the root is the archive's root of the segment holding p.ordinal
+    /// (proof_root_mismatch), and segment, index, size and leaf are that ordinal's
+    /// (proof_unbound; also when the ordinal is not in the archive).
+    Errc check_proof(const Proof& p, std::string& err);
+    /// Description of the segment holding `ord` (a point read). Errors as read().
+    Errc segment_at(std::uint64_t ord, SegmentInfo& out, std::string& err);
+/// Segment index of `ord`, or nullopt.
     std::optional<std::size_t> segment_of(std::uint64_t ord) const noexcept;
 
     /// Tombstone bit of `ord` (acquire load on the shared map; false if none set yet).
@@ -168,5 +202,29 @@ private:
     explicit Archive(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
+
+// --- Selection (cvl-cat's filters; shared by every reader of the archive) ---------------------
+
+struct Selection {
+    std::uint64_t from = 0, to = UINT64_MAX;          ///< ordinals [from, to)
+    std::vector<std::uint64_t> ordinals;              ///< sorted, unique; empty = all
+    std::int64_t since = INT64_MIN, until = INT64_MAX;///< recv µs [since, until)
+    std::string did;                                  ///< only messages of this DID
+    std::string collection;                           ///< only commits with an op in this NSID
+    bool include_deleted = false;                     ///< also tombstoned messages
+};
+
+struct SelectStats {
+    std::uint64_t emitted = 0;  ///< messages passed to f
+    std::uint64_t hidden = 0;   ///< messages hidden by tombstones
+};
+
+/// Calls f(ordinal, envelope) for each selected message, in ordinal order, until f returns
+/// false. An ordinal list alone is served by point reads (no other index is read); a DID
+/// reads only its clusters. A segment that cannot be read is reported through on_error and
+/// skipped (the others are still served); purged and absent ordinals are skipped silently.
+/// Returns the first error reported (ok if none).
+Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uint64_t, ByteView)>& f,
+            const std::function<void(Errc, const std::string&)>& on_error, SelectStats& stats);
 
 }  // namespace sov::cvl

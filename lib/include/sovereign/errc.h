@@ -33,7 +33,8 @@ enum class Errc : std::uint16_t {
     truncated = 1,           ///< input ended inside an item
     trailing_bytes = 2,      ///< bytes after the one expected object
     too_large = 3,           ///< a length over the limit for this position
-    io_error = 4,            ///< read/write/open failed (errno is in the diagnostic)
+    io_error = 4,            ///< read/write/open failed (errno is in the diagnostic; the
+                             ///< common errno values have their own io_* codes, 1400..)
     bad_argument = 5,        ///< caller passed something the function does not accept
     // 100..199 varint (multiformats unsigned-varint)
     varint_overflow = 100,   ///< more bytes than allowed, or value over 2^63
@@ -107,10 +108,66 @@ enum class Errc : std::uint16_t {
     mst_bad_key = 905,       ///< key is not a valid repo path
     mst_duplicate_op = 906,  ///< two ops on the same path in one commit
     mst_not_invertible = 907,///< no prevData, or update/delete without prev (legacy)
+    // 1000..1099 CVL archive (docs/format-cvl.md); all but cvl_locked / cvl_not_archive /
+    // cvl_not_empty are damage to the archive's files (exit 1)
+    cvl_not_archive = 1000,  ///< directory has no cvl.json (not an archive)
+    cvl_bad_config = 1001,   ///< cvl.json unreadable as an archive description, or a value out of range
+    cvl_bad_version = 1002,  ///< archive or index version this code does not read
+    cvl_bad_magic = 1003,    ///< index file without its magic or end magic
+    cvl_truncated = 1004,    ///< an archive file shorter than its own sizes say
+    cvl_checksum = 1005,     ///< index BLAKE3 checksum differs
+    cvl_bad_index = 1006,    ///< index fields inconsistent (counts, a record outside the data)
+    cvl_chain = 1007,        ///< a segment does not continue the previous one (ordinals, number, prev root)
+    cvl_root_mismatch = 1008,///< recomputed Merkle root differs from the index
+    cvl_missing_dict = 1009, ///< a dictionary named by an index is missing
+    cvl_bad_dict = 1010,     ///< a dictionary file zstd does not load
+    cvl_missing_data = 1011, ///< a data file missing or shorter than the index says
+    cvl_bad_cluster = 1012,  ///< a cluster that does not decompress, or a record outside it
+    cvl_no_ordinal = 1013,   ///< the ordinal is not in the archive
+    cvl_purged = 1014,       ///< the message was purged by compaction
+    cvl_locked = 1015,       ///< another writer holds the archive lock
+    cvl_not_empty = 1016,    ///< a directory to create an archive in is not empty
+    cvl_journal = 1017,      ///< a damaged journal record
+    // 1100..1199 tombstones (sovereign/bitset.h)
+    tomb_bad_name = 1100,    ///< tomb-*.bits name not canonical, or a range beyond 2^48
+    tomb_bad_size = 1101,    ///< tombstone file of a size the format does not allow
+    tomb_not_file = 1102,    ///< tombstone path is not a regular file
+    tomb_read_only = 1103,   ///< a writing call on a set opened read-only
+    tomb_range = 1104,       ///< ordinal ≥ 2^48
+    // 1200..1299 saved state files (cbor-verify --state)
+    state_bad_magic = 1200,  ///< not a state file of this tool
+    state_bad_version = 1201,///< state format version not read by this code
+    state_truncated = 1202,  ///< state file ends inside a record
+    state_checksum = 1203,   ///< state file checksum differs
+    state_corrupt = 1204,    ///< state fields inconsistent
+    // 1300..1399 inclusion proofs (docs/format-cvl.md §9)
+    proof_malformed = 1300,  ///< not a proof document (JSON shape, hex)
+    proof_invalid = 1301,    ///< the path does not fold the leaf into the proof's root
+    proof_root_mismatch = 1302, ///< the proof's root is not the trusted / archive root
+    proof_unbound = 1303,    ///< ordinal, index, size or leaf disagree with the archive
+    // 1400..1499 operating system (the errno text goes to the diagnostic)
+    io_not_found = 1400,     ///< ENOENT: a file or directory does not exist
+    io_permission = 1401,    ///< EACCES / EPERM / EROFS
+    io_no_space = 1402,      ///< ENOSPC / EDQUOT
+    io_not_directory = 1403, ///< ENOTDIR / EISDIR: a path of the wrong kind
+    io_exists = 1404,        ///< EEXIST
+    io_interrupted = 1405,   ///< a signal stopped a blocked call
 };
 
 /// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".
 std::string_view to_string(Errc e) noexcept;
+
+/// The I/O code for an errno value: io_not_found, io_permission, io_no_space,
+/// io_not_directory, io_exists, io_interrupted, else io_error. 0 gives ok.
+Errc from_errno(int err) noexcept;
+
+/// Exit status of a tool that stops on `e` (the conventions of every tool, DESIGN §6):
+/// 0 for ok; 2 for usage, I/O and system conditions (bad_argument, io_*, cvl_locked,
+/// cvl_not_archive, cvl_not_empty, tomb_read_only, tomb_range); 1 for everything else,
+/// i.e. input data rejected (framing, a corrupt archive or state file, a missing ordinal,
+/// a proof that does not verify). Tools choose their status from the code only, never from
+/// message text.
+int exit_status(Errc e) noexcept;
 
 /// A value or an error. Small and trivially movable; no exceptions.
 template <class T>

@@ -53,6 +53,10 @@ void append_record(std::vector<std::uint8_t>& out, std::string_view src, std::op
 /// Appends `env` re-encoded with `vrd` set (replacing any earlier verdict), keeping every
 /// other key, unknown ones included, byte for byte.
 void append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& env, std::string_view vrd);
+/// The one record encoder: appends `uvarint(envelope.size()) envelope` (the caller keeps
+/// 1 ≤ size ≤ 16 MiB). Every writer of frame records whose envelope is already encoded
+/// (journal, cvl-cat, frame-cat's JSON input, the raw pass-through below) goes through it.
+void append_envelope(std::vector<std::uint8_t>& out, ByteView envelope);
 /// Appends `env` unchanged (its record: varint + raw envelope bytes).
 void append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env);
 

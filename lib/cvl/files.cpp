@@ -1,0 +1,171 @@
+// Paths, cvl.json and the writer lock of a CVL archive (docs/format-cvl.md §1, §2).
+#include "internal/cvl/common.h"
+
+#include "sovereign/file.h"
+#include "sovereign/syntax.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace sov::cvl::detail {
+
+namespace fs = std::filesystem;
+
+std::string seg_name(std::uint64_t n) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%08llu", (unsigned long long)n);
+    return b;
+}
+std::string idx_path(const std::string& dir, std::uint64_t n) { return dir + "/seg/" + seg_name(n) + ".idx"; }
+std::string dat_path(const std::string& dir, unsigned shard, std::uint64_t n, std::uint32_t gen) {
+    char b[64];
+    std::snprintf(b, sizeof b, "/shard/%02u/%08llu-%u.dat", shard, (unsigned long long)n, gen);
+    return dir + b;
+}
+std::string shard_dir(const std::string& dir, unsigned shard) {
+    char b[32];
+    std::snprintf(b, sizeof b, "/shard/%02u", shard);
+    return dir + b;
+}
+std::string dict_path(const std::string& dir, std::uint32_t id) {
+    char b[32];
+    std::snprintf(b, sizeof b, "/dict/%08u.zdict", id);
+    return dir + b;
+}
+std::string journal_name(std::uint64_t first) {
+    char b[40];
+    std::snprintf(b, sizeof b, "%016llx.frames", (unsigned long long)first);
+    return b;
+}
+
+std::vector<std::uint64_t> list_segments(const std::string& dir) {
+    std::vector<std::uint64_t> out;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir + "/seg", ec)) {
+        std::string name = e.path().filename().string();
+        if (name.size() == 12 && name.ends_with(".idx") && std::all_of(name.begin(), name.begin() + 8, ::isdigit))
+            out.push_back(std::stoull(name.substr(0, 8)));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+Errc sys_error(const std::string& what, std::string& err) {
+    const int e = errno;
+    err = what + ": " + std::strerror(e);
+    Errc c = from_errno(e);
+    return c == Errc::ok ? Errc::io_error : c;
+}
+
+Errc Config::load(const std::string& dir, std::string& err) {
+    const std::string path = dir + "/cvl.json";
+    std::vector<std::uint8_t> b;
+    if (Errc e = file::read_file(path, b, err); e != Errc::ok) {
+        // A directory without cvl.json is not an archive; a missing directory is missing.
+        struct stat st {};
+        if (e == Errc::io_not_found && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return Errc::cvl_not_archive;
+        return e;
+    }
+    auto j = nlohmann::json::parse(b.begin(), b.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"] != "cvl") {
+        err = path + ": not a CVL archive description";
+        return Errc::cvl_bad_config;
+    }
+    if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<std::int64_t>() < 1 ||
+        j["version"].get<std::int64_t>() > kArchiveVersion) {
+        err = path + ": unsupported archive version " + (j.contains("version") ? j["version"].dump() : std::string("(none)"));
+        return Errc::cvl_bad_version;
+    }
+    version = j["version"].get<int>();
+    // Every value: an unsigned integer in its range (a wrong type is damage, not a crash).
+    auto uint_of = [&](const char* key, std::uint64_t def, std::uint64_t lo, std::uint64_t hi, std::uint64_t& out) {
+        if (!j.contains(key)) {
+            out = def;
+            return true;
+        }
+        const auto& v = j[key];
+        if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
+            err = path + ": \"" + key + "\" is not a non-negative integer";
+            return false;
+        }
+        out = v.get<std::uint64_t>();
+        if (out < lo || out > hi) {
+            err = path + ": \"" + key + "\" = " + std::to_string(out) + " is outside " + std::to_string(lo) + ".." +
+                  std::to_string(hi);
+            return false;
+        }
+        return true;
+    };
+    std::uint64_t shards, seg_msgs, seg_bytes, cluster, retrain, dict;
+    if (!uint_of("shards", 16, 1, 99, shards) || !uint_of("segment_messages", 65536, 1, UINT32_MAX, seg_msgs) ||
+        !uint_of("segment_bytes", 64ull << 20, 1, UINT64_MAX, seg_bytes) ||
+        !uint_of("cluster_bytes", 256u << 10, 1, UINT32_MAX, cluster) || !uint_of("retrain_every", 8, 0, UINT32_MAX, retrain) ||
+        !uint_of("dict_bytes", 112640, 0, UINT32_MAX, dict))
+        return Errc::cvl_bad_config;
+    if (j.contains("level") && !j["level"].is_number_integer()) {
+        err = path + ": \"level\" is not an integer";
+        return Errc::cvl_bad_config;
+    }
+    params.shards = unsigned(shards);
+    params.level = j.value("level", 3);
+    params.segment_messages = std::uint32_t(seg_msgs);
+    params.segment_bytes = seg_bytes;
+    params.cluster_bytes = std::uint32_t(cluster);
+    params.retrain_every = unsigned(retrain);
+    params.dict_bytes = std::uint32_t(dict);
+    return Errc::ok;
+}
+
+Errc Config::create(const std::string& dir, const Params& p, std::string& err) {
+    nlohmann::json j{{"format", "cvl"},
+                     {"version", kArchiveVersion},
+                     {"shards", p.shards},
+                     {"level", p.level},
+                     {"segment_messages", p.segment_messages},
+                     {"segment_bytes", p.segment_bytes},
+                     {"cluster_bytes", p.cluster_bytes},
+                     {"retrain_every", p.retrain_every},
+                     {"dict_bytes", p.dict_bytes},
+                     {"created", syntax::format_datetime_micros(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                                    std::chrono::system_clock::now().time_since_epoch())
+                                                                    .count())}};
+    std::vector<std::string> dirs{dir + "/dict", dir + "/seg", dir + "/journal", dir + "/tomb", dir + "/shard"};
+    for (unsigned k = 0; k < p.shards; ++k) dirs.push_back(shard_dir(dir, k));
+    for (auto& d : dirs)
+        if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) return sys_error(d, err);
+    std::string text = j.dump(2) + "\n";
+    return file::atomic_replace(dir + "/cvl.json", as_bytes(text), err);
+}
+
+int take_lock(const std::string& dir, Errc& code, std::string& err) {
+    const std::string path = dir + "/lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        code = sys_error(path, err);
+        return -1;
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            err = path + ": another cvl-pack is writing this archive";
+            code = Errc::cvl_locked;
+        } else {
+            code = sys_error(path, err);
+        }
+        ::close(fd);
+        return -1;
+    }
+    code = Errc::ok;
+    return fd;
+}
+
+}  // namespace sov::cvl::detail
