@@ -1,5 +1,7 @@
 #include "sovereign/verify_state.h"
 
+#include "sovereign/file.h"
+
 #include "sovereign/syntax.h"
 
 #include <cerrno>
@@ -118,38 +120,19 @@ Errc State::save(const std::string& path, std::string& err) const {
         put_s(o, s.rev, 1);
         put_s(o, as_chars(s.data.bytes()), 1);
     }
-    std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        err = tmp + ": " + std::strerror(errno);
-        return Errc::io_error;
-    }
-    std::size_t off = 0;
-    while (off < o.size()) {
-        ssize_t w = ::write(fd, o.data() + off, o.size() - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            err = tmp + ": " + std::strerror(errno);
-            ::close(fd);
-            return Errc::io_error;
-        }
-        off += std::size_t(w);
-    }
-    if (::fsync(fd) != 0 || ::close(fd) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
-        err = path + ": " + std::strerror(errno);
-        return Errc::io_error;
-    }
-    return Errc::ok;
+    // Temp file, fsync, rename, fsync of the directory: a crash leaves the old state or the new.
+    return file::atomic_replace(path, o, err);
 }
 
 Errc State::load(const std::string& path, std::string& err) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) {
-        if (errno == ENOENT) return Errc::ok;
-        err = path + ": " + std::strerror(errno);
-        return Errc::io_error;
+    std::vector<std::uint8_t> b;
+    if (Errc e = file::read_file(path, b, err); e != Errc::ok) {
+        if (e == Errc::io_not_found) {
+            err.clear();
+            return Errc::ok;  // no state yet: start empty
+        }
+        return e;
     }
-    std::vector<std::uint8_t> b{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
     std::size_t p = 0;
     bool bad = false;
     auto get_u = [&](int n) -> std::uint64_t {
@@ -168,12 +151,12 @@ Errc State::load(const std::string& path, std::string& err) {
     };
     if (b.size() < 12 || std::memcmp(b.data(), "SOVSTATE", 8) != 0) {
         err = path + ":0: not a cbor-verify state file";
-        return Errc::bad_argument;
+        return Errc::state_bad_magic;
     }
     p = 8;
     if (std::uint64_t v = get_u(4); v != 1) {
         err = path + ":8: unknown state file version " + std::to_string(v);
-        return Errc::bad_argument;
+        return Errc::state_bad_version;
     }
     std::uint64_t nsrc = get_u(8);
     for (std::uint64_t i = 0; i < nsrc && !bad; ++i) {
@@ -192,9 +175,13 @@ Errc State::load(const std::string& path, std::string& err) {
         s.rev = rev;
         s.data = cid::Cid(as_bytes(data));
     }
-    if (bad || p != b.size()) {
-        err = path + ":" + std::to_string(p) + ": state file truncated or corrupt";
-        return Errc::bad_argument;
+    if (bad) {
+        err = path + ":" + std::to_string(p) + ": state file truncated";
+        return Errc::state_truncated;
+    }
+    if (p != b.size()) {
+        err = path + ":" + std::to_string(p) + ": bytes after the last state record";
+        return Errc::state_corrupt;
     }
     return Errc::ok;
 }

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
         sov::Errc e = store.load_json_file(path, detail);
         if (e != sov::Errc::ok) {
             cli::diag(path, std::string(sov::to_string(e)) + (detail.empty() ? "" : ": " + detail));
-            return e == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected;
+            return cli::status(e);
         }
     } else {
         cli::diag("no --did-docs given: every commit will be no-key");
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
         sov::Errc e = engine.state().load(state_path, err);
         if (e != sov::Errc::ok) {
             cli::diag(err);
-            return e == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected;
+            return cli::status(e);
         }
     }
     auto save_state = [&]() -> bool {
@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
         bytes_before += r.bytes_read();
         if (r.error() && !g_stop.load()) {
             cli::framing_error(r);
-            status = std::max<int>(status, r.error().errc == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected);
+            status = std::max<int>(status, cli::status(r.error().errc));
             break;  // framing errors stop the tool; frames already written stay written
         }
     }

@@ -3,6 +3,7 @@
 
 #include "sovereign/capture.h"
 #include "sovereign/frame_json.h"
+#include "sovereign/jetstream.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
 
@@ -14,12 +15,13 @@
 
 namespace {
 
-enum class Format { frames, raw_u32le, json };
+enum class Format { frames, raw_u32le, json, jetstream };
 
 bool parse_format(const std::string& s, Format& f) {
     if (s == "frames") f = Format::frames;
     else if (s == "raw-u32le" || s == "raw") f = Format::raw_u32le;
     else if (s == "json") f = Format::json;
+    else if (s == "jetstream") f = Format::jetstream;
     else return false;
     return true;
 }
@@ -73,7 +75,7 @@ int main(int argc, char** argv) {
     opts.add_options()
         ("from", "input format: frames, raw-u32le ([u32 LE length][message]…), json (DAG-JSON lines)",
          cxxopts::value<std::string>()->default_value("frames"))
-        ("to", "output format: frames, json, raw-u32le", cxxopts::value<std::string>()->default_value("frames"))
+        ("to", "output format: frames, json, raw-u32le, jetstream (Jetstream v1 JSON lines: one per record op)", cxxopts::value<std::string>()->default_value("frames"))
         ("src", "src label for raw-u32le input", cxxopts::value<std::string>()->default_value("capture"))
         ("recv", "recv (µs since the epoch) for raw-u32le input; 0 = unknown",
          cxxopts::value<std::int64_t>()->default_value("0"))
@@ -91,6 +93,10 @@ int main(int argc, char** argv) {
     auto args = cli::parse(opts, argc, argv);
 
     Format from, to;
+    if (args["from"].as<std::string>() == "jetstream") {
+        cli::diag("jetstream is an output format only (--to jetstream)");
+        return cli::kUsage;
+    }
     if (!parse_format(args["from"].as<std::string>(), from)) {
         cli::diag("unknown --from format '" + args["from"].as<std::string>() + "' (try --help)");
         return cli::kUsage;
@@ -136,6 +142,11 @@ int main(int argc, char** argv) {
     cli::Progress progress;
     int status = cli::kOk;
 
+    // Where the frame being emitted came from, for diagnostics: file and byte offset.
+    std::string cur_path;
+    std::uint64_t cur_offset = 0;
+    std::uint64_t not_in_jetstream = 0;
+
     // Emits one frame given as an envelope; returns false when output should stop.
     auto emit = [&](const sov::frames::Envelope& env) -> bool {
         ++frames_in;
@@ -150,6 +161,24 @@ int main(int argc, char** argv) {
             line.push_back('\n');
             buf.insert(buf.end(), line.begin(), line.end());
             break;
+        case Format::jetstream: {
+            line.clear();
+            sov::jetstream::Result r = sov::jetstream::append_lines(env.wire, env.recv, line);
+            if (r.errc != sov::Errc::ok) {
+                // Reported and counted, never silently skipped; the other frames go on.
+                cli::diag(cur_path + ":" + std::to_string(cur_offset),
+                          "not convertible to Jetstream: " + std::string(sov::to_string(r.errc)) + " (wire byte " +
+                              std::to_string(r.offset) + ")");
+                status = std::max(status, int(cli::kDataRejected));
+                return !out.broken_pipe() && !out.failed();
+            }
+            if (r.lines == 0) {
+                ++not_in_jetstream;
+                return true;
+            }
+            buf.insert(buf.end(), line.begin(), line.end());
+            break;
+        }
         }
         out.maybe_flush();
         ++frames_out;
@@ -169,8 +198,10 @@ int main(int argc, char** argv) {
             }
             sov::frames::Envelope env;
             bool go = true;
+            cur_path = path;
             while (go && r.next(env)) {
                 bytes_in = r.bytes_read();
+                cur_offset = r.record_offset();
                 go = emit(env);
             }
             if (r.error()) {
@@ -187,8 +218,10 @@ int main(int argc, char** argv) {
             sov::capture::RawReader r(std::move(in));
             sov::ByteView msg;
             bool go = true;
+            cur_path = path;
             while (go && r.next(msg)) {
                 bytes_in += msg.size() + 4;
+                cur_offset = r.offset();
                 rec.clear();
                 sov::frames::append_record(rec, src, std::nullopt, recv, msg);
                 sov::frames::Envelope env;
@@ -254,6 +287,8 @@ int main(int argc, char** argv) {
                     bytes_in += l.size() + 1;
                     sov::frames::Envelope env;
                     sov::frames::parse_record(rec, env);  // append_record validated it
+                    cur_path = path;
+                    cur_offset = line_off;
                     go = emit(env);
                 }
                 line_off += nl + 1;
@@ -266,6 +301,8 @@ int main(int argc, char** argv) {
     int wst = cli::finish_output(out, "stdout");
     if (!quiet)
         cli::diag(cli::with_commas(frames_in) + " frames read, " + cli::with_commas(frames_out) + " written (" +
-                  cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out)");
+                  cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out)" +
+                  (not_in_jetstream ? ", " + cli::with_commas(not_in_jetstream) + " of a type Jetstream does not carry"
+                                    : ""));
     return std::max(status, wst);
 }

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
         auto n = gen.load_replay(args["replay-repo"].as<std::string>(), err);
         if (!n) {
             cli::diag(err);
-            return n.error() == sov::Errc::io_error ? cli::kSystem : cli::kDataRejected;
+            return cli::status(n.error());
         }
         if (!args.count("events") || events > *n) events = *n;
     }

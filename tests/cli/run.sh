@@ -299,5 +299,29 @@ else fail "--limit 5: a prefix of the input"; fi
 expect "-n 0: nothing" "$("$frame_cat" -q -n 0 "$frames" | wc -c | tr -d ' ')" 0
 expect "--limit with a filter counts written frames" "$("$frame_cat" -q --type commit --limit 3 "$frames" | "$frame_cat" -q --to json | wc -l | tr -d ' ')" 3
 
+# --to jetstream: the 150 capture events as production Jetstream served them (152 lines:
+# 150 record ops, 1 identity, 1 account), field for field except time_us (Jetstream's clock).
+run "$frame_cat" --to jetstream "$frames"
+expect "--to jetstream: exits 0" "$rc" 0
+expect "--to jetstream: 152 lines" "$(lines "$tmp/out")" 152
+expect "--to jetstream: equal to production Jetstream except time_us" "$(python3 - "$tmp/out" "$corpus/relay-capture/jetstream-v1.jsonl" <<'PY'
+import json, sys
+def key(j):
+    c = j.get("commit", {})
+    return (j["did"], j["kind"], c.get("rev"), c.get("operation"), c.get("collection"), c.get("rkey"))
+ours = {key(j): j for j in map(json.loads, open(sys.argv[1]))}
+want = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+bad = sum(1 for w in want if dict(ours.get(key(w), {}), time_us=w["time_us"]) != w)
+print(f"{len(want) - bad}/{len(want)} equal")
+PY
+)" "152/152 equal"
+run "$frame_cat" --from jetstream "$frames"
+expect "--from jetstream: usage error (output format only)" "$rc" 2
+printf 'garbage' > "$tmp/garbage.u32le"
+printf '\x07\x00\x00\x00' | cat - "$tmp/garbage.u32le" > "$tmp/bad.u32le"
+run "$frame_cat" --from raw-u32le --src x --to jetstream "$tmp/bad.u32le"
+expect "--to jetstream: an unparsable message exits 1" "$rc" 1
+expect_match "--to jetstream: names file and offset" "$(cat "$tmp/err")" "bad.u32le:0: not convertible to Jetstream"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

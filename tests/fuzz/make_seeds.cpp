@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
             if (n++ >= 6) break;
             std::string id = std::to_string(n);
             put(out / "message_verify", id, m);
+            put(out / "jetstream", id, m);
             std::vector<std::uint8_t> rec;
             sov::frames::append_record(rec, "bsky.network", std::nullopt, 1751639887000000, m);
             put(out / "frame_record", id, rec);

@@ -9,11 +9,14 @@
 #include "sovereign/dag_json.h"
 #include "sovereign/frame_json.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/jetstream.h"
 #include "sovereign/message.h"
 #include "sovereign/mst.h"
 #include "sovereign/multibase.h"
 #include "sovereign/syntax.h"
 #include "sovereign/verify.h"
+
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -116,8 +119,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         sov::mst::encode_node(n.left(), n.entries(), out);
         if (out.size() != size || std::memcmp(out.data(), data, size) != 0) fail("MST node re-encoding differs");
     }
+#elif SOV_FUZZ_TARGET == 9  // Jetstream lines: whatever converts is valid JSON, one object per line
+    std::string out;
+    sov::jetstream::Result r = sov::jetstream::append_lines({data, size}, 1, out);
+    if (r.errc != sov::Errc::ok && !out.empty()) fail("Jetstream conversion failed but appended output");
+    std::size_t lines = 0, start = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        if (out[i] != '\n') continue;
+        if (!nlohmann::json::accept(std::string_view(out).substr(start, i - start))) fail("Jetstream line is not JSON");
+        ++lines;
+        start = i + 1;
+    }
+    if (lines != r.lines || start != out.size()) fail("Jetstream line count differs");
 #else
-#error "SOV_FUZZ_TARGET must be 1..8"
+#error "SOV_FUZZ_TARGET must be 1..9"
 #endif
     return 0;
 }

@@ -35,12 +35,12 @@ public:
     /// `recv` = 0 disables future-rev (receive time unknown).
     void apply(const Facts& f, std::string_view src, std::int64_t recv, Outcome& o);
 
-    /// Writes the state atomically (temp file, fsync, rename). Errors: io_error (with errno
-    /// text in `err`).
+    /// Writes the state atomically and durably (file::atomic_replace: temp file, fsync,
+    /// rename, fsync of the directory). Errors: the io_* codes, with "<path>: <reason>" in `err`.
     Errc save(const std::string& path, std::string& err) const;
     /// Loads a state file written by save(); a missing file is not an error (empty state).
-    /// Errors: io_error, bad_argument (not a state file / unknown version / corrupt, with
-    /// the offset in `err`).
+    /// Errors: the io_* codes; state_bad_magic, state_bad_version, state_truncated,
+    /// state_corrupt (with "<path>:<offset>: <reason>" in `err`).
     Errc load(const std::string& path, std::string& err);
 
     std::size_t did_count() const noexcept { return dids_.size(); }
