@@ -286,6 +286,7 @@ int main(int argc, char** argv) {
     // zstd -3 speed on the same bytes (one thread, 4 MiB chunks, no dictionary).
     std::uint64_t z3_size = 0;
     auto t0 = Clock::now();
+    const double z3_c0 = cpu_seconds();
     {
         std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
         std::vector<std::uint8_t> out(ZSTD_compressBound(4u << 20));
@@ -295,6 +296,8 @@ int main(int argc, char** argv) {
         }
     }
     double z3_mbs = mb / secs_since(t0);
+    // Per CPU-second, like the pack figure: on a shared machine wall time is not the cost.
+    const double z3_mb_cpu = mb / std::max(1e-9, cpu_seconds() - z3_c0);
 
     // --- reads -----------------------------------------------------------------------------------
     double point_ms = point_read_ms(dir2, envs.size(), 20);
@@ -324,16 +327,16 @@ int main(int argc, char** argv) {
                 double(chrono_segment) / 1e6, double(chrono_segment) / double(stored));
     std::printf("| CVL including its dictionaries | %.1f MB (%.2f×) | zstd -3 of the raw stream, 4 MiB chunks, no dictionary: %.1f MB | CVL %.2f× smaller |\n",
                 cvl_total / 1e6, mb / (cvl_total / 1e6), double(z3_size) / 1e6, double(z3_size) / cvl_total);
-    std::printf("| pack, 1 compression thread (journal, clustering, compression, fsyncs) | %.0f MB/s wall, %.0f MB per CPU-second | zstd -3 of the same bytes, 1 thread: %.0f MB/s | %.0f%% (per CPU-second) |\n",
-                pack1, mb / cpu_per_pack[1], z3_mbs, 100.0 * (mb / cpu_per_pack[1]) / z3_mbs);
+    std::printf("| pack, 1 compression thread (journal, clustering, compression, fsyncs) | %.0f MB/s wall, %.0f MB per CPU-second | zstd -3 of the same bytes, 1 thread: %.0f MB/s wall, %.0f MB per CPU-second | %.0f%% (per CPU-second) |\n",
+                pack1, mb / cpu_per_pack[1], z3_mbs, z3_mb_cpu, 100.0 * (mb / cpu_per_pack[1]) / z3_mb_cpu);
     std::printf("| pack, 2 compression threads | %.0f MB/s wall, %.0f MB per CPU-second | 2 × zstd -3 | %.0f%% (%.2f× 1 thread) |\n", pack2,
                 mb / cpu_per_pack[2], 100.0 * pack2 / (2 * z3_mbs), pack2 / pack1);
     std::printf("| random access, %zu random ordinals | %.1f µs/ordinal (%.1f µs CPU, warm: the 2nd pass) | (one index record + one cluster decompression up to the message) | |\n",
                 randoms, rand_us, rand_cpu_us);
     std::printf("| point read (fresh open + one read, median of 20) | %.2f ms | | |\n", point_ms);
     std::printf("| sequential read (every segment, every cluster once) | %.0f MB/s | | |\n", seq_mbs);
-    std::fprintf(stderr, "CVL stored=%llu dict=%llu raw=%zu pack_mb_per_cpu_s=%.1f zstd3_mb_s=%.1f pack_vs_zstd3=%.3f random_us=%.2f random_cpu_us=%.2f point_ms=%.3f seq_mb_s=%.0f\n",
-                 (unsigned long long)stored, (unsigned long long)dict_bytes, all.size(), mb / cpu_per_pack[1], z3_mbs,
-                 (mb / cpu_per_pack[1]) / z3_mbs, rand_us, rand_cpu_us, point_ms, seq_mbs);
+    std::fprintf(stderr, "CVL stored=%llu dict=%llu raw=%zu pack_mb_per_cpu_s=%.1f zstd3_mb_cpu_s=%.1f pack_vs_zstd3=%.3f random_us=%.2f random_cpu_us=%.2f point_ms=%.3f seq_mb_s=%.0f\n",
+                 (unsigned long long)stored, (unsigned long long)dict_bytes, all.size(), mb / cpu_per_pack[1], z3_mb_cpu,
+                 (mb / cpu_per_pack[1]) / z3_mb_cpu, rand_us, rand_cpu_us, point_ms, seq_mbs);
     return 0;
 }
