@@ -140,17 +140,34 @@ TEST_CASE("state saves and loads; corrupt files are refused with an offset", "[s
         CHECK(apply(s, commit(did, "3lmxjzbfkb522", 102, "3lmxjza3nva27", kData1, kData2)) == Verdict::ok);
     }
     auto bytes = testutil::read_file(path);
-    for (std::size_t cut : {std::size_t(0), std::size_t(5), std::size_t(12), bytes.size() - 1}) {
-        std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(cut));
+    auto load_bytes = [&](const std::vector<std::uint8_t>& b) {
+        std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
         State s;
         std::string err;
-        CHECK(s.load(path, err) == sov::Errc::bad_argument);
+        sov::Errc e = s.load(path, err);
         CHECK(err.find(path) == 0);
-    }
+        CHECK(sov::exit_status(e) == 1);  // a damaged state file is rejected data, not a system error
+        return e;
+    };
+    for (std::size_t cut : {std::size_t(0), std::size_t(5)})
+        CHECK(load_bytes({bytes.begin(), bytes.begin() + std::ptrdiff_t(cut)}) == sov::Errc::state_bad_magic);
+    for (std::size_t cut : {std::size_t(12), bytes.size() - 1})
+        CHECK(load_bytes({bytes.begin(), bytes.begin() + std::ptrdiff_t(cut)}) == sov::Errc::state_truncated);
+    auto longer = bytes;
+    longer.push_back(0);
+    CHECK(load_bytes(longer) == sov::Errc::state_corrupt);
+    auto version2 = bytes;
+    version2[8] = 2;
+    CHECK(load_bytes(version2) == sov::Errc::state_bad_version);
     std::remove(path.c_str());
     State s;
     std::string err;
     CHECK(s.load(path, err) == sov::Errc::ok);  // missing file: empty state
+    CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+    sov::Errc e = s.save("/nonexistent-sovereign-dir/state", err);
+    CHECK(e == sov::Errc::io_not_found);
+    CHECK(sov::exit_status(e) == 2);  // an unwritable state path is a system error
+    CHECK(err.find("/nonexistent-sovereign-dir/state") == 0);
 }
 
 TEST_CASE("parallel engine gives the verdicts of the sequential one, in order", "[engine]") {
