@@ -5,8 +5,9 @@
 //   speed: cvl-pack's Writer with 1 and 2 threads (MB/s of envelopes, journal and fsyncs
 //          included) against ZSTD_compress level 3 of the same bytes on one thread;
 //          random access µs per ordinal; sequential read MB/s.
-// Usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]. Prints a markdown table and a
-// machine-readable line "CVL key=value…" on stderr.
+// Usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N] [--segment-bytes N]
+// [--segment-messages N] (segment limits as cvl-pack's options; defaults cvl::Params').
+// Prints a markdown table and a machine-readable line "CVL key=value…" on stderr.
 #include "sovereign/cvl.h"
 #include "sovereign/frame_stream.h"
 
@@ -29,14 +30,17 @@ static double secs_since(Clock::time_point t) { return std::chrono::duration<dou
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]\n");
+        std::fprintf(stderr, "usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N] [--segment-bytes N] [--segment-messages N]\n");
         return 2;
     }
     std::string input = argv[1], tmp = "/tmp";
     std::size_t randoms = 20000;
+    sov::cvl::Params params;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (std::string(argv[i]) == "--tmp") tmp = argv[i + 1];
         if (std::string(argv[i]) == "--random") randoms = std::stoul(argv[i + 1]);
+        if (std::string(argv[i]) == "--segment-bytes") params.segment_bytes = std::stoull(argv[i + 1]);
+        if (std::string(argv[i]) == "--segment-messages") params.segment_messages = std::uint32_t(std::stoul(argv[i + 1]));
     }
     // Load all envelopes.
     std::vector<std::uint8_t> all;
@@ -56,7 +60,6 @@ int main(int argc, char** argv) {
     std::vector<sov::ByteView> views;
     for (auto [o, l] : envs) views.emplace_back(all.data() + o, l);
     double mb = double(all.size()) / 1e6;
-    sov::cvl::Params params;
 
     // --- pack, 1 and 2 threads ------------------------------------------------------------------
     auto cpu_seconds = [] {

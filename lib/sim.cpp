@@ -399,7 +399,14 @@ struct Generator::Impl {
         cbor::Writer w(out);
         std::string created = datetime(now_us - std::int64_t(rng.below(2'000'000)));
         if (collection == "app.bsky.feed.like" || collection == "app.bsky.feed.repost") {
-            w.map(3);
+            bool via = rng.uniform() < 0.2;  // liked or reposted through someone's repost
+            w.map(3 + via);
+            if (via) {
+                auto c = random_cid(0x71);
+                w.text("via");
+                strong_ref(w, {"at://" + random_did() + "/app.bsky.feed.repost/" + syntax::tid_from(now_us - std::int64_t(rng.below(86400'000'000ULL)), unsigned(rng.below(1024))),
+                               cid::to_string(ByteView{c.data(), c.size()})});
+            }
             w.text("$type");
             w.text(collection);
             w.text("subject");
