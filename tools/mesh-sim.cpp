@@ -172,7 +172,8 @@ int main(int argc, char** argv) {
                   " MST blocks, " + cli::with_commas(s.corpus_records) + " records from the corpus; " +
                   cli::with_commas(out.bytes_written()) + " bytes" +
                   (o.repo_budget_bytes ? "; " + cli::with_commas(s.rebuilds) + " repository builds, " +
-                                             cli::with_commas(s.evictions) + " evictions"
+                                             cli::with_commas(s.evictions) + " evictions, " +
+                                             cli::with_commas(s.ops_replaced) + " ops replaced"
                                        : std::string()));
     return st;
 }

@@ -67,9 +67,10 @@ private:
 };
 
 // ---- writing ---------------------------------------------------------------------------
-// What a PDS puts in a #commit `blocks` field or a getRepo answer (docs/atproto.md §4
-// "Layout", "atproto one-root header"). The writer does not check its input: the caller
-// hands it binary CIDs and the blocks they name; Reader::open() reads the result back.
+// What a PDS puts in a #commit `blocks` field or a getRepo answer (IPLD CARv1 spec, "Format
+// Description"; atproto repository spec, "CAR File Serialization": one root, the commit).
+// The writer does not check its input: the caller hands it binary CIDs and the blocks they
+// name; Reader::open() reads the result back. Appends to `car`; no errors.
 
 /// Appends a one-root header: varint(hlen) ‖ DAG-CBOR {roots: [root], version: 1}, canonical
 /// key order (1 + 58 bytes for a 36-byte CID).

@@ -1,8 +1,8 @@
 // sovereign/commit.h — building and signing repository commits (v3): the unsigned commit,
 // its low-S signature on either curve, the signed commit block and its CID. What a PDS does
 // once per write; shared by mesh-sim and any tool that plays a PDS (simulated servers, tests).
-// Source: docs/atproto.md §5 "Commit v3", "Signature" (atproto repository spec "Commit
-// Objects"; cryptography spec "ECDSA Signatures").
+// Source: atproto repository spec, "Commit Objects" (v3 fields, signed bytes = DAG-CBOR of
+// the commit without `sig`); cryptography spec, "ECDSA Signatures" (64-byte r‖s, low-S).
 #pragma once
 
 #include "sovereign/cid.h"

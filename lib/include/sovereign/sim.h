@@ -52,16 +52,19 @@ struct Options {
     double repo_median = 200;        ///< initial records per repository: log-normal median
     double repo_sigma = 1.2;         ///< … and σ of its logarithm
     std::size_t repo_cap = 20000;    ///< … and its maximum
-    /// 0: every repository, once created, stays in memory (its initial records drawn from the
-    /// shared random stream). > 0: repositories are regenerable — initial records drawn from
-    /// the account's own seed, the simulation's changes kept as a log — and the least recently
-    /// used are evicted when their approximate heap bytes exceed this budget, then rebuilt
-    /// (and checked against the root they had) when next used. The bytes generated depend on
-    /// the budget (deletes pick from the key list, whose order a rebuild changes).
+    /// Bytes. 0: every repository, once created, stays in memory whole (initial records drawn
+    /// from the shared random stream). > 0: repositories are regenerable — initial records
+    /// drawn from the account's own seed, only the MST nodes that operations can reach encoded
+    /// (the rest are pseudo-CID stubs), the simulation's changes kept as a log (~100 bytes per
+    /// op) — and the least recently used are evicted when their approximate heap bytes exceed
+    /// this budget, then rebuilt (and checked against the root they had) when next used. The
+    /// bytes generated then depend on the budget too (a rebuild reorders the key list that
+    /// deletes pick from). Deletes pick only records the simulation created.
     std::uint64_t repo_budget_bytes = 0;
     /// Records with the entropy of real ones: likes, reposts and follows mostly point at the
     /// whole network (random DIDs, TIDs, CIDs) rather than at simulated accounts, posts draw
-    /// words from a large Zipf-distributed vocabulary, with replies and language tags.
+    /// words from a large Zipf-distributed vocabulary, with replies, images and language tags.
+    /// `corpus_repos` is then not used.
     bool entropic_records = false;
     double events_per_second = 500;  ///< simulated arrival rate (exponential gaps)
     std::int64_t start_us = 1783173600000000;  ///< 2026-07-04T14:00:00Z
