@@ -7,7 +7,8 @@
 //          random access µs per ordinal; sequential read MB/s.
 //   point read: a fresh Archive (open + one read of a random ordinal), as a one-shot
 //          `cvl-cat --ordinal K` does, median over 20 ordinals (page cache warm).
-// Usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]
+// Usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N] [--segment-bytes N] [--segment-messages N]
+//          (segment limits as cvl-pack's options; defaults cvl::Params')
 //        bench_cvl --synthetic N [--tmp DIR] [--random N]   (an archive of N small synthetic
 //          envelopes, built once under DIR and kept: point reads and random access at scale)
 //        bench_cvl --archive DIR [--random N]   (reads of an existing archive: point read,
@@ -158,7 +159,7 @@ static int existing(const std::string& dir, std::size_t randoms) {
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N]\n");
+        std::fprintf(stderr, "usage: bench_cvl FRAMES_FILE [--tmp DIR] [--random N] [--segment-bytes N] [--segment-messages N]\n");
         return 2;
     }
     std::string input = argv[1], tmp = "/tmp";
@@ -169,9 +170,12 @@ int main(int argc, char** argv) {
         synth = std::stoull(argv[2]);
         first_opt = 3;
     }
+    sov::cvl::Params params;
     for (int i = first_opt; i + 1 < argc; i += 2) {
         if (std::string(argv[i]) == "--tmp") tmp = argv[i + 1];
         if (std::string(argv[i]) == "--random") randoms = std::stoul(argv[i + 1]);
+        if (std::string(argv[i]) == "--segment-bytes") params.segment_bytes = std::stoull(argv[i + 1]);
+        if (std::string(argv[i]) == "--segment-messages") params.segment_messages = std::uint32_t(std::stoul(argv[i + 1]));
     }
     if (synth) return synthetic(synth, tmp, randoms);
     if (input == "--archive" && argc > 2) return existing(argv[2], randoms);
@@ -193,7 +197,6 @@ int main(int argc, char** argv) {
     std::vector<sov::ByteView> views;
     for (auto [o, l] : envs) views.emplace_back(all.data() + o, l);
     double mb = double(all.size()) / 1e6;
-    sov::cvl::Params params;
 
     // --- pack, 1 and 2 threads ------------------------------------------------------------------
     auto cpu_seconds = [] {

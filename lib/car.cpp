@@ -113,3 +113,28 @@ const ByteView* BlockMap::find(ByteView cid) const noexcept {
 }
 
 }  // namespace sov::car
+
+// ---- writing ---------------------------------------------------------------------------
+
+namespace sov::car {
+
+void append_header(std::vector<std::uint8_t>& car, ByteView root) {
+    std::vector<std::uint8_t> h;
+    cbor::Writer w(h);
+    w.map(2);
+    w.text("roots");
+    w.array(1);
+    w.link(root);
+    w.text("version");
+    w.uint(1);
+    varint::append(h.size(), car);
+    car.insert(car.end(), h.begin(), h.end());
+}
+
+void append_section(std::vector<std::uint8_t>& car, ByteView cid, ByteView block) {
+    varint::append(cid.size() + block.size(), car);
+    car.insert(car.end(), cid.begin(), cid.end());
+    car.insert(car.end(), block.begin(), block.end());
+}
+
+}  // namespace sov::car

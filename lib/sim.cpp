@@ -16,17 +16,19 @@
 
 #include "sovereign/car.h"
 #include "sovereign/cbor.h"
+#include "sovereign/commit.h"
 #include "sovereign/dag_json.h"
 #include "sovereign/io.h"
 #include "sovereign/message.h"
 #include "sovereign/mst.h"
 #include "sovereign/multibase.h"
 #include "sovereign/syntax.h"
-#include "sovereign/varint.h"
 
 #include <nlohmann/json.hpp>
+#include <zstd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <unordered_map>
@@ -103,6 +105,14 @@ struct Repo {
     std::unordered_map<std::string, std::size_t> key_pos;
     bool has_profile = false;
     std::size_t gc_at = 4096;
+    std::size_t block_bytes = 0;  // sum of block sizes in `store`
+
+    // Approximate heap bytes held (blocks, map nodes with their inline CIDs, key strings):
+    // what the repository budget counts.
+    std::size_t approx_bytes() const noexcept {
+        return sizeof(Repo) + block_bytes + store.size() * (sizeof(cid::Cid) + sizeof(Block) + 48) +
+               keys.size() * (sizeof(std::string) + 40 + 64);
+    }
 
     const ByteView* find(ByteView c) const {
         auto it = store.find(cid::Cid(c));
@@ -111,6 +121,7 @@ struct Repo {
     void add_block(ByteView c, ByteView bytes) {
         auto [it, fresh] = store.try_emplace(cid::Cid(c));
         if (fresh) {
+            block_bytes += bytes.size();
             it->second.bytes.assign(bytes.begin(), bytes.end());
             it->second.view = {it->second.bytes.data(), it->second.bytes.size()};
         }
@@ -147,6 +158,14 @@ struct Recorder {
     }
 };
 
+// A change the simulation made to a regenerable repository: put `value` at `path`, or
+// remove `path` when `del`. Replayed in order over the seeded initial records on rebuild.
+struct Delta {
+    std::string path;
+    std::array<std::uint8_t, cid::kBlessedLen> value{};
+    bool del = false;
+};
+
 struct Account {
     std::string did, handle, pds;
     crypto::PrivateKey priv;
@@ -156,6 +175,12 @@ struct Account {
     std::int64_t rev_us = 0;  // its timestamp
     bool active = true;
     unsigned clock_id = 0;
+    // Regenerable repositories (Options::repo_budget_bytes > 0) only:
+    std::uint64_t repo_seed = 0;  // seeds the initial records
+    std::vector<Delta> delta;     // every change since
+    cid::Cid evicted_root;        // root when evicted: a rebuild must give it back
+    std::uint64_t last_use = 0;
+    std::size_t charged = 0;      // bytes counted against the budget
 };
 
 struct PlannedOp {
@@ -202,6 +227,10 @@ struct Generator::Impl {
     std::size_t replay_next = 0;
     std::size_t replay_account = 0;
     bool replay_mode = false;
+    // Regenerable repositories: accounts whose repository is in memory, and the budget count.
+    std::vector<std::size_t> live;
+    std::uint64_t use_tick = 0;
+    std::size_t charged_total = 0;
 
     explicit Impl(const Options& o)
         : opt(o), rng(o.seed), zipf(o.accounts, o.zipf_s), now_us(o.start_us), seq(o.seq_start) {
@@ -223,12 +252,15 @@ struct Generator::Impl {
             a.handle = "u" + std::to_string(i) + ".mesh-sim.test";
             a.pds = "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
             a.clock_id = unsigned(krng.below(1024));
+            std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
+            a.repo_seed = splitmix(x);  // not drawn from krng: the default stream stays as it was
         }
         // Activity rank → account, shuffled so activity is unrelated to DID order.
         rank_to_account.resize(accounts.size());
         for (std::size_t i = 0; i < rank_to_account.size(); ++i) rank_to_account[i] = i;
         for (std::size_t i = rank_to_account.size(); i > 1; --i) std::swap(rank_to_account[i - 1], rank_to_account[rng.below(i)]);
-        if (!o.corpus_repos.empty()) load_corpus(o.corpus_repos);
+        if (!o.corpus_repos.empty() && !o.entropic_records) load_corpus(o.corpus_repos);
+        if (o.entropic_records) build_vocab();
     }
 
     // -- corpus sampling ------------------------------------------------------------------
@@ -281,6 +313,174 @@ struct Generator::Impl {
         return s;
     }
 
+    // -- entropic records (Options::entropic_records) -----------------------------------------
+    // Real records are mostly about the rest of the network: a like names a post by a DID and
+    // a TID that the segment has not seen, with a CID that is 32 random bytes in base32. Post
+    // text is natural language: words of a large vocabulary with Zipf-distributed frequency.
+
+    std::vector<std::string> vocab;
+    std::unique_ptr<Zipf> vocab_zipf;
+
+    void build_vocab() {
+        static const char* const onsets[] = {"b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s",
+                                             "t", "v", "w", "y", "z", "br", "ch", "cl", "cr", "dr", "fl", "fr", "gr",
+                                             "pl", "pr", "sh", "sl", "sp", "st", "str", "th", "tr", "wh", "", ""};
+        static const char* const vowels[] = {"a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ea", "ee", "oo", "ou", "ie", "y"};
+        static const char* const codas[] = {"", "", "", "", "n", "r", "s", "t", "l", "m", "nd", "ng", "st", "ck", "th", "rt", "ll", "ss", "ght"};
+        Rng vr(0x766f636162756cULL);  // one vocabulary for every seed
+        std::unordered_set<std::string> seen;
+        for (const char* w : kWords)
+            if (seen.insert(w).second) vocab.emplace_back(w);
+        while (vocab.size() < 40000) {
+            std::size_t syllables = 1 + (vocab.size() > 200) + (vocab.size() > 3000) + vr.below(2);
+            std::string w;
+            for (std::size_t k = 0; k < syllables; ++k) {
+                w += onsets[vr.below(sizeof onsets / sizeof onsets[0])];
+                w += vowels[vr.below(sizeof vowels / sizeof vowels[0])];
+                w += codas[vr.below(sizeof codas / sizeof codas[0])];
+            }
+            if (seen.insert(w).second) vocab.push_back(std::move(w));
+        }
+        vocab_zipf = std::make_unique<Zipf>(vocab.size(), 1.0);
+    }
+
+    std::string random_did() {
+        static const char kB32[] = "abcdefghijklmnopqrstuvwxyz234567";
+        std::string d = "did:plc:";
+        for (int i = 0; i < 24; ++i) d += kB32[rng.below(32)];
+        return d;
+    }
+
+    std::array<std::uint8_t, cid::kBlessedLen> random_cid(std::uint8_t codec) {
+        std::array<std::uint8_t, cid::kBlessedLen> c{0x01, codec, 0x12, 0x20};
+        for (std::size_t k = 4; k < c.size(); k += 8) {
+            std::uint64_t v = rng.next();
+            std::memcpy(c.data() + k, &v, 8);
+        }
+        return c;
+    }
+
+    // A post somewhere on the network: 85% of likes/reposts/replies, the rest simulated posts.
+    std::pair<std::string, std::string> network_post() {
+        if (!recent_posts.empty() && rng.uniform() < 0.15) return recent_posts[rng.below(recent_posts.size())];
+        auto c = random_cid(0x71);
+        std::int64_t age = std::int64_t(std::exp(rng.uniform() * std::log(30.0 * 86400e6)));  // log-uniform, 1 µs … 30 days
+        return {"at://" + random_did() + "/app.bsky.feed.post/" + syntax::tid_from(now_us - age, unsigned(rng.below(1024))),
+                cid::to_string(ByteView{c.data(), c.size()})};
+    }
+
+    std::string sentence_text() {
+        double n = std::exp(std::log(12.0) + 0.9 * rng.normal());
+        std::size_t words_n = std::size_t(std::clamp(n, 1.0, 55.0));
+        std::string t;
+        for (std::size_t i = 0; i < words_n; ++i) {
+            if (i) t += rng.uniform() < 0.08 ? ". " : rng.uniform() < 0.06 ? ", " : " ";
+            std::string w = vocab[vocab_zipf->sample(rng)];
+            if ((i == 0 || t.ends_with(". ")) && !w.empty() && w[0] >= 'a' && w[0] <= 'z') w[0] = char(w[0] - 32);
+            t += w;
+        }
+        double u = rng.uniform();
+        if (u < 0.05) t += " https://" + vocab[vocab_zipf->sample(rng)] + ".com/" + random_did().substr(8, 10);
+        else if (u < 0.10) t += " \xf0\x9f\x98\x82";
+        else if (u < 0.12) t += " @" + vocab[vocab_zipf->sample(rng)] + ".bsky.social";
+        return t;
+    }
+
+    static void strong_ref(cbor::Writer& w, const std::pair<std::string, std::string>& p) {
+        w.map(2);
+        w.text("cid");
+        w.text(p.second);
+        w.text("uri");
+        w.text(p.first);
+    }
+
+    std::vector<std::uint8_t> make_entropic_record(std::string_view collection) {
+        std::vector<std::uint8_t> out;
+        cbor::Writer w(out);
+        std::string created = datetime(now_us - std::int64_t(rng.below(2'000'000)));
+        if (collection == "app.bsky.feed.like" || collection == "app.bsky.feed.repost") {
+            bool via = rng.uniform() < 0.2;  // liked or reposted through someone's repost
+            w.map(3 + via);
+            if (via) {
+                auto c = random_cid(0x71);
+                w.text("via");
+                strong_ref(w, {"at://" + random_did() + "/app.bsky.feed.repost/" + syntax::tid_from(now_us - std::int64_t(rng.below(86400'000'000ULL)), unsigned(rng.below(1024))),
+                               cid::to_string(ByteView{c.data(), c.size()})});
+            }
+            w.text("$type");
+            w.text(collection);
+            w.text("subject");
+            strong_ref(w, network_post());
+            w.text("createdAt");
+            w.text(created);
+        } else if (collection == "app.bsky.graph.follow") {
+            w.map(3);
+            w.text("$type");
+            w.text(collection);
+            w.text("subject");
+            w.text(rng.uniform() < 0.5 ? accounts[rng.below(accounts.size())].did : random_did());
+            w.text("createdAt");
+            w.text(created);
+        } else if (collection == "app.bsky.feed.post") {
+            bool reply = rng.uniform() < 0.4, images = rng.uniform() < 0.2;
+            w.map(4 + reply + images);
+            w.text("text");
+            w.text(sentence_text());
+            w.text("$type");
+            w.text(collection);
+            if (images) {
+                w.map(2);  // embed: {$type, images: [{alt, image: blob, aspectRatio}]}
+                w.text("$type");
+                w.text("app.bsky.embed.images");
+                w.text("images");
+                w.array(1);
+                w.map(3);
+                w.text("alt");
+                w.text(rng.uniform() < 0.7 ? std::string() : sentence_text());
+                w.text("image");
+                w.map(4);
+                w.text("ref");
+                auto blob = random_cid(0x55);
+                w.link(ByteView{blob.data(), blob.size()});
+                w.text("size");
+                w.uint(50'000 + rng.below(900'000));
+                w.text("$type");
+                w.text("blob");
+                w.text("mimeType");
+                w.text("image/jpeg");
+                w.text("aspectRatio");
+                w.map(2);
+                w.text("width");
+                w.uint(600 + rng.below(1400));
+                w.text("height");
+                w.uint(600 + rng.below(1400));
+            }
+            w.text("langs");
+            w.array(1);
+            w.text(rng.uniform() < 0.7 ? "en" : rng.uniform() < 0.5 ? "ja" : "pt");
+            if (reply) {
+                w.text("reply");
+                w.map(2);
+                auto root = network_post();
+                w.text("root");
+                strong_ref(w, root);
+                w.text("parent");
+                strong_ref(w, rng.uniform() < 0.5 ? root : network_post());
+            }
+            w.text("createdAt");
+            w.text(created);
+        } else {  // app.bsky.actor.profile
+            w.map(3);
+            w.text("$type");
+            w.text("app.bsky.actor.profile");
+            w.text("description");
+            w.text(sentence_text());
+            w.text("displayName");
+            w.text(vocab[vocab_zipf->sample(rng)] + " " + vocab[vocab_zipf->sample(rng)]);
+        }
+        return out;
+    }
+
     std::pair<std::string, std::string> subject_post() {
         if (!recent_posts.empty()) return recent_posts[rng.below(recent_posts.size())];
         // Before any post exists: a plausible post of another account, from before the simulation.
@@ -301,6 +501,7 @@ struct Generator::Impl {
     }
 
     std::vector<std::uint8_t> make_record(std::string_view collection) {
+        if (opt.entropic_records) return make_entropic_record(collection);
         std::vector<std::uint8_t> out;
         cbor::Writer w(out);
         std::string created = datetime(now_us);
@@ -367,8 +568,9 @@ struct Generator::Impl {
 
     // Op mix per op (man/mesh-sim.1.md): likes 70%, posts 11%, reposts 10%, follows 6%,
     // deletes 2%, profile updates 1%.
-    const char* pick_collection() {
-        double u = rng.uniform();
+    const char* pick_collection() { return pick_collection(rng); }
+    static const char* pick_collection(Rng& g) {
+        double u = g.uniform();
         if (u < 0.70 / 0.97) return "app.bsky.feed.like";
         if (u < 0.81 / 0.97) return "app.bsky.feed.post";
         if (u < 0.91 / 0.97) return "app.bsky.feed.repost";
@@ -393,7 +595,7 @@ struct Generator::Impl {
         Errc e = tree.open(empty.bytes(), mst::BlockSource(f));
         if (e != Errc::ok) return e;
         double n = std::exp(std::log(opt.repo_median) + opt.repo_sigma * rng.normal());
-        std::size_t count = std::size_t(std::min(20000.0, std::max(0.0, n)));
+        std::size_t count = std::size_t(std::min(double(opt.repo_cap), std::max(0.0, n)));
         std::int64_t span = 2 * 365 * 86400'000'000LL;
         for (std::size_t i = 0; i < count; ++i) {
             std::string path = std::string(pick_collection()) + "/" +
@@ -423,6 +625,202 @@ struct Generator::Impl {
         return Errc::ok;
     }
 
+    // Regenerable repositories. The initial records come from the account's own seed, in key
+    // order without sorting: per collection, sorted TIDs from cumulative exponential gaps. Every
+    // key is hashed for its MST height (the tree's shape depends on all of them), but only
+    // the nodes that any later operation can reach are encoded: those whose key range touches
+    // a *spine* gap — before the first key (the profile record) and after the last key of each
+    // collection, where new TIDs land. Other subtrees get a pseudo-CID (random digest, never
+    // encoded, never shipped): to the generator's tree they are stubs, and an operation that
+    // would need one (a delete deep in old records) fails cleanly and is replaced. So a 15,000-
+    // record repository costs ~15,000 SHA-256s of short keys and ~30 node blocks, not 5,000.
+    struct InitKey {
+        std::uint8_t coll;
+        std::int64_t us;
+        unsigned clock;
+        std::int8_t height;
+    };
+    static constexpr char kTidAlphabet[] = "234567abcdefghijklmnopqrstuvwxyz";
+    static constexpr const char* kInitColls[] = {"app.bsky.feed.like", "app.bsky.feed.post", "app.bsky.feed.repost",
+                                                 "app.bsky.graph.follow"};
+
+    struct Spine {
+        const std::vector<InitKey>* keys;
+        const std::vector<std::size_t>* gaps;  // sorted gap positions (gap g: before key g)
+        bool profile;                          // key 0 is app.bsky.actor.profile/self
+        std::uint64_t seed;
+        Repo* repo;
+        std::vector<std::string> key_text;     // scratch for one node's entries
+        std::vector<std::uint8_t> enc;
+
+        std::string key(std::size_t i) const {
+            if (profile && i == 0) return "app.bsky.actor.profile/self";
+            const InitKey& k = (*keys)[i];
+            return std::string(kInitColls[k.coll]) + "/" + syntax::tid_from(k.us, k.clock);
+        }
+        std::array<std::uint8_t, cid::kBlessedLen> pseudo(std::uint64_t a, std::uint64_t b) const {
+            std::array<std::uint8_t, cid::kBlessedLen> c{0x01, 0x71, 0x12, 0x20};
+            std::uint64_t x = seed ^ (a * 0x9e3779b97f4a7c15ULL) ^ (b * 0xc2b2ae3d27d4eb4fULL);
+            for (std::size_t k = 4; k < c.size(); k += 8) {
+                std::uint64_t v = splitmix(x);
+                std::memcpy(c.data() + k, &v, 8);
+            }
+            return c;
+        }
+        bool on_spine(std::size_t lo, std::size_t hi) const {
+            auto it = std::lower_bound(gaps->begin(), gaps->end(), lo);
+            return it != gaps->end() && *it <= hi;
+        }
+        // The node at `layer` over keys [lo, hi) (all of height ≤ layer, hi > lo): its CID;
+        // its block (and those below it on a spine) go to the repository's store.
+        cid::Cid node(int layer, std::size_t lo, std::size_t hi) {
+            if (!on_spine(lo, hi)) {
+                auto c = pseudo(std::uint64_t(layer) + 1, lo);
+                return cid::Cid(ByteView{c.data(), c.size()});
+            }
+            std::vector<std::size_t> at;  // entries of this layer
+            for (std::size_t i = lo; i < hi; ++i)
+                if ((*keys)[i].height == layer) at.push_back(i);
+            auto child = [&](std::size_t a, std::size_t b) { return a < b ? node(layer - 1, a, b) : cid::Cid(); };
+            cid::Cid left = child(lo, at.empty() ? hi : at[0]);
+            std::vector<cid::Cid> rights;
+            std::vector<std::array<std::uint8_t, cid::kBlessedLen>> values;
+            std::vector<std::string> texts;
+            for (std::size_t k = 0; k < at.size(); ++k) {
+                rights.push_back(child(at[k] + 1, k + 1 < at.size() ? at[k + 1] : hi));
+                values.push_back(pseudo(0, at[k]));
+                texts.push_back(key(at[k]));
+            }
+            std::vector<mst::EntryView> entries;
+            for (std::size_t k = 0; k < at.size(); ++k)
+                entries.push_back({texts[k], ByteView{values[k].data(), values[k].size()}, rights[k].bytes()});
+            enc.clear();
+            mst::encode_node(left.bytes(), entries, enc);
+            cid::Cid c = cid::compute(cid::kCodecDagCbor, ByteView{enc.data(), enc.size()});
+            repo->add_block(c.bytes(), ByteView{enc.data(), enc.size()});
+            return c;
+        }
+    };
+
+    Errc regenerate(Account& a) {
+        a.repo = std::make_unique<Repo>();
+        Repo& r = *a.repo;
+        Rng ar(a.repo_seed);
+        double n = std::exp(std::log(opt.repo_median) + opt.repo_sigma * ar.normal());
+        std::size_t count = std::size_t(std::min(double(opt.repo_cap), std::max(0.0, n)));
+        bool profile = ar.uniform() < 0.8;
+        std::size_t per[4] = {0, 0, 0, 0};
+        for (std::size_t i = 0; i < count; ++i) {
+            const char* c = pick_collection(ar);
+            for (std::size_t k = 0; k < 4; ++k)
+                if (c == kInitColls[k]) ++per[k];
+        }
+        std::vector<InitKey> keys;
+        keys.reserve(count + 1);
+        if (profile) keys.push_back({0, 0, 0, std::int8_t(mst::key_height("app.bsky.actor.profile/self"))});
+        std::vector<std::size_t> gaps{0};
+        const std::int64_t span = 2 * 365 * 86400'000'000LL, t0 = opt.start_us - 86400'000'000LL - span;
+        std::vector<double> cum;
+        for (std::uint8_t c = 0; c < 4; ++c) {
+            // Sorted uniform times: normalised cumulative sums of exponential gaps.
+            cum.assign(per[c] + 1, 0.0);
+            double acc = 0;
+            for (auto& x : cum) x = acc += -std::log(1.0 - ar.uniform());
+            std::int64_t last = t0 - 1;
+            char kbuf[64];
+            const std::size_t plen = std::strlen(kInitColls[c]) + 1;
+            std::memcpy(kbuf, kInitColls[c], plen - 1);
+            kbuf[plen - 1] = '/';
+            for (std::size_t i = 0; i < per[c]; ++i) {
+                std::int64_t us = std::max(last + 1, t0 + std::int64_t(double(span) * cum[i] / acc));
+                last = us;
+                unsigned clock = unsigned(ar.below(1024));
+                // The key "collection/TID" in a reused buffer (syntax::tid_from's encoding).
+                const std::uint64_t v = ((std::uint64_t(us) & ((1ULL << 53) - 1)) << 10) | clock;
+                for (std::size_t d = 0; d < 13; ++d) kbuf[plen + 12 - d] = kTidAlphabet[(v >> (5 * d)) & 31u];
+                keys.push_back({c, us, clock, std::int8_t(mst::key_height(std::string_view(kbuf, plen + 13)))});
+            }
+            gaps.push_back(keys.size());
+        }
+        Spine sp{&keys, &gaps, profile, a.repo_seed, &r, {}, {}};
+        cid::Cid empty = cid::compute(cid::kCodecDagCbor, ByteView{kEmptyNode, sizeof kEmptyNode});
+        if (keys.empty()) {
+            r.add_block(empty.bytes(), ByteView{kEmptyNode, sizeof kEmptyNode});
+            r.root = empty;
+        } else {
+            int top = 0;
+            for (auto& k : keys) top = std::max<int>(top, k.height);
+            r.root = sp.node(top, 0, keys.size());
+        }
+        r.has_profile = profile;
+        // Replay the simulation's changes.
+        if (!a.delta.empty()) {
+            Finder f{&r};
+            Errc e = tree.open(r.root.bytes(), mst::BlockSource(f));
+            for (const Delta& d : a.delta) {
+                ByteView prev;
+                if (e != Errc::ok) break;
+                if (d.del) {
+                    e = tree.remove(d.path, prev);
+                    r.remove_key(d.path);
+                } else {
+                    e = tree.put(d.path, ByteView{d.value.data(), d.value.size()}, prev);
+                    if (d.path == "app.bsky.actor.profile/self") r.has_profile = true;
+                    else if (prev.empty()) r.add_key(d.path);
+                }
+            }
+            if (e == Errc::ok) e = tree.root_cid(r.root, [&](ByteView c, ByteView block) { r.add_block(c, block); });
+            if (e != Errc::ok) return e;
+        }
+        if (a.rev.empty()) {
+            a.rev_us = opt.start_us - std::int64_t(ar.below(86400'000'000ULL));
+            a.rev = syntax::tid_from(a.rev_us, a.clock_id);
+        } else if (!(r.root == a.evicted_root)) {
+            return Errc::mst_root_mismatch;  // the rebuild is not the tree that was evicted
+        }
+        r.gc_at = std::max<std::size_t>(256, 2 * r.store.size());
+        return Errc::ok;
+    }
+
+    // The repository of `a`, materialized (first touch), rebuilt (after eviction) or as kept.
+    Errc ensure_repo(Account& a) {
+        if (a.repo) return Errc::ok;
+        if (!regenerable()) return materialize(a);
+        ++stats.rebuilds;
+        Errc e = regenerate(a);
+        if (e == Errc::ok) live.push_back(std::size_t(&a - accounts.data()));
+        return e;
+    }
+
+    bool regenerable() const noexcept { return opt.repo_budget_bytes > 0; }
+
+    // After `a` was used: charge its repository to the budget and, above it, evict the least
+    // recently used other repositories down to 3/4 of the budget (batches keep this rare).
+    void account_used(Account& a) {
+        if (!regenerable() || !a.repo) return;
+        a.last_use = ++use_tick;
+        std::size_t now = a.repo->approx_bytes();
+        charged_total += now - a.charged;
+        a.charged = now;
+        if (charged_total <= opt.repo_budget_bytes) return;
+        std::sort(live.begin(), live.end(), [&](std::size_t x, std::size_t y) { return accounts[x].last_use < accounts[y].last_use; });
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < live.size(); ++i) {
+            Account& v = accounts[live[i]];
+            if (&v != &a && charged_total > opt.repo_budget_bytes / 4 * 3) {
+                charged_total -= v.charged;
+                v.charged = 0;
+                v.evicted_root = v.repo->root;
+                v.repo.reset();
+                ++stats.evictions;
+            } else {
+                live[kept++] = live[i];
+            }
+        }
+        live.resize(kept);
+        stats.peak_repo_bytes = std::max<std::uint64_t>(stats.peak_repo_bytes, charged_total);
+    }
+
     // Drops node blocks no longer reachable from the root, once the store has doubled.
     Errc maybe_gc(Repo& r) {
         if (r.store.size() < r.gc_at) return Errc::ok;
@@ -434,8 +832,14 @@ struct Generator::Impl {
         std::size_t stubs = 0;
         if ((e = t.load_all(stubs)) != Errc::ok) return e;
         std::unordered_set<cid::Cid, CidHash> keep(live.begin(), live.end());
-        for (auto it = r.store.begin(); it != r.store.end();)
-            it = keep.count(it->first) ? std::next(it) : r.store.erase(it);
+        for (auto it = r.store.begin(); it != r.store.end();) {
+            if (keep.count(it->first)) {
+                ++it;
+            } else {
+                r.block_bytes -= it->second.bytes.size();
+                it = r.store.erase(it);
+            }
+        }
         r.gc_at = std::max<std::size_t>(4096, 2 * r.store.size());
         return Errc::ok;
     }
@@ -445,53 +849,9 @@ struct Generator::Impl {
         return Errc::bad_argument;
     }
 
-    // A v3 commit for (did, rev, data, prev: null), canonical key order; with `sig` when given
-    // (did, rev, sig, data, prev, version), without it the unsigned form that is signed.
-    std::vector<std::uint8_t> encode_commit(const Account& a, ByteView data, const std::array<std::uint8_t, 64>* sig) {
-        std::vector<std::uint8_t> out;
-        cbor::Writer w(out);
-        w.map(sig ? 6 : 5);
-        w.text("did");
-        w.text(a.did);
-        w.text("rev");
-        w.text(a.rev);
-        if (sig) {
-            w.text("sig");
-            w.bytes(ByteView{sig->data(), sig->size()});
-        }
-        w.text("data");
-        w.link(data);
-        w.text("prev");
-        w.null();
-        w.text("version");
-        w.uint(3);
-        return out;
-    }
-
-    // Signed commit block for (did, rev, data).
-    std::vector<std::uint8_t> commit_block(const Account& a, ByteView data) {
-        auto digest = crypto::sha256(encode_commit(a, data, nullptr));
-        auto sig = crypto::sign(a.priv, digest.data());
-        return encode_commit(a, data, &sig);
-    }
-
-    static void car_header(std::vector<std::uint8_t>& car, ByteView root) {
-        std::vector<std::uint8_t> h;
-        cbor::Writer w(h);
-        w.map(2);
-        w.text("roots");
-        w.array(1);
-        w.link(root);
-        w.text("version");
-        w.uint(1);
-        varint::append(h.size(), car);
-        car.insert(car.end(), h.begin(), h.end());
-    }
-
-    static void car_section(std::vector<std::uint8_t>& car, ByteView c, ByteView block) {
-        varint::append(c.size() + block.size(), car);
-        car.insert(car.end(), c.begin(), c.end());
-        car.insert(car.end(), block.begin(), block.end());
+    // Signed commit block for (did, rev, data, prev: null).
+    Errc commit_block(const Account& a, ByteView data, commit::Block& out) {
+        return commit::build(commit::Fields{a.did, a.rev, data, {}}, a.priv, out);
     }
 
     void header(cbor::Writer& w, std::string_view t) {
@@ -533,7 +893,7 @@ struct Generator::Impl {
 
     Errc gen_commit(Account& a, std::vector<std::uint8_t>& wire, std::vector<PlannedOp> ops = {}) {
         if (!a.repo) {
-            if (Errc e = materialize(a); e != Errc::ok) return fail("materialize " + a.did + ": " + tree.error_detail());
+            if (Errc e = ensure_repo(a); e != Errc::ok) return fail("materialize " + a.did + ": " + tree.error_detail());
         }
         Repo& r = *a.repo;
         if (ops.empty()) plan_ops(a, ops);
@@ -541,13 +901,29 @@ struct Generator::Impl {
         std::string since = a.rev;
         Finder f{&r};
         Errc e = tree.open(r.root.bytes(), mst::BlockSource(f));
-        for (auto& op : ops) {
-            if (e != Errc::ok) break;
+        for (std::size_t k = 0; k < ops.size() && e == Errc::ok;) {
+            PlannedOp& op = ops[k];
             ByteView prev;
             if (op.action == msg::OpAction::del) e = tree.remove(op.path, prev);
             else e = tree.put(op.path, op.cid.bytes(), prev);
+            if (e == mst::kErrProofMissing && regenerable()) {
+                // Needs a subtree that a regenerable repository never encodes: the tree is as
+                // it was; drop the op, and if none is left, write a like instead.
+                e = Errc::ok;
+                ++stats.ops_replaced;
+                if (ops.size() == 1) {
+                    op.action = msg::OpAction::create;
+                    op.path = "app.bsky.feed.like/" + syntax::tid_from(now_us, a.clock_id);
+                    op.record = make_record("app.bsky.feed.like");
+                    op.cid = cid::compute(cid::kCodecDagCbor, op.record);
+                } else {
+                    ops.erase(ops.begin() + std::ptrdiff_t(k));
+                }
+                continue;
+            }
             op.prev = cid::Cid(prev);
             if (op.action == msg::OpAction::update && prev.empty()) op.action = msg::OpAction::create;
+            ++k;
         }
         cid::Cid new_root;
         std::vector<cid::Cid> proof;  // every new node (as a PDS ships them) + what inversion reads
@@ -592,19 +968,19 @@ struct Generator::Impl {
         }
         ++stats.commits;
         next_rev(a);
-        std::vector<std::uint8_t> cblock = commit_block(a, new_root.bytes());
-        cid::Cid ccid = cid::compute(cid::kCodecDagCbor, cblock);
+        commit::Block cb;
+        if (commit_block(a, new_root.bytes(), cb) != Errc::ok) return fail("signing key of " + a.did + " is invalid");
         std::vector<std::uint8_t> car;
-        car_header(car, ccid.bytes());
-        car_section(car, ccid.bytes(), cblock);
+        car::append_header(car, cb.cid.bytes());
+        car::append_section(car, cb.cid.bytes(), cb.bytes);
         std::sort(proof.begin(), proof.end(), [](const cid::Cid& x, const cid::Cid& y) {
             return std::lexicographical_compare(x.bytes().begin(), x.bytes().end(), y.bytes().begin(), y.bytes().end());
         });
         proof.erase(std::unique(proof.begin(), proof.end()), proof.end());
         stats.proof_blocks += proof.size();
-        for (auto& c : proof) car_section(car, c.bytes(), *r.find(c.bytes()));
+        for (auto& c : proof) car::append_section(car, c.bytes(), *r.find(c.bytes()));
         for (auto& op : ops)
-            if (!op.record.empty()) car_section(car, op.cid.bytes(), op.record);
+            if (!op.record.empty()) car::append_section(car, op.cid.bytes(), op.record);
 
         wire.clear();
         cbor::Writer w(wire);
@@ -642,7 +1018,7 @@ struct Generator::Impl {
         w.text("blocks");
         w.bytes(car);
         w.text("commit");
-        w.link(ccid.bytes());
+        w.link(cb.cid.bytes());
         w.text("rebase");
         w.boolean(false);
         w.text("tooBig");
@@ -653,6 +1029,11 @@ struct Generator::Impl {
         // Account bookkeeping.
         for (auto& op : ops) {
             ++stats.ops;
+            if (regenerable()) {
+                Delta d{op.path, {}, op.action == msg::OpAction::del};
+                if (!d.del && op.cid.size() == d.value.size()) std::memcpy(d.value.data(), op.cid.bytes().data(), d.value.size());
+                a.delta.push_back(std::move(d));
+            }
             switch (op.action) {
             case msg::OpAction::create:
                 ++stats.creates;
@@ -673,6 +1054,7 @@ struct Generator::Impl {
         }
         r.root = new_root;
         if (maybe_gc(r) != Errc::ok) return fail("gc of " + a.did + " failed");
+        account_used(a);
         return Errc::ok;
     }
 
@@ -718,18 +1100,19 @@ struct Generator::Impl {
 
     Errc gen_sync(Account& a, std::vector<std::uint8_t>& wire) {
         if (!a.repo) {
-            if (Errc e = materialize(a); e != Errc::ok) return fail("materialize " + a.did);
+            if (Errc e = ensure_repo(a); e != Errc::ok) return fail("materialize " + a.did);
         }
         ++stats.syncs;
         next_rev(a);
-        std::vector<std::uint8_t> cblock = commit_block(a, a.repo->root.bytes());
-        cid::Cid ccid = cid::compute(cid::kCodecDagCbor, cblock);
+        commit::Block cb;
+        if (commit_block(a, a.repo->root.bytes(), cb) != Errc::ok) return fail("signing key of " + a.did + " is invalid");
         std::vector<std::uint8_t> car;
-        car_header(car, ccid.bytes());
-        car_section(car, ccid.bytes(), cblock);
+        car::append_header(car, cb.cid.bytes());
+        car::append_section(car, cb.cid.bytes(), cb.bytes);
         cbor::Writer w = begin_event(wire, "#sync", 5, a, true);
         w.text("blocks");
         w.bytes(car);
+        account_used(a);
         return Errc::ok;
     }
 
@@ -835,6 +1218,21 @@ struct Generator::Impl {
     }
 };
 
+Result<Options> profile(std::string_view name) {
+    Options o;
+    if (name == "default") return o;
+    if (name != "realistic") return Errc::bad_argument;
+    // Calibrated against the relay capture (man/mesh-sim.1.md, PROFILES): 149 DIDs in 150
+    // frames needs a large population with a flat activity law; proof depth and node sizes
+    // need repositories of ~15,000 records; record entropy needs network-wide references.
+    o.accounts = 200'000;
+    o.zipf_s = 0.7;
+    o.repo_median = 15'000;
+    o.repo_budget_bytes = 1ull << 30;
+    o.entropic_records = true;
+    return o;
+}
+
 Generator::Generator(const Options& o) : impl_(std::make_unique<Impl>(o)) {}
 Generator::~Generator() = default;
 
@@ -864,5 +1262,101 @@ nlohmann::json Generator::did_docs() const {
 
 const Stats& Generator::stats() const noexcept { return impl_->stats; }
 const std::string& Generator::error_detail() const noexcept { return impl_->error; }
+
+// --- ShapeMeter ------------------------------------------------------------------------------
+
+struct ShapeMeter::Impl {
+    Shape s;
+    std::vector<std::uint8_t> wire, nodes, records, commits, out;
+    std::unordered_set<std::string> dids;
+    std::size_t in_window = 0;
+    mst::NodeData nd;
+
+    static std::uint64_t z(const std::vector<std::uint8_t>& b, std::vector<std::uint8_t>& out) {
+        if (b.empty()) return 0;
+        out.resize(ZSTD_compressBound(b.size()));
+        std::size_t r = ZSTD_compress(out.data(), out.size(), b.data(), b.size(), 3);
+        return ZSTD_isError(r) ? b.size() : r;
+    }
+    void close_window() {
+        s.z_wire += z(wire, out);
+        s.z_nodes += z(nodes, out);
+        s.z_records += z(records, out);
+        s.z_commits += z(commits, out);
+        wire.clear();
+        nodes.clear();
+        records.clear();
+        commits.clear();
+        dids.clear();
+        in_window = 0;
+    }
+};
+
+ShapeMeter::ShapeMeter(std::size_t window) : impl_(std::make_unique<Impl>()) { impl_->s.window = window ? window : 1; }
+ShapeMeter::~ShapeMeter() = default;
+
+void ShapeMeter::add(ByteView w) {
+    Impl& m = *impl_;
+    Shape& s = m.s;
+    ++s.messages;
+    s.wire_bytes += w.size();
+    m.wire.insert(m.wire.end(), w.begin(), w.end());
+    // Binary CIDs: 0x01 (v1), codec 0x71 or 0x55, 0x12 (sha2-256), 0x20 (32 bytes).
+    for (std::size_t i = 0; i + 36 <= w.size(); ++i)
+        if (w[i] == 0x01 && (w[i + 1] == 0x71 || w[i + 1] == 0x55) && w[i + 2] == 0x12 && w[i + 3] == 0x20) {
+            s.cid_bytes += 36;
+            i += 35;
+        }
+    msg::Message msg;
+    if (!msg::parse(w, msg)) {
+        if (!msg.did.empty() && !m.dids.emplace(msg.did).second) ++s.repeated_dids;
+        if (msg.type == msg::Type::commit) {
+            ++s.commits;
+            car::Reader r;
+            car::Section sec;
+            if (!r.open(msg.blocks))
+                while (r.next(sec)) {
+                    ++s.blocks;
+                    if (cid::equal(sec.cid, r.root())) {
+                        s.commit_bytes += sec.block.size();
+                        m.commits.insert(m.commits.end(), sec.block.begin(), sec.block.end());
+                    } else if (m.nd.decode(sec.block) == Errc::ok) {
+                        ++s.nodes;
+                        s.node_bytes += sec.block.size();
+                        m.nodes.insert(m.nodes.end(), sec.block.begin(), sec.block.end());
+                    } else {
+                        ++s.records;
+                        s.record_bytes += sec.block.size();
+                        m.records.insert(m.records.end(), sec.block.begin(), sec.block.end());
+                    }
+                }
+        }
+    }
+    if (++m.in_window == s.window) m.close_window();
+}
+
+const Shape& ShapeMeter::finish() {
+    if (impl_->in_window) impl_->close_window();
+    return impl_->s;
+}
+
+std::string describe(const Shape& s) {
+    auto per = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+    char buf[2048];
+    std::snprintf(buf, sizeof buf,
+                  "messages %llu\ncommits %llu\nwindow %zu\n"
+                  "bytes_per_message %.0f\nblocks_per_commit %.2f\nnodes_per_commit %.2f\n"
+                  "node_bytes %.1f\nrecord_bytes %.1f\nrecords_per_commit %.2f\n"
+                  "cid_share %.3f\nrepeated_did_share %.4f\n"
+                  "zstd_wire %.2f\nzstd_nodes %.2f\nzstd_records %.2f\nzstd_commits %.2f\n",
+                  (unsigned long long)s.messages, (unsigned long long)s.commits, s.window,
+                  per(double(s.wire_bytes), double(s.messages)), per(double(s.blocks), double(s.commits)),
+                  per(double(s.nodes), double(s.commits)), per(double(s.node_bytes), double(s.nodes)),
+                  per(double(s.record_bytes), double(s.records)), per(double(s.records), double(s.commits)),
+                  per(double(s.cid_bytes), double(s.wire_bytes)), per(double(s.repeated_dids), double(s.messages)),
+                  per(double(s.wire_bytes), double(s.z_wire)), per(double(s.node_bytes), double(s.z_nodes)),
+                  per(double(s.record_bytes), double(s.z_records)), per(double(s.commit_bytes), double(s.z_commits)));
+    return buf;
+}
 
 }  // namespace sov::sim

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and rewrites docs/PERFORMANCE.md with the results, the command and
-# the machine. Usage: scripts/bench.sh [BUILD_DIR]   (also: meson compile -C build bench)
+# the machine. Usage: scripts/bench.sh [BUILD_DIR] [--only realistic]   (also: meson compile -C build bench)
+# --only realistic runs just the realistic-profile section and replaces it in place in
+# docs/PERFORMANCE.md. REAL_EVENTS (default 1000000) sets the size of that traffic and
+# REAL_SWEEP_EVENTS (default all of it) how much of it the segment-size sweep packs (its
+# zstd -19 --long=27 baseline costs ~15 CPU-minutes per GB: bound it on a busy machine).
 # Peers (TypeScript reference @atproto/repo, and @atcute) are installed from npm into
 # bench/peers/node_modules by bench/peers/setup.sh; skipped with a note if npm is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build}"
+only="${3:-}"; [ "${2:-}" = "--only" ] || only=""
 corpus="${SOVEREIGN_CORPUS:-$(pwd)/../shared/corpus}"
 [ -d "$corpus" ] || { echo "bench: corpus absent at $corpus (set SOVEREIGN_CORPUS)" >&2; exit 2; }
 ninja -C "$build" bench/bench_core bench/bench_cvl tools/frame-cat tools/mesh-sim tools/cvl-pack tools/cvl-cat >/dev/null
@@ -13,6 +18,102 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 cores=$(nproc); mem=$(free -g | awk '/Mem:/{print $2}')
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- CVL on the realistic profile (mesh-sim gen --profile realistic) ---------------------
+# Generates REAL_EVENTS messages once (kept in $build/bench-data, never committed), records
+# generation rate and peak RSS, compares the traffic's shape with the capture, runs bench_cvl
+# on it and sweeps the segment size with cvl-pack against zstd -3 and zstd -19 --long.
+realistic_section() {
+  local data="$build/bench-data" n="${REAL_EVENTS:-1000000}" f t0 t1
+  mkdir -p "$data"; f="$data/real-$n.frames"
+  if [ ! -s "$f" ]; then
+    /usr/bin/time -v "$build/tools/mesh-sim" gen -q --profile realistic --events "$n" -o "$f" 2> "$data/real-$n.gen.log"
+  fi
+  local gen="generation not timed in this run (the file was already there)"
+  if [ -s "$data/real-$n.gen.log" ]; then
+    gen=$(python3 - "$data/real-$n.gen.log" "$n" <<'PY'
+import re, sys
+log = open(sys.argv[1]).read(); n = int(sys.argv[2])
+wall = re.search(r'Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)', log).group(1)
+secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.split(':'))))
+cpu = float(re.search(r'User time \(seconds\): (\S+)', log).group(1)) + float(re.search(r'System time \(seconds\): (\S+)', log).group(1))
+rss = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', log).group(1))
+print(f'generated in {wall} wall ({n/secs:,.0f} messages/s; {cpu:,.0f} CPU-seconds, {n/cpu:,.0f} messages per CPU-second), peak RSS {rss//1024:,} MiB (`/usr/bin/time -v`)')
+PY
+)
+  fi
+  "$build/tools/frame-cat" -q --from raw-u32le --src bsky.network "$corpus/relay-capture/frames.u32le.zst" > "$tmp/cap.frames"
+  "$build/tools/mesh-sim" stats "$tmp/cap.frames" > "$tmp/shape-cap"
+  "$build/tools/mesh-sim" stats "$f" > "$tmp/shape-real"
+  local sweep="$f" sn="${REAL_SWEEP_EVENTS:-}"
+  if [ -n "$sn" ] && [ "$sn" -lt "$n" ]; then sweep="$tmp/sweep.frames"; "$build/tools/frame-cat" -q -n "$sn" "$f" > "$sweep"; fi
+  local cvl
+  cvl=$("$build/bench/bench_cvl" "$sweep" --tmp "$tmp" --random 20000 2>/dev/null | sed "s|$tmp/sweep.frames|first $sn messages of $f|")
+  local raw z3 z19 rows=""
+  raw=$(stat -c %s "$sweep")
+  z3=$(zstd -3 -T2 -q -c "$sweep" | wc -c)
+  z19=$(zstd -19 --long=27 -T2 -q -c "$sweep" | wc -c)
+  for seg in 16 64 256 1024; do
+    rm -rf "$tmp/sweep-arch"
+    "$build/tools/cvl-pack" -q -o "$tmp/sweep-arch" --threads 2 --segment-bytes $((seg << 20)) --segment-messages 4000000000 "$sweep"
+    local size
+    size=$(( $(cat "$tmp"/sweep-arch/shard/*/*.dat | wc -c) + $(cat "$tmp"/sweep-arch/dict/* | wc -c) ))
+    rows+=$(python3 -c "
+raw, size, z3, z19, seg = $raw, $size, $z3, $z19, $seg
+print(f'| {seg} MiB | {size/1e6:,.1f} MB ({raw/size:.2f}×) | {z3/size:.2f}× | {z19/size:.2f}× |')")$'\n'
+    rm -rf "$tmp/sweep-arch"
+  done
+  echo "<!-- realistic:begin -->"
+  echo "## CVL on the realistic profile"
+  echo
+  echo "\`mesh-sim gen --profile realistic --events $n\` (200,000 accounts, Zipf 0.7, repositories of median"
+  echo "15,000 records, 1 GiB repository budget, entropic records; man/mesh-sim.1.md), $(python3 -c "print(f'{$(stat -c %s "$f")/1e9:.2f}')") GB:"
+  echo "$gen; load average at start of this section: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo
+  echo "Shape against the relay capture (\`mesh-sim stats\`, windows of 150 messages, zstd -3 per window):"
+  echo
+  echo "| figure | capture | realistic | realistic / capture |"
+  echo "|---|---|---|---|"
+  python3 - "$tmp/shape-cap" "$tmp/shape-real" <<'PY'
+import sys
+a = dict(l.split() for l in open(sys.argv[1])); b = dict(l.split() for l in open(sys.argv[2]))
+for k in ('bytes_per_message', 'blocks_per_commit', 'nodes_per_commit', 'node_bytes', 'record_bytes',
+          'cid_share', 'repeated_did_share', 'zstd_wire', 'zstd_nodes', 'zstd_records', 'zstd_commits'):
+    x, y = float(a[k]), float(b[k])
+    print(f'| {k} | {a[k]} | {b[k]} | {y/x:.2f} |' if x else f'| {k} | {a[k]} | {b[k]} | |')
+PY
+  echo
+  echo "bench_cvl on it (default segments: 64 MiB / 65,536 messages):"
+  echo
+  echo "| measurement | CVL | baseline | ratio |"
+  echo "|---|---|---|---|"
+  echo "$cvl"
+  echo
+  echo "Segment size (cvl-pack --segment-bytes, level 3, 2 threads; CVL = shard data + dictionaries) on"
+  echo "$(python3 -c "print(f'{$raw/1e9:.2f}')") GB of it, against zstd -3 -T2 of the raw frame stream ($(python3 -c "print(f'{$z3/1e6:,.1f}')") MB, $(python3 -c "print(f'{$raw/$z3:.2f}')")×)"
+  echo "and zstd -19 --long=27 -T2 ($(python3 -c "print(f'{$z19/1e6:,.1f}')") MB, $(python3 -c "print(f'{$raw/$z19:.2f}')")×); see docs/CVL-SEGMENTS.md:"
+  echo
+  echo "| segment | CVL with dictionaries | CVL vs zstd -3 | CVL vs zstd -19 --long |"
+  echo "|---|---|---|---|"
+  printf '%s' "$rows"
+  echo "<!-- realistic:end -->"
+}
+
+if [ "$only" = realistic ]; then
+  real=$(realistic_section)
+  python3 - docs/PERFORMANCE.md "$real" <<'PY'
+import re, sys
+path, new = sys.argv[1], sys.argv[2]
+doc = open(path).read()
+if '<!-- realistic:begin -->' in doc:
+    doc = re.sub(r'<!-- realistic:begin -->.*?<!-- realistic:end -->', lambda m: new, doc, flags=re.S)
+else:
+    doc = doc.replace('\n## How to read this', '\n' + new + '\n\n## How to read this', 1)
+open(path, 'w').write(doc)
+PY
+  sed -n '/realistic:begin/,/realistic:end/p' docs/PERFORMANCE.md
+  exit 0
+fi
 
 # Not pinned: its 2-thread rows need both cores (the 1-thread rows run on one thread anyway).
 core=$("$build/bench/bench_core" "$corpus" --seconds 2 2>"$tmp/rates")
@@ -111,6 +212,8 @@ for name, raw, z, c in (('capture (150 frames)', $capsz, $z19_cap, $capcvl), ('m
   echo "$cvl_syn1m"
   echo "$cvl_syn10m"
   echo "$z19"
+  echo
+  realistic_section
   echo
   echo "## How to read this"
   echo

@@ -242,3 +242,71 @@ TEST_CASE("replaying a real repository rebuilds its MST root commit by commit", 
                               sov::cbor::Value::of(real_commit).get("data").as_link()));
     }
 }
+
+TEST_CASE("realistic profile: regenerable repositories under a small budget all verify", "[sim]") {
+    auto preset = sov::sim::profile("realistic");
+    REQUIRE(preset.ok());
+    CHECK_FALSE(sov::sim::profile("no-such-profile").ok());
+    sov::sim::Options o = *preset;
+    CHECK(o.accounts == 200000);
+    CHECK(o.zipf_s == 0.7);
+    CHECK(o.repo_median == 15000);
+    CHECK(o.repo_budget_bytes > 0);
+    CHECK(o.entropic_records);
+    // Fewer accounts (their keys take time to make) and a budget of a few repositories, so
+    // that repositories are evicted and rebuilt — and checked against their root — often.
+    o.accounts = 3000;
+    o.repo_budget_bytes = 2u << 20;
+    o.p256_share = 0.2;
+    o.seed = 3;
+    sov::sim::Generator g(o);
+    DocKeys keys(g.did_docs());
+    sov::verify::Engine engine(keys, 2, false, 10000);
+    std::size_t n = 0;
+    for (int batch = 0; batch < 6; ++batch) {
+        std::vector<std::vector<std::uint8_t>> wires(500);
+        std::vector<sov::verify::FrameIn> in;
+        for (auto& w : wires) {
+            std::int64_t recv;
+            REQUIRE(g.next(w, recv) == sov::Errc::ok);
+            in.push_back({w, recv, "mesh-sim"});
+        }
+        std::vector<sov::verify::Outcome> out(in.size());
+        engine.run(in, out);
+        for (std::size_t i = 0; i < in.size(); ++i, ++n) {
+            INFO("message " << n << ": " << sov::verify::to_string(out[i].verdict) << " " << out[i].detail);
+            REQUIRE(out[i].verdict == sov::verify::Verdict::ok);
+        }
+    }
+    const auto& s = g.stats();
+    CHECK(n == 3000);
+    CHECK(s.evictions > 100);
+    CHECK(s.rebuilds > s.evictions);  // first builds plus rebuilds after eviction
+    CHECK(s.deletes > 0);
+    CHECK(s.ops_replaced * 100 < s.ops);
+    CHECK(s.peak_repo_bytes < 3 * o.repo_budget_bytes);
+}
+
+TEST_CASE("realistic profile is deterministic and shaped like the relay capture", "[sim]") {
+    sov::sim::Options o = *sov::sim::profile("realistic");
+    o.accounts = 2000;
+    o.repo_budget_bytes = 1u << 20;
+    auto x = generate(o, 300), y = generate(o, 300);
+    CHECK(x == y);
+    sov::sim::ShapeMeter meter(150);
+    for (auto& w : x) meter.add(w);
+    const sov::sim::Shape& s = meter.finish();
+    CHECK(s.messages == 300);
+    // Broad bands around the capture (man/mesh-sim.1.md, PROFILES): ~5.5 KB per message,
+    // ~8.5 MST nodes of ~500 bytes per commit, records zstd ratio ~2.8.
+    double per_msg = double(s.wire_bytes) / double(s.messages), nodes = double(s.nodes) / double(s.commits);
+    double node_bytes = double(s.node_bytes) / double(s.nodes), zrec = double(s.record_bytes) / double(s.z_records);
+    CHECK(per_msg > 3500);
+    CHECK(per_msg < 8000);
+    CHECK(nodes > 5);
+    CHECK(nodes < 12);
+    CHECK(node_bytes > 350);
+    CHECK(node_bytes < 650);
+    CHECK(zrec > 2.0);
+    CHECK(zrec < 4.0);
+}

@@ -1,5 +1,6 @@
 // mesh-sim — simulated AT Protocol traffic. `gen`: a frame stream of realistic, validly
-// signed messages plus their DID documents (model: man/mesh-sim.1.md).
+// signed messages plus their DID documents (model: man/mesh-sim.1.md). `stats`: the shape of
+// a frame stream (sizes, proof nodes, DID repeats, zstd ratios) to compare traffic with a capture.
 #include "cli.h"
 
 #include "sovereign/frame_stream.h"
@@ -18,20 +19,29 @@ int main(int argc, char** argv) {
     cli::init("mesh-sim");
     cxxopts::Options opts("mesh-sim",
                           "Simulated AT Protocol traffic.\n"
-                          "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n");
+                          "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n"
+                          "       mesh-sim stats [--window N] FILE...\n");
     opts.add_options()
-        ("accounts", "number of simulated accounts", cxxopts::value<std::size_t>()->default_value("1000"))
+        ("profile", "preset: default (1,000 accounts, Zipf 1.1) or realistic (200,000 accounts, Zipf 0.7, "
+                    "15,000-record repositories, 1 GiB repository budget, entropic records); options below override it",
+         cxxopts::value<std::string>()->default_value("default"))
+        ("accounts", "number of simulated accounts (default 1000)", cxxopts::value<std::size_t>())
         ("events", "number of messages to generate", cxxopts::value<std::uint64_t>()->default_value("10000"))
         ("seed", "random seed (same seed, same bytes)", cxxopts::value<std::uint64_t>()->default_value("1"))
         ("did-docs", "write the accounts' DID documents (JSON object DID → document) to FILE",
          cxxopts::value<std::string>())
         ("o,output", "write the frame stream to FILE instead of stdout", cxxopts::value<std::string>())
         ("src", "src label of the frames", cxxopts::value<std::string>()->default_value("mesh-sim"))
-        ("zipf", "activity exponent s: account of rank k acts with probability ∝ 1/k^s",
-         cxxopts::value<double>()->default_value("1.1"))
+        ("zipf", "activity exponent s: account of rank k acts with probability ∝ 1/k^s (default 1.1)",
+         cxxopts::value<double>())
         ("p256-share", "share of accounts with P-256 keys (others k256)", cxxopts::value<double>()->default_value("0.1"))
-        ("repo-median", "median initial records per repository (log-normal)", cxxopts::value<double>()->default_value("200"))
+        ("repo-median", "median initial records per repository (log-normal; default 200)", cxxopts::value<double>())
         ("repo-sigma", "σ of the log of the initial record count", cxxopts::value<double>()->default_value("1.2"))
+        ("repo-cap", "maximum initial records per repository", cxxopts::value<std::size_t>()->default_value("20000"))
+        ("repo-budget", "MiB of repositories kept in memory; above it the least recently used are evicted and "
+                        "rebuilt from their seed when next used (0 = keep all; default 0, realistic 1024)",
+         cxxopts::value<std::uint64_t>())
+        ("entropic-records", "records with real-network entropy (default off, realistic on)")
         ("rate", "simulated events per second (sets recv/time/rev spacing)", cxxopts::value<double>()->default_value("500"))
         ("start", "simulated start time, µs since the epoch", cxxopts::value<std::int64_t>()->default_value("1783173600000000"))
         ("corpus", "directory of repository CARs to sample post and profile content from "
@@ -40,23 +50,56 @@ int main(int argc, char** argv) {
         ("no-corpus", "use only the built-in record templates")
         ("replay-repo", "turn a real repository CAR into a history of commits (one record each, TID order)",
          cxxopts::value<std::string>())
+        ("window", "stats: messages per window for DID repeats and zstd ratios", cxxopts::value<std::size_t>()->default_value("150"))
         ("q,quiet", "no summary line")
-        ("command", "gen", cxxopts::value<std::string>());
+        ("command", "gen or stats", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"command"});
-    opts.positional_help("gen");
+    opts.positional_help("gen | stats FILE...");
     auto args = cli::parse(opts, argc, argv);
-    if (!args.count("command") || args["command"].as<std::string>() != "gen") {
-        cli::diag("expected the command 'gen' (try --help)");
+    std::vector<std::string> words = args.count("command") ? args["command"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    if (!words.empty() && words[0] == "stats") {
+        if (words.size() < 2 || args["window"].as<std::size_t>() == 0) {
+            cli::diag("stats needs at least one frame stream (\"-\" = stdin) and a positive --window");
+            return cli::kUsage;
+        }
+        sov::sim::ShapeMeter meter(args["window"].as<std::size_t>());
+        for (std::size_t i = 1; i < words.size(); ++i) {
+            auto r = sov::frames::Reader::open(words[i]);
+            if (r.open_errno()) {
+                cli::diag(words[i], std::strerror(r.open_errno()));
+                return cli::kSystem;
+            }
+            sov::frames::Envelope e;
+            while (r.next(e))
+                if (!e.wire.empty()) meter.add(e.wire);
+            if (r.error()) {
+                cli::diag(words[i] + ":" + std::to_string(r.error().offset), std::string(sov::to_string(r.error().errc)));
+                return cli::kDataRejected;
+            }
+        }
+        std::fputs(sov::sim::describe(meter.finish()).c_str(), stdout);
+        return 0;
+    }
+    if (words.size() != 1 || words[0] != "gen") {
+        cli::diag("expected the command 'gen' or 'stats' (try --help)");
         return cli::kUsage;
     }
 
-    sov::sim::Options o;
-    o.accounts = args["accounts"].as<std::size_t>();
+    auto preset = sov::sim::profile(args["profile"].as<std::string>());
+    if (!preset) {
+        cli::diag("unknown --profile '" + args["profile"].as<std::string>() + "' (default, realistic)");
+        return cli::kUsage;
+    }
+    sov::sim::Options o = *preset;
+    if (args.count("accounts")) o.accounts = args["accounts"].as<std::size_t>();
     o.seed = args["seed"].as<std::uint64_t>();
-    o.zipf_s = args["zipf"].as<double>();
+    if (args.count("zipf")) o.zipf_s = args["zipf"].as<double>();
     o.p256_share = args["p256-share"].as<double>();
-    o.repo_median = args["repo-median"].as<double>();
+    if (args.count("repo-median")) o.repo_median = args["repo-median"].as<double>();
     o.repo_sigma = args["repo-sigma"].as<double>();
+    o.repo_cap = args["repo-cap"].as<std::size_t>();
+    if (args.count("repo-budget")) o.repo_budget_bytes = args["repo-budget"].as<std::uint64_t>() << 20;
+    if (args.count("entropic-records")) o.entropic_records = true;
     o.events_per_second = args["rate"].as<double>();
     o.start_us = args["start"].as<std::int64_t>();
     if (o.accounts == 0 || o.events_per_second <= 0 || o.repo_median < 0 || o.p256_share < 0 || o.p256_share > 1) {
@@ -127,6 +170,10 @@ int main(int argc, char** argv) {
                   cli::with_commas(s.syncs) + " syncs, " + cli::with_commas(s.identities) + " identity, " +
                   cli::with_commas(s.accounts_events) + " account), " + cli::with_commas(s.proof_blocks) +
                   " MST blocks, " + cli::with_commas(s.corpus_records) + " records from the corpus; " +
-                  cli::with_commas(out.bytes_written()) + " bytes");
+                  cli::with_commas(out.bytes_written()) + " bytes" +
+                  (o.repo_budget_bytes ? "; " + cli::with_commas(s.rebuilds) + " repository builds, " +
+                                             cli::with_commas(s.evictions) + " evictions, " +
+                                             cli::with_commas(s.ops_replaced) + " ops replaced"
+                                       : std::string()));
     return st;
 }

@@ -1,4 +1,4 @@
-// sovereign/car.h — CAR v1 reading: header, zero-copy sections, block lookup.
+// sovereign/car.h — CAR v1 reading (header, zero-copy sections, block lookup) and writing.
 // Source: docs/atproto.md §4 (IPLD CARv1 spec; atproto repository spec "CAR File Serialization").
 #pragma once
 
@@ -65,5 +65,17 @@ private:
     std::vector<Slot> slots_;
     std::size_t count_ = 0;
 };
+
+// ---- writing ---------------------------------------------------------------------------
+// What a PDS puts in a #commit `blocks` field or a getRepo answer (IPLD CARv1 spec, "Format
+// Description"; atproto repository spec, "CAR File Serialization": one root, the commit).
+// The writer does not check its input: the caller hands it binary CIDs and the blocks they
+// name; Reader::open() reads the result back. Appends to `car`; no errors.
+
+/// Appends a one-root header: varint(hlen) ‖ DAG-CBOR {roots: [root], version: 1}, canonical
+/// key order (1 + 58 bytes for a 36-byte CID).
+void append_header(std::vector<std::uint8_t>& car, ByteView root);
+/// Appends one section: varint(|cid| + |block|) ‖ cid ‖ block.
+void append_section(std::vector<std::uint8_t>& car, ByteView cid, ByteView block);
 
 }  // namespace sov::car

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sov::sim {
@@ -49,7 +50,22 @@ struct Options {
     double zipf_s = 1.1;             ///< activity exponent over accounts
     double p256_share = 0.1;         ///< share of accounts with P-256 keys (the rest k256)
     double repo_median = 200;        ///< initial records per repository: log-normal median
-    double repo_sigma = 1.2;         ///< … and σ of its logarithm (capped at 20,000 records)
+    double repo_sigma = 1.2;         ///< … and σ of its logarithm
+    std::size_t repo_cap = 20000;    ///< … and its maximum
+    /// Bytes. 0: every repository, once created, stays in memory whole (initial records drawn
+    /// from the shared random stream). > 0: repositories are regenerable — initial records
+    /// drawn from the account's own seed, only the MST nodes that operations can reach encoded
+    /// (the rest are pseudo-CID stubs), the simulation's changes kept as a log (~100 bytes per
+    /// op) — and the least recently used are evicted when their approximate heap bytes exceed
+    /// this budget, then rebuilt (and checked against the root they had) when next used. The
+    /// bytes generated then depend on the budget too (a rebuild reorders the key list that
+    /// deletes pick from). Deletes pick only records the simulation created.
+    std::uint64_t repo_budget_bytes = 0;
+    /// Records with the entropy of real ones: likes, reposts and follows mostly point at the
+    /// whole network (random DIDs, TIDs, CIDs) rather than at simulated accounts, posts draw
+    /// words from a large Zipf-distributed vocabulary, with replies, images and language tags.
+    /// `corpus_repos` is then not used.
+    bool entropic_records = false;
     double events_per_second = 500;  ///< simulated arrival rate (exponential gaps)
     std::int64_t start_us = 1783173600000000;  ///< 2026-07-04T14:00:00Z
     std::int64_t seq_start = 1;
@@ -60,7 +76,14 @@ struct Stats {
     std::uint64_t commits = 0, syncs = 0, identities = 0, accounts_events = 0;
     std::uint64_t ops = 0, creates = 0, updates = 0, deletes = 0;
     std::uint64_t proof_blocks = 0, corpus_records = 0;
+    std::uint64_t rebuilds = 0, evictions = 0;  ///< regenerable repositories built / evicted
+    std::uint64_t ops_replaced = 0;             ///< ops that needed a never-encoded subtree (dropped)
+    std::uint64_t peak_repo_bytes = 0;          ///< largest budget count seen before an eviction
 };
+
+/// Named presets ("default", "realistic"; man/mesh-sim.1.md, PROFILES). Unknown names give
+/// bad_argument. Options not named by a preset keep their defaults.
+Result<Options> profile(std::string_view name);
 
 class Generator {
 public:
@@ -88,5 +111,39 @@ private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
+
+/// The shape of a stream of firehose messages, to calibrate a profile against a real capture
+/// (`mesh-sim stats`). Byte counts are of wire messages and of the blocks in #commit CAR
+/// slices, split into the commit block, MST nodes (blocks that decode as MST nodes) and
+/// records (the rest). Compression ratios are zstd level 3 over consecutive windows of
+/// `window` messages, each category compressed on its own, so a capture of N messages and
+/// simulated traffic are compared at the same granularity.
+struct Shape {
+    std::size_t window = 0;
+    std::uint64_t messages = 0, commits = 0, wire_bytes = 0;
+    std::uint64_t blocks = 0, nodes = 0, node_bytes = 0, records = 0, record_bytes = 0, commit_bytes = 0;
+    std::uint64_t cid_bytes = 0;       ///< binary dag-cbor/raw sha2-256 CIDs found in the wire bytes (36 each)
+    std::uint64_t repeated_dids = 0;   ///< messages whose DID already occurred earlier in its window
+    std::uint64_t z_wire = 0, z_nodes = 0, z_records = 0, z_commits = 0;  ///< compressed sizes
+};
+
+/// Accumulates a Shape message by message (unparseable messages count only as wire bytes).
+class ShapeMeter {
+public:
+    explicit ShapeMeter(std::size_t window = 150);
+    ~ShapeMeter();
+    ShapeMeter(const ShapeMeter&) = delete;
+    ShapeMeter& operator=(const ShapeMeter&) = delete;
+    void add(ByteView wire);
+    /// Closes the last (partial) window and returns the totals.
+    const Shape& finish();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Shape as text: one "name value" line per figure (means per commit, shares, ratios).
+std::string describe(const Shape& s);
 
 }  // namespace sov::sim
