@@ -236,6 +236,9 @@ for name, raw, z, c in (('capture (150 frames)', $capsz, $z19_cap, $capcvl), ('m
   CPU-second column (user + system time of the whole pack).
 - Random access on the capture is served from the cluster cache (4 clusters in all); on the 1M
   traffic every read decompresses one 256 KiB cluster.
+- *Point read* opens the archive afresh and reads one random ordinal, as a one-shot `cvl-cat --ordinal K`
+  does: it maps and checks only the index it needs, so its cost does not grow with the archive (synthetic
+  archives of 1 M and 10 M small messages, built by `bench_cvl --synthetic N`, show it side by side).
 - Peers verify the same steps (CIDs, signature, ops against the tree, inversion): see bench/peers/README.md."
 } > docs/PERFORMANCE.md
 cat docs/PERFORMANCE.md

@@ -75,6 +75,21 @@ TEST_CASE("same seed, same bytes; another seed, other bytes", "[sim]") {
     CHECK(generate(o, 200) != x);
 }
 
+// The next `n` messages of `g` (kept in `wires`), verified as one batch by `engine`.
+static std::vector<sov::verify::Outcome> next_verified(sov::sim::Generator& g, sov::verify::Engine& engine, std::size_t n,
+                                                       std::vector<std::vector<std::uint8_t>>& wires) {
+    wires.assign(n, {});
+    std::vector<sov::verify::FrameIn> in;
+    for (auto& w : wires) {
+        std::int64_t recv;
+        REQUIRE(g.next(w, recv) == sov::Errc::ok);
+        in.push_back({w, recv, "mesh-sim"});
+    }
+    std::vector<sov::verify::Outcome> out(in.size());
+    engine.run(in, out);
+    return out;
+}
+
 TEST_CASE("generated traffic passes full verification, in order, with both curves", "[sim]") {
     sov::sim::Options o;
     o.accounts = 120;
@@ -86,16 +101,9 @@ TEST_CASE("generated traffic passes full verification, in order, with both curve
     std::map<std::string, std::size_t> types;
     std::size_t p256 = 0;
     for (int batch = 0; batch < 6; ++batch) {
-        std::vector<std::vector<std::uint8_t>> wires(250);
-        std::vector<sov::verify::FrameIn> in;
-        for (auto& w : wires) {
-            std::int64_t recv;
-            REQUIRE(g.next(w, recv) == sov::Errc::ok);
-            in.push_back({w, recv, "mesh-sim"});
-        }
-        std::vector<sov::verify::Outcome> out(in.size());
-        engine.run(in, out);
-        for (std::size_t i = 0; i < in.size(); ++i) {
+        std::vector<std::vector<std::uint8_t>> wires;
+        auto out = next_verified(g, engine, 250, wires);
+        for (std::size_t i = 0; i < out.size(); ++i) {
             INFO("message " << batch * 250 + i << ": " << sov::verify::to_string(out[i].verdict) << " " << out[i].detail);
             REQUIRE(out[i].verdict == sov::verify::Verdict::ok);
             sov::msg::Message m;
@@ -264,16 +272,9 @@ TEST_CASE("realistic profile: regenerable repositories under a small budget all 
     sov::verify::Engine engine(keys, 2, false, 10000);
     std::size_t n = 0;
     for (int batch = 0; batch < 6; ++batch) {
-        std::vector<std::vector<std::uint8_t>> wires(500);
-        std::vector<sov::verify::FrameIn> in;
-        for (auto& w : wires) {
-            std::int64_t recv;
-            REQUIRE(g.next(w, recv) == sov::Errc::ok);
-            in.push_back({w, recv, "mesh-sim"});
-        }
-        std::vector<sov::verify::Outcome> out(in.size());
-        engine.run(in, out);
-        for (std::size_t i = 0; i < in.size(); ++i, ++n) {
+        std::vector<std::vector<std::uint8_t>> wires;
+        auto out = next_verified(g, engine, 500, wires);
+        for (std::size_t i = 0; i < out.size(); ++i, ++n) {
             INFO("message " << n << ": " << sov::verify::to_string(out[i].verdict) << " " << out[i].detail);
             REQUIRE(out[i].verdict == sov::verify::Verdict::ok);
         }
