@@ -233,6 +233,7 @@ Outcome Verifier::verify_commit() {
         data_ = {};  // only a signed commit's data is reported
         return o;
     }
+    commit_ = ccid;
     return check_proof();
 }
 
@@ -263,6 +264,7 @@ Outcome Verifier::verify_sync() {
     if (o.verdict != Verdict::ok) return o;
     o = check_commit(block);
     if (o.verdict != Verdict::ok) data_ = {};  // only a signed commit's data is reported
+    else commit_ = ccid;
     return o;
 }
 
@@ -278,12 +280,14 @@ Outcome Verifier::verify(ByteView wire, std::int64_t recv, Facts& f) {
     f.since = msg_.since;
     f.prev_data = msg_.prev_data;
     f.data = data_;
+    f.commit = commit_;
     f.active = msg_.active;
     return o;
 }
 
 Outcome Verifier::verify(ByteView wire, std::int64_t recv) {
     data_ = {};
+    commit_ = {};
     recv_ = recv;
     msg::Problem p = msg::parse(wire, msg_);
     if (p) {

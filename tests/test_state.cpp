@@ -121,6 +121,96 @@ TEST_CASE("the DID table is an LRU bounded by max_dids", "[state]") {
     CHECK(apply(s, commit(did, "3lmxjza3nva27", 12, std::nullopt, nullptr, kData1)) == Verdict::stale_rev);
 }
 
+namespace {
+Facts sync(std::string_view did, std::string_view rev, std::int64_t seq, const std::uint8_t* commit_cid,
+           const std::uint8_t* data) {
+    Facts f = commit(did, rev, seq, std::nullopt, nullptr, data);
+    f.type = sov::msg::Type::sync;
+    f.since.reset();
+    f.commit = {commit_cid, 36};
+    return f;
+}
+
+const std::uint8_t kCommit1[36] = {1, 0x71, 0x12, 0x20, 0xc1};
+const std::uint8_t kCommit2[36] = {1, 0x71, 0x12, 0x20, 0xc2};
+}  // namespace
+
+TEST_CASE("#sync of the current state is ok; higher rev resets; lower is stale-rev (ref-net #sync)", "[state]") {
+    // The reference PDS sends #commit(rev R) then #sync(rev R, same commit) on every account
+    // creation and reactivation (docs/atproto.md §6 "Handling #sync": ignore it, do not reject).
+    State s;
+    const char* did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+    Facts c = commit(did, "3lmxjza3nva27", 1, std::nullopt, nullptr, kData1);
+    c.commit = {kCommit1, 36};
+    CHECK(apply(s, c) == Verdict::ok);
+    CHECK(apply(s, sync(did, "3lmxjza3nva27", 2, kCommit1, kData1)) == Verdict::ok);
+    CHECK(apply(s, sync(did, "3lmxjza3nva27", 3, kCommit1, kData1)) == Verdict::ok);  // again: still ok
+    // the same rev naming another commit is not the current state
+    CHECK(apply(s, sync(did, "3lmxjza3nva27", 4, kCommit2, kData2)) == Verdict::stale_rev);
+    // a lower rev stays stale
+    CHECK(apply(s, sync(did, "3lmxjza3nva00", 5, kCommit2, kData2)) == Verdict::stale_rev);
+    // a higher rev resets the DID's state: the next commit chains on the #sync's commit
+    CHECK(apply(s, sync(did, "3lmxjzbfkb522", 6, kCommit2, kData2)) == Verdict::ok);
+    CHECK(apply(s, commit(did, "3lmxjzbfkb600", 7, "3lmxjzbfkb522", kData2, kData1)) == Verdict::ok);
+    CHECK(apply(s, commit(did, "3lmxjzbfkb700", 8, "3lmxjza3nva27", kData1, kData2)) == Verdict::ok_gap);
+    // a #sync for a DID never seen is accepted and starts its state
+    CHECK(apply(s, sync("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", "3lmxjza3nva27", 9, kCommit1, kData1)) == Verdict::ok);
+    CHECK(apply(s, sync("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", "3lmxjza3nva27", 10, kCommit1, kData1)) == Verdict::ok);
+}
+
+TEST_CASE("D10: the per-src seq table is an LRU bounded like the DID table", "[state]") {
+    // 1 M #identity frames with distinct src labels once grew cbor-verify to ~180 MB.
+    State s(10, 100);
+    Facts id;
+    id.type = sov::msg::Type::identity;
+    id.parsed = true;
+    id.did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+    for (int i = 0; i < 10000; ++i) {
+        id.seq = 5;
+        CHECK(apply(s, id, "src-" + std::to_string(i)) == Verdict::ok);
+    }
+    CHECK(s.src_count() == 100);
+    CHECK(s.src_evictions() == 9900);
+    id.seq = 5;
+    CHECK(apply(s, id, "src-9999") == Verdict::bad_seq);  // a remembered src is still checked
+    CHECK(apply(s, id, "src-0") == Verdict::ok);          // an evicted one starts afresh
+    // the bound holds across save and load, in LRU order
+    std::string path = std::filesystem::temp_directory_path() / ("sov_state_src_" + std::to_string(::getpid()));
+    std::string err;
+    REQUIRE(s.save(path, err) == sov::Errc::ok);
+    State t(10, 100);
+    REQUIRE(t.load(path, err) == sov::Errc::ok);
+    CHECK(t.src_count() == 100);
+    CHECK(apply(t, id, "src-0") == Verdict::bad_seq);
+    std::remove(path.c_str());
+}
+
+TEST_CASE("version-1 state files still load (no commit CID: the MST root stands in)", "[state]") {
+    std::string path = std::filesystem::temp_directory_path() / ("sov_state_v1_" + std::to_string(::getpid()));
+    std::vector<std::uint8_t> v1 = {'S', 'O', 'V', 'S', 'T', 'A', 'T', 'E', 1, 0, 0, 0};
+    auto u = [&](std::uint64_t v, int n) { for (int i = 0; i < n; ++i) v1.push_back(std::uint8_t(v >> (8 * i))); };
+    auto str = [&](std::string_view x, int n) { u(x.size(), n); v1.insert(v1.end(), x.begin(), x.end()); };
+    u(1, 8);
+    str("relay", 2);
+    u(7, 8);
+    u(1, 8);
+    str("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", 2);
+    v1.push_back(0);
+    str("3lmxjza3nva27", 1);
+    u(36, 1);
+    v1.insert(v1.end(), kData1, kData1 + 36);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(v1.data()), std::streamsize(v1.size()));
+    State s;
+    std::string err;
+    REQUIRE(s.load(path, err) == sov::Errc::ok);
+    CHECK(s.did_count() == 1);
+    CHECK(apply(s, sync("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "3lmxjza3nva27", 8, kCommit1, kData1)) == Verdict::ok);
+    CHECK(apply(s, sync("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "3lmxjza3nva27", 9, kCommit1, kData2)) == Verdict::stale_rev);
+    CHECK(apply(s, commit("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "3lmxjzbfkb522", 6, "3lmxjza3nva27", kData1, kData2)) ==
+          Verdict::bad_seq);
+    std::remove(path.c_str());
+}
+
 TEST_CASE("state saves and loads; corrupt files are refused with an offset", "[state]") {
     std::string path = std::filesystem::temp_directory_path() / ("sov_state_" + std::to_string(::getpid()));
     const char* did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
@@ -151,14 +241,23 @@ TEST_CASE("state saves and loads; corrupt files are refused with an offset", "[s
     };
     for (std::size_t cut : {std::size_t(0), std::size_t(5)})
         CHECK(load_bytes({bytes.begin(), bytes.begin() + std::ptrdiff_t(cut)}) == sov::Errc::state_bad_magic);
-    for (std::size_t cut : {std::size_t(12), bytes.size() - 1})
+    for (std::size_t cut : {std::size_t(12), std::size_t(40)})
         CHECK(load_bytes({bytes.begin(), bytes.begin() + std::ptrdiff_t(cut)}) == sov::Errc::state_truncated);
+    // Any other truncation, extension or flipped bit fails the file's BLAKE3 hash (version 2).
+    CHECK(load_bytes({bytes.begin(), bytes.end() - 1}) == sov::Errc::state_corrupt);
     auto longer = bytes;
     longer.push_back(0);
     CHECK(load_bytes(longer) == sov::Errc::state_corrupt);
-    auto version2 = bytes;
-    version2[8] = 2;
-    CHECK(load_bytes(version2) == sov::Errc::state_bad_version);
+    for (std::size_t i = 12; i < bytes.size(); ++i)
+        for (int bit = 0; bit < 8; ++bit) {
+            auto flipped = bytes;
+            flipped[i] ^= std::uint8_t(1u << bit);
+            sov::Errc e = load_bytes(flipped);
+            CHECK(e == sov::Errc::state_corrupt);
+        }
+    auto version3 = bytes;
+    version3[8] = 3;
+    CHECK(load_bytes(version3) == sov::Errc::state_bad_version);
     std::remove(path.c_str());
     State s;
     std::string err;

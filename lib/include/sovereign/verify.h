@@ -121,6 +121,7 @@ struct Facts {
     std::optional<std::string_view> since;  ///< #commit
     ByteView prev_data;                     ///< #commit, empty when absent
     ByteView data;                          ///< commit.data (MST root) when the commit was loaded
+    ByteView commit;                        ///< the commit's CID (binary) when its signature checked
     bool active = true;                     ///< #account
 };
 
@@ -151,7 +152,8 @@ private:
     PreparedKeys keys_cache_;
     std::int64_t recv_ = 0;
     bool lenient_ = false;
-    ByteView data_;  // commit.data of the last loaded commit
+    ByteView data_;    // commit.data of the last loaded commit
+    ByteView commit_;  // its CID, once the commit checked out
     mst::Inverter inverter_;
     std::string proof_detail_;
     msg::Message msg_;
