@@ -256,6 +256,39 @@ TEST_CASE("BlockMap: duplicates, clear, reuse, growth", "[car][blockmap]") {
 
 // ---------------------------------------------------------------- hand-made CARs
 
+TEST_CASE("D11: CIDs sharing a digest under many codecs do not collide in the BlockMap", "[car][blockmap]") {
+    // A #commit CAR of 48,000 one-byte blocks, the same SHA-256 digest under 48,000 codec
+    // numbers, once cost 10 s of CPU: the map hashed the last 8 CID bytes (the digest), so
+    // every block took the same probe sequence. The whole CID is hashed now.
+    const std::uint8_t block[1] = {0x00};
+    sov::cid::Cid base = sov::cid::compute(0x55, sov::ByteView{block, 1});
+    sov::ByteView digest = base.bytes().subspan(base.size() - 34);  // 0x12 0x20 + 32 bytes
+    std::vector<std::vector<std::uint8_t>> cids;
+    for (std::uint64_t codec = 0x100; cids.size() < 48000; ++codec) {
+        std::vector<std::uint8_t> c{0x01};
+        sov::varint::append(codec, c);
+        c.insert(c.end(), digest.begin(), digest.end());
+        cids.push_back(std::move(c));
+    }
+    sov::car::BlockMap m;
+    for (auto& c : cids) m.add({c.data(), c.size()}, {block, 1});
+    CHECK(m.size() == cids.size());
+    CHECK(m.longest_probe() < 64);
+    for (std::size_t i = 0; i < cids.size(); i += 997) CHECK(m.find({cids[i].data(), cids[i].size()}) != nullptr);
+    // Identity-hash CIDs (the sender chooses every digest byte) that agree in their last 8 bytes
+    std::vector<std::vector<std::uint8_t>> ids;
+    for (std::uint32_t i = 0; i < 10000; ++i) {
+        std::vector<std::uint8_t> c{0x01, 0x71, 0x00, 20};
+        for (int k = 0; k < 4; ++k) c.push_back(std::uint8_t(i >> (8 * k)));
+        c.resize(c.size() + 16, 0xab);
+        ids.push_back(std::move(c));
+    }
+    sov::car::BlockMap n;
+    for (auto& c : ids) n.add({c.data(), c.size()}, {block, 1});
+    CHECK(n.size() == ids.size());
+    CHECK(n.longest_probe() < 64);
+}
+
 TEST_CASE("a hand-made CAR reads back", "[car]") {
     std::vector<Block> blocks = {make_block(1), make_block(2), make_block(3)};
     Bytes bytes = make_car(blocks);

@@ -55,6 +55,9 @@ public:
     /// The block for `cid`, or nullptr.
     const ByteView* find(ByteView cid) const noexcept;
     std::size_t size() const noexcept { return count_; }
+    /// The longest probe sequence any stored CID needs (1 = found in its home slot): how well
+    /// the keyed hash spreads the CIDs. O(capacity); for tests and diagnostics.
+    std::size_t longest_probe() const noexcept;
 
 private:
     struct Slot {
