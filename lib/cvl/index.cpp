@@ -70,6 +70,10 @@ Errc View::decode(std::string& err) {
     if (h.version != kVersion)
         return fail(Errc::cvl_bad_version, 8, "unsupported index version " + std::to_string(h.version.get()));
     if (h.n == 0 || h.s == 0) return fail(Errc::cvl_bad_index, 32, "empty segment or no shards");
+    if (h.flags != (h.q ? kFlagCompacted : 0u))
+        return fail(Errc::cvl_bad_index, 12, "flags " + std::to_string(h.flags.get()) + " do not match the purged count");
+    if (h.reserved != 0) return fail(Errc::cvl_bad_index, 46, "reserved field is not 0");
+    if (h.q > h.n) return fail(Errc::cvl_bad_index, 88, "more purged messages than messages");
     const std::uint64_t need = file_size(h);
     if (need != b.size())
         return fail(b.size() < need ? Errc::cvl_truncated : Errc::cvl_bad_index, b.size() < need ? b.size() : need,
