@@ -29,6 +29,12 @@
 // SEEK_HOLE) and reads only those; where SEEK_DATA is unsupported it falls back to a scan.
 #include "sovereign/bitset.h"
 
+// Bit i of a file is bit (i & 63) of the little-endian 64-bit word i >> 6. The words are
+// shared with other processes through atomic_ref on the mapping, so they cannot go through
+// le::get/set; le.h's static_assert (a little-endian host) is what makes the native word the
+// file's word.
+#include "internal/le.h"
+
 #include <algorithm>
 #include <atomic>
 #include <bit>
