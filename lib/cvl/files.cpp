@@ -179,6 +179,7 @@ std::vector<std::string> missing_segments(const std::string& dir, const std::vec
     }
     if (!numbers.empty() && (!last || *last != numbers.back())) return out;  // the last index is unreadable: reported by its reader
     const std::uint64_t next = last ? *last + 1 : 0;
+    const std::size_t gaps = out.size();
     // The journal starts at the first ordinal not sealed (it is rotated only after a seal is
     // durable): a first ordinal past the sealed end means sealed segments are gone.
     std::uint64_t jfirst = UINT64_MAX;
@@ -218,6 +219,12 @@ std::vector<std::string> missing_segments(const std::string& dir, const std::vec
     }
     if (!data_name.empty() && (jfirst == UINT64_MAX || jfirst <= sealed_end))
         out.push_back(idx_path(dir, next) + ": missing: data files of later segments exist (" + data_name + ")");
+    // A reader runs beside the writer: if a segment was sealed since `numbers` was listed,
+    // the journal and data files looked at are its, not evidence of a loss.
+    if (out.size() > gaps) {
+        auto now = list_segments(dir);
+        if (!now.empty() && (!last || now.back() > *last)) out.resize(gaps);
+    }
     return out;
 }
 
