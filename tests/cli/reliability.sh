@@ -32,7 +32,7 @@ failed=0
 pass() { echo "ok - $1"; }
 fail() { echo "FAIL - $1"; shift; for l in "$@"; do echo "    $l"; done; failed=$((failed + 1)); }
 
-"$tools/mesh-sim" gen -q --no-corpus --accounts 300 --events 12000 --seed 11 >"$tmp/in.frames" ||
+"$tools/mesh-sim" gen -q --no-corpus --accounts 300 --events 40000 --seed 11 >"$tmp/in.frames" ||
     { echo "FAIL - mesh-sim"; exit 1; }
 
 # ---- killtest.py: 20 trials, seed 5, segments of 1500 messages over 4 shards ----
