@@ -810,6 +810,10 @@ TEST_CASE("journal recovery through the API", "[cvl][journal]") {
         }
         auto w = open_writer(dir);
         CHECK(w->stats().recovered == 100);
+        // The temporary files are the writer's to remove, under its lock.
+        CHECK_FALSE(fs::exists(dir + "/shard/00/00000000-0.dat.tmp"));
+        CHECK_FALSE(fs::exists(dir + "/seg/00000000.idx.tmp"));
+        CHECK_FALSE(fs::exists(dir + "/dict/00000001.zdict.tmp"));
         REQUIRE(w->seal(err) == Errc::ok);
         w.reset();
         auto ar = open_archive(dir);
@@ -819,13 +823,146 @@ TEST_CASE("journal recovery through the API", "[cvl][journal]") {
     }
 }
 
-// KNOWN BUG (lib/cvl/writer.cpp Writer::append and Impl::finish_seal): append()
-// writes the batch to the current journal, THEN collects a finished background seal; the
+// Byte offset of traffic record k in journal_bytes(from, …).
+std::size_t journal_offset(std::size_t from, std::size_t k) { return journal_bytes(from, k).size(); }
+
+bool any_line_has(const std::vector<std::string>& lines, const std::string& what) {
+    return std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(what) != std::string::npos; });
+}
+
+TEST_CASE("D1: journal recovery keeps every intact record after a damaged one and keeps the journal", "[cvl][journal]") {
+    TempDir d;
+    const std::string dir = d.str() + "/arch";
+    const auto& t = traffic();
+    std::string err;
+    { auto w = open_writer(dir); }  // an empty archive
+    const std::string j0 = dir + "/journal/" + journal_name(0);
+
+    SECTION("one damaged envelope, one damaged length prefix: every other frame recovered in order") {
+        auto j = journal_bytes(0, 100);
+        const std::size_t off50 = journal_offset(0, 50), off80 = journal_offset(0, 80);
+        j[off50 + 3] ^= 0x5a;  // inside record 50's envelope (its length prefix is intact)
+        j[off80] ^= 0x5a;      // record 80's length prefix
+        spit(j0, j);
+        auto w = open_writer(dir);
+        CHECK(w->stats().recovered == 98);
+        const auto& probs = w->recovery_problems();
+        CHECK(any_line_has(probs, j0 + ":" + std::to_string(off50) + ": damaged journal record"));
+        CHECK(any_line_has(probs, j0 + ":" + std::to_string(off80) + ": damaged journal record"));
+        CHECK(any_line_has(probs, "kept as " + j0 + ".damaged"));
+        CHECK(slurp(j0 + ".damaged") == j);  // never deleted, byte for byte
+        REQUIRE(w->seal(err) == Errc::ok);
+        w.reset();
+        auto ar = open_archive(dir);
+        CHECK(ar->problems().empty());
+        REQUIRE(ar->end_ordinal() == 98);
+        std::vector<std::uint8_t> env;
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < 100; ++i) {
+            if (i == 50 || i == 80) continue;
+            REQUIRE(ar->read(k++, env, err) == Errc::ok);
+            REQUIRE(env == t.env[i]);
+        }
+    }
+    SECTION("damage in a journal a later intact journal overlaps: the later one supplies the frames") {
+        {
+            auto w = open_writer(dir);
+            append(*w, 0, 141, 141);  // seals 0..127; the old journal still holds 0..140
+        }
+        spit(dir + "/journal/" + journal_name(128), journal_bytes(128, 141));
+        auto j = slurp(j0);
+        REQUIRE(j == journal_bytes(0, 141));
+        j[journal_offset(0, 130)] ^= 0x5a;  // a length prefix: the extent is unknown
+        spit(j0, j);
+        auto w = open_writer(dir);
+        CHECK(w->stats().recovered == 13);
+        CHECK(any_line_has(w->recovery_problems(), "kept as " + j0 + ".damaged"));
+        REQUIRE(w->seal(err) == Errc::ok);
+        w.reset();
+        auto ar = open_archive(dir);
+        require_content(*ar, 141);
+    }
+    SECTION("damage of unknown extent overlapping sealed frames: reported, journal kept, nothing misplaced") {
+        {
+            auto w = open_writer(dir);
+            append(*w, 0, 141, 141);
+        }
+        auto j = slurp(j0);
+        j[journal_offset(0, 10)] ^= 0x5a;
+        spit(j0, j);
+        auto w = open_writer(dir);
+        CHECK(w->stats().recovered == 0);
+        CHECK(any_line_has(w->recovery_problems(), "not recovered"));
+        CHECK(slurp(j0 + ".damaged") == j);
+        REQUIRE(w->seal(err) == Errc::ok);
+        w.reset();
+        auto ar = open_archive(dir);
+        require_content(*ar, 128);
+    }
+    SECTION("a truncated last record is not damage") {
+        auto j = journal_bytes(0, 30);
+        j.resize(j.size() - 7);
+        spit(j0, j);
+        auto w = open_writer(dir);
+        CHECK(w->stats().recovered == 29);
+        CHECK(w->recovery_problems().empty());
+        CHECK_FALSE(fs::exists(j0 + ".damaged"));
+    }
+}
+
+TEST_CASE("D2: a missing segment index is reported by readers and refused by the writer", "[cvl][archive]") {
+    TempDir d;
+    const std::string dir = d.str() + "/arch";
+    build(dir, 300);  // segments 0, 1 (128 each) and 2 (44); the journal starts at 300
+    std::string err;
+    SECTION("the last index") {
+        fs::remove(idx_file(dir, 2));
+        {
+            auto ar = open_archive(dir);
+            CHECK(any_line_has(ar->problems(), idx_file(dir, 2) + ": missing"));
+        }
+        Errc code = Errc::ok;
+        CHECK(Writer::open(dir, small_params(), 1, err, &code) == nullptr);
+        CHECK(code == Errc::cvl_chain);
+        CHECK(err.find(idx_file(dir, 2) + ": missing") != std::string::npos);
+    }
+    SECTION("the first index") {
+        fs::remove(idx_file(dir, 0));
+        auto ar = open_archive(dir);
+        CHECK(any_line_has(ar->problems(), idx_file(dir, 0) + ": missing"));
+        Errc code = Errc::ok;
+        CHECK(Writer::open(dir, small_params(), 1, err, &code) == nullptr);
+        CHECK(code == Errc::cvl_chain);
+    }
+    SECTION("an intact archive has no such finding") {
+        auto ar = open_archive(dir);
+        CHECK(ar->problems().empty());
+        auto w = open_writer(dir);
+        CHECK(w->next_ordinal() == 300);
+    }
+}
+
+TEST_CASE("D3: the writer lock does not depend on a file surviving", "[cvl][archive]") {
+    TempDir d;
+    const std::string dir = d.str() + "/arch";
+    auto w = open_writer(dir);
+    std::error_code ec;
+    fs::remove(dir + "/lock", ec);  // whatever a cleanup script removes, the lock holds
+    std::string err;
+    Errc code = Errc::ok;
+    CHECK(Writer::open(dir, small_params(), 1, err, &code) == nullptr);
+    CHECK(code == Errc::cvl_locked);
+    CHECK(err == dir + ": another cvl-pack is writing this archive (it holds the lock on the archive directory)");
+}
+
+// Regression (lib/cvl/writer.cpp Writer::append and Impl::finish_seal): append() used to
+// write the batch to the current journal, THEN collect a finished background seal; the
 // rotation writes only `pending` (which does not hold the batch yet) into the new journal and
 // deletes the old one. The batch is then in no journal: a crash before the next seal loses
 // frames that were read, and recovery shifts every later ordinal. The same happens inside the
 // append loop when a seal in flight is finished because the next segment filled (start_seal
-// → finish_seal): the rest of the batch is only in the deleted journal.
+// → finish_seal): the rest of the batch was only in the deleted journal. Both paths now
+// carry the batch into the new journal.
 TEST_CASE("frames appended while a background seal completes stay in the journal", "[cvl][journal]") {
     TempDir d;
     const std::string dir = d.str() + "/arch";

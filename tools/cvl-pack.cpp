@@ -74,16 +74,31 @@ int main(int argc, char** argv) {
     std::string err;
     sov::Errc code;
     auto w = sov::cvl::Writer::open(dir, p, threads, err, &code);
-    if (!w) return cli::fail(code, err);
+    if (!w) {
+        // One diagnostic per line (a missing index can have several findings).
+        for (std::size_t start = 0;;) {
+            std::size_t nl = err.find('\n', start);
+            cli::diag(std::string_view(err).substr(start, nl == std::string::npos ? std::string::npos : nl - start));
+            if (nl == std::string::npos) break;
+            start = nl + 1;
+        }
+        return cli::status(code);
+    }
     if (w->stats().recovered && !quiet)
         cli::diag(dir, cli::with_commas(w->stats().recovered) + " frames recovered from the journal");
+    // A damaged journal: what could be read is recovered and the work goes on, but the run
+    // fails (exit 1) so that the damage is not mistaken for a clean recovery.
+    int status = cli::kOk;
+    for (const auto& line : w->recovery_problems()) {
+        cli::diag(line);
+        status = cli::status(sov::Errc::cvl_journal);
+    }
     cli::install_stop_handler(g_stop);
 
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
     if (files.empty()) files.push_back("-");
     cli::Progress progress;
-    int status = cli::kOk;
     std::int64_t last_sync = cli::now_micros();
     std::uint64_t frames = 0;
     for (const auto& path : files) {

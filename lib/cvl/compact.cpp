@@ -28,6 +28,7 @@ Errc Archive::compact_impl(const std::string& dir, unsigned threads, std::uint64
         int fd;
         ~Unlock() { ::close(fd); }
     } unlock{lock_fd};
+    remove_stale_temps(dir);  // of an interrupted seal or compaction (ours: we hold the lock)
     auto& im = *ar->impl_;
     im.load_all();
     for (std::size_t s = 0; s < im.idx.size(); ++s) {

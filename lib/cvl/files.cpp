@@ -148,24 +148,97 @@ Errc Config::create(const std::string& dir, const Params& p, std::string& err) {
 }
 
 int take_lock(const std::string& dir, Errc& code, std::string& err) {
-    const std::string path = dir + "/lock";
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        code = sys_error(path, err);
+        code = sys_error(dir, err);
         return -1;
     }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
-            err = path + ": another cvl-pack is writing this archive";
+            err = dir + ": another cvl-pack is writing this archive (it holds the lock on the archive directory)";
             code = Errc::cvl_locked;
         } else {
-            code = sys_error(path, err);
+            code = sys_error(dir + ": cannot lock the archive directory", err);
         }
         ::close(fd);
         return -1;
     }
     code = Errc::ok;
     return fd;
+}
+
+std::vector<std::string> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
+                                          std::optional<std::uint64_t> last, std::uint64_t sealed_end) {
+    std::vector<std::string> out;
+    // Gaps: every number below the highest index present existed.
+    std::uint64_t expect = 0;
+    for (std::uint64_t n : numbers) {
+        for (std::uint64_t k = expect; k < n && out.size() < 100; ++k)
+            out.push_back(idx_path(dir, k) + ": missing (segment " + std::to_string(n) + " follows it)");
+        expect = n + 1;
+    }
+    if (!numbers.empty() && (!last || *last != numbers.back())) return out;  // the last index is unreadable: reported by its reader
+    const std::uint64_t next = last ? *last + 1 : 0;
+    const std::size_t gaps = out.size();
+    // The journal starts at the first ordinal not sealed (it is rotated only after a seal is
+    // durable): a first ordinal past the sealed end means sealed segments are gone.
+    std::uint64_t jfirst = UINT64_MAX;
+    std::string jname;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir + "/journal", ec)) {
+        std::string name = e.path().filename().string();
+        if (name.size() == 23 && name.ends_with(".frames") &&
+            std::all_of(name.begin(), name.begin() + 16, [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+            std::uint64_t f = std::stoull(name.substr(0, 16), nullptr, 16);
+            if (f < jfirst) {
+                jfirst = f;
+                jname = e.path().string();
+            }
+        }
+    }
+    if (jfirst != UINT64_MAX && jfirst > sealed_end)
+        out.push_back(idx_path(dir, next) + ": missing: the journal " + jname + " starts at ordinal " +
+                      std::to_string(jfirst) + " but the sealed segments end at ordinal " + std::to_string(sealed_end));
+    // Data files: a seal writes segment N + 1 only after N's index is renamed, so data of a
+    // segment past next (next itself may be an interrupted seal) means next's index existed.
+    std::uint64_t max_data = 0;
+    std::string data_name;
+    for (auto& sd : fs::directory_iterator(dir + "/shard", ec)) {
+        std::error_code ec2;
+        for (auto& e : fs::directory_iterator(sd.path(), ec2)) {
+            std::string name = e.path().filename().string();
+            if (name.size() < 14 || !name.ends_with(".dat") || name[8] != '-' ||
+                !std::all_of(name.begin(), name.begin() + 8, ::isdigit))
+                continue;
+            std::uint64_t n = std::stoull(name.substr(0, 8));
+            if (n > next && n >= max_data) {
+                max_data = n;
+                data_name = e.path().string();
+            }
+        }
+    }
+    if (!data_name.empty() && (jfirst == UINT64_MAX || jfirst <= sealed_end))
+        out.push_back(idx_path(dir, next) + ": missing: data files of later segments exist (" + data_name + ")");
+    // A reader runs beside the writer: if a segment was sealed since `numbers` was listed,
+    // the journal and data files looked at are its, not evidence of a loss.
+    if (out.size() > gaps) {
+        auto now = list_segments(dir);
+        if (!now.empty() && (!last || now.back() > *last)) out.resize(gaps);
+    }
+    return out;
+}
+
+void remove_stale_temps(const std::string& dir) {
+    std::vector<std::string> dirs{dir + "/seg", dir + "/dict", dir + "/journal"};
+    std::error_code ec;
+    for (auto& sd : fs::directory_iterator(dir + "/shard", ec)) dirs.push_back(sd.path().string());
+    for (auto& d : dirs) {
+        std::vector<std::string> stale;
+        std::error_code ec2;
+        for (auto& e : fs::directory_iterator(d, ec2))
+            if (e.path().filename().string().ends_with(".tmp")) stale.push_back(e.path().string());
+        for (auto& p : stale) ::unlink(p.c_str());
+    }
 }
 
 }  // namespace sov::cvl::detail

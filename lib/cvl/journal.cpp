@@ -66,9 +66,66 @@ Errc Journal::rotate(std::uint64_t first, std::span<const ByteView> envelopes, s
     return file::fsync_dir(dir_ + "/journal", err);
 }
 
-Errc Journal::replay(const std::string& dir, const std::function<void(std::uint64_t, ByteView)>& f,
-                     std::vector<std::string>& paths, std::string& err) {
-    (void)err;
+namespace {
+
+// One record at `pos` of `b`: true with `env` and `next` set, or false with `why` (and
+// `truncated` when the record only runs past the end of the file, as a write cut short by
+// a crash does).
+bool record_at(ByteView b, std::size_t pos, std::size_t& next, ByteView& env, Errc& why, bool& truncated) {
+    truncated = false;
+    std::uint64_t n;
+    std::size_t vlen;
+    Errc e = varint::decode(b.subspan(pos), n, vlen, frames::kMaxVarint);
+    if (e == Errc::truncated) {
+        truncated = true;
+        why = e;
+        return false;
+    }
+    if (e != Errc::ok) {
+        why = e == Errc::varint_overflow ? Errc::frame_oversized : e;
+        return false;
+    }
+    if (n == 0 || n > frames::kMaxEnvelope) {
+        why = n == 0 ? Errc::frame_zero_length : Errc::frame_oversized;
+        return false;
+    }
+    if (n > b.size() - pos - vlen) {
+        truncated = true;
+        why = Errc::truncated;
+        return false;
+    }
+    env = b.subspan(pos + vlen, std::size_t(n));
+    frames::Envelope parsed;
+    if (Located pe = frames::parse_envelope(env, parsed); pe) {
+        why = pe.errc;
+        return false;
+    }
+    next = pos + vlen + std::size_t(n);
+    return true;
+}
+
+// Whether reading can resume at `p`: at least one valid record starts there, and valid
+// records follow up to the end of the file (a truncated last record allowed) or for
+// kResyncRecords records in a row.
+constexpr int kResyncRecords = 8;
+bool resumes_at(ByteView b, std::size_t p) {
+    int count = 0;
+    std::size_t q = p;
+    while (q < b.size()) {
+        std::size_t next;
+        ByteView env;
+        Errc why;
+        bool truncated;
+        if (!record_at(b, q, next, env, why, truncated)) return truncated && count > 0;
+        if (++count >= kResyncRecords) return true;
+        q = next;
+    }
+    return count > 0;
+}
+
+}  // namespace
+
+Errc Journal::read_all(const std::string& dir, std::vector<Contents>& out, std::string& err) {
     std::vector<std::pair<std::uint64_t, std::string>> journals;
     std::error_code ec;
     for (auto& e : std::filesystem::directory_iterator(dir + "/journal", ec)) {
@@ -78,13 +135,56 @@ Errc Journal::replay(const std::string& dir, const std::function<void(std::uint6
             journals.emplace_back(std::stoull(name.substr(0, 16), nullptr, 16), e.path().string());
     }
     std::sort(journals.begin(), journals.end());
+    out.clear();
+    out.reserve(journals.size());
     for (auto& [first, path] : journals) {
-        paths.push_back(path);
-        frames::Reader r = frames::Reader::open(path);
-        frames::Envelope env;
+        Contents& c = out.emplace_back();
+        c.path = path;
+        c.first = first;
+        if (Errc e = file::read_file(path, c.bytes, err); e != Errc::ok) return e;
+        const ByteView b(c.bytes);
         std::uint64_t ord = first;
-        while (r.next(env)) f(ord++, env.raw);
-        // A truncated last record is a write interrupted by the crash: dropped (format §6).
+        bool certain = true;
+        std::size_t pos = 0;
+        while (pos < b.size()) {
+            std::size_t next;
+            ByteView env;
+            Errc why;
+            bool truncated;
+            if (record_at(b, pos, next, env, why, truncated)) {
+                c.records.push_back({ord++, certain, env, pos});
+                pos = next;
+                continue;
+            }
+            // Not a record. First candidate: the end its own length prefix gives (only the
+            // envelope is damaged: exactly one record lost, the ordinals after it stay known).
+            Damage d;
+            d.offset = pos;
+            d.ord = ord;
+            d.reason = std::string(to_string(why));
+            std::uint64_t n;
+            std::size_t vlen;
+            std::size_t resume = b.size();
+            if (!truncated && varint::decode(b.subspan(pos), n, vlen, frames::kMaxVarint) == Errc::ok && n != 0 &&
+                n <= b.size() - pos - vlen && (pos + vlen + n == b.size() || resumes_at(b, pos + vlen + std::size_t(n)))) {
+                resume = pos + vlen + std::size_t(n);
+                d.one_record = true;
+            } else {
+                // Else the first later offset from which valid records follow.
+                std::size_t p = pos + 1;
+                while (p < b.size() && !resumes_at(b, p)) ++p;
+                if (p == b.size() && truncated) {  // nothing valid after it: a write cut short
+                    c.truncated_tail = true;
+                    break;
+                }
+                resume = p;
+                certain = false;
+            }
+            d.length = resume - pos;
+            c.damage.push_back(std::move(d));
+            ++ord;  // the damaged stretch holds at least one record
+            pos = resume;
+        }
     }
     return Errc::ok;
 }

@@ -159,6 +159,13 @@ void Archive::Impl::load_all() {
         infos.push_back(info_of(*sg.loaded));
         idx.push_back(sg.loaded.get());
     }
+    // Indexes that existed and are gone (a gap, or the last ones: the journal and the data
+    // files say so), which the chain alone cannot show (format §1).
+    std::vector<std::uint64_t> numbers;
+    for (auto& sg : segs) numbers.push_back(sg.number);
+    std::optional<std::uint64_t> last;
+    if (!idx.empty()) last = idx.back()->x.number();
+    for (auto& m : missing_segments(dir, numbers, last, idx.empty() ? 0 : expect_first)) problems.push_back(std::move(m));
 }
 
 bool Archive::Impl::header(Seg& sg) {

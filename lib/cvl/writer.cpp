@@ -59,6 +59,7 @@ struct Writer::Impl {
     std::unique_ptr<Job> job;
     std::vector<std::uint8_t> spare;  // a sealed segment's buffer, kept for the next one
     std::vector<std::vector<std::uint8_t>> arenas;  // the segment writer's, kept between seals
+    std::vector<std::string> recovery_problems;     // journal damage found at open
 
     ~Impl() {
         if (job && job->thread.joinable()) job->thread.join();  // its segment is sealed; the journal still holds it
@@ -190,6 +191,70 @@ struct Writer::Impl {
         if (Errc e = start_seal(err); e != Errc::ok) return e;
         return finish_seal(err);
     }
+
+    // Journal recovery (format §6): frames past the sealed end become the pending segment,
+    // continued in a fresh journal; the old journals are then deleted, except damaged ones,
+    // which are kept as *.damaged. Damage is reported in recovery_problems.
+    Errc recover(std::string& err) {
+        std::vector<Journal::Contents> js;
+        if (Errc e = Journal::read_all(dir, js, err); e != Errc::ok) return e;
+        const std::uint64_t sealed_end = next_ord;
+        for (std::size_t i = 0; i < js.size(); ++i) {
+            const Journal::Contents& c = js[i];
+            // A later journal holding next_ord has the same frames intact (rotation writes
+            // it whole before the older one is deleted).
+            auto later_covers = [&] {
+                for (std::size_t k = i + 1; k < js.size(); ++k)
+                    if (js[k].first <= next_ord) return true;
+                return false;
+            };
+            for (const Journal::Record& r : c.records) {
+                if (r.certain && r.ord < next_ord) continue;  // sealed, or already taken
+                if (!(r.certain && r.ord == next_ord)) {
+                    // After damage: the damaged frames are lost; the next intact ones follow.
+                    if (later_covers()) break;
+                    if (!r.certain && next_ord == sealed_end && r.ord < sealed_end) {
+                        recovery_problems.push_back(c.path + ": the frames from byte " + std::to_string(r.offset) +
+                                                    " on follow damage of unknown extent and may already be sealed: "
+                                                    "not recovered");
+                        break;
+                    }
+                }
+                add_pending(r.env);
+                ++next_ord;
+                ++stats.recovered;
+            }
+            for (const Journal::Damage& d : c.damage)
+                recovery_problems.push_back(
+                    c.path + ":" + std::to_string(d.offset) + ": damaged journal record (" + d.reason + "): " +
+                    std::to_string(d.length) + " bytes skipped" +
+                    (d.one_record ? " (one frame, ordinal " + std::to_string(d.ord) + ")"
+                                  : " (frames from ordinal " + std::to_string(d.ord) + " on; their count is unknown)") +
+                    (d.offset + d.length < c.bytes.size() ? ", reading resumed at byte " + std::to_string(d.offset + d.length)
+                                                          : ", nothing intact after it"));
+        }
+        // Never delete what could not be read: a damaged journal is first copied aside (out
+        // of the journal names; durable before anything replaces or removes it).
+        for (auto& c : js) {
+            if (c.damage.empty()) continue;
+            std::string kept = c.path + ".damaged";
+            for (int k = 1; ::access(kept.c_str(), F_OK) == 0; ++k) kept = c.path + ".damaged." + std::to_string(k);
+            if (Errc e = file::atomic_replace(kept, c.bytes, err); e != Errc::ok) return e;
+            recovery_problems.push_back(c.path + ": the damaged journal is kept as " + kept);
+        }
+        // Continue in a fresh journal holding the pending frames, then drop the old ones.
+        const std::uint64_t pending_first = next_ord - pending.size();
+        const std::string jpath = dir + "/journal/" + journal_name(pending_first);
+        {
+            std::vector<std::uint8_t> all;
+            for (auto [off, len] : pending) frames::append_envelope(all, {pending_bytes.data() + off, len});
+            if (Errc e = file::atomic_replace(jpath, all, err); e != Errc::ok) return e;
+        }
+        for (auto& c : js)
+            if (c.path != jpath) ::unlink(c.path.c_str());
+        if (Errc e = file::fsync_dir(dir + "/journal", err); e != Errc::ok) return e;
+        return journal.open(dir, pending_first, err);
+    }
 };
 
 Writer::Writer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -208,31 +273,39 @@ std::unique_ptr<Writer> Writer::open(const std::string& dir, const Params& param
     im->dir = dir;
     im->threads = std::max(1u, threads);
     struct stat st {};
-    if (::stat((dir + "/cvl.json").c_str(), &st) != 0) {
+    const bool fresh = ::stat((dir + "/cvl.json").c_str(), &st) != 0;
+    if (fresh) {
         if (::stat(dir.c_str(), &st) == 0) {
             if (!S_ISDIR(st.st_mode)) {
                 err = dir + ": exists and is not a directory";
                 return fail(Errc::io_not_directory);
             }
             std::error_code fec;
-            if (!std::filesystem::is_empty(dir, fec)) {
+            bool empty = true;
+            for (auto& e : std::filesystem::directory_iterator(dir, fec))
+                if (e.path().filename() != "lock") empty = false;  // an old writer's lock file is harmless
+            if (!empty) {
                 err = dir + ": exists, is not empty and is not a CVL archive (no cvl.json)";
                 return fail(Errc::cvl_not_empty);
             }
         } else if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
             return fail(sys_error(dir, err));
         }
-        if (Errc e = Config::create(dir, params, err); e != Errc::ok) return fail(e);
     }
+    // The lock before anything is written or read, so that two writers never both run.
+    Errc le;
+    im->lock_fd = take_lock(dir, le, err);
+    if (im->lock_fd < 0) return fail(le);
+    if (::stat((dir + "/cvl.json").c_str(), &st) != 0)
+        if (Errc e = Config::create(dir, params, err); e != Errc::ok) return fail(e);
     Config cfg;
     if (Errc e = cfg.load(dir, err); e != Errc::ok) return fail(e);
     im->params = cfg.params;
     im->params.level = params.level;  // the level may change between runs
+    // Temporary files of an interrupted seal or compaction: ours to remove, under the lock.
+    remove_stale_temps(dir);
     // The pending segment's buffer, sized once (pages are touched only as it fills).
     im->pending_bytes.reserve(std::size_t(std::min<std::uint64_t>(im->params.segment_bytes, 1ull << 30)) + (16u << 20));
-    Errc le;
-    im->lock_fd = take_lock(dir, le, err);
-    if (im->lock_fd < 0) return fail(le);
     // Sealed state: the last segment gives the next ordinal, root and dictionary.
     auto segs = list_segments(dir);
     if (!segs.empty()) {
@@ -247,29 +320,15 @@ std::unique_ptr<Writer> Writer::open(const std::string& dir, const Params& param
         for (std::uint32_t id = x.h.dict_id + 1; ::stat(dict_path(dir, id).c_str(), &st) == 0; ++id)
             if (Errc e = im->load_dict(id, err); e != Errc::ok) return fail(e);
     }
-    // Journal recovery: frames past the sealed end become the pending segment.
-    std::vector<std::string> old_journals;
-    const std::uint64_t sealed_end = im->next_ord;
-    if (Errc e = Journal::replay(dir, [&](std::uint64_t ord, ByteView env) {
-            if (ord >= sealed_end && ord == im->next_ord) {
-                im->add_pending(env);
-                ++im->next_ord;
-                ++im->stats.recovered;
-            }
-        }, old_journals, err); e != Errc::ok)
-        return fail(e);
-    // Continue in a fresh journal holding the pending frames, then drop the old ones.
-    const std::uint64_t pending_first = im->next_ord - im->pending.size();
-    const std::string jpath = dir + "/journal/" + journal_name(pending_first);
-    {
-        std::vector<std::uint8_t> all;
-        for (auto [off, len] : im->pending) frames::append_envelope(all, {im->pending_bytes.data() + off, len});
-        if (Errc e = file::atomic_replace(jpath, all, err); e != Errc::ok) return fail(e);
+    // A missing index: appending would give its ordinals to new frames (format §1).
+    if (auto missing = missing_segments(dir, segs, segs.empty() ? std::nullopt : std::optional(segs.back()), im->next_ord);
+        !missing.empty()) {
+        err.clear();
+        for (auto& m : missing) err += (err.empty() ? "" : "\n") + m;
+        err += "\n" + dir + ": refusing to append: new frames would reuse the ordinals of the missing segment(s)";
+        return fail(Errc::cvl_chain);
     }
-    for (auto& path : old_journals)
-        if (path != jpath) ::unlink(path.c_str());
-    if (Errc e = file::fsync_dir(dir + "/journal", err); e != Errc::ok) return fail(e);
-    if (Errc e = im->journal.open(dir, pending_first, err); e != Errc::ok) return fail(e);
+    if (Errc e = im->recover(err); e != Errc::ok) return fail(e);
     // The tombstone file of the sealed ordinals exists from the start, so readers map it
     // when they open and a first tombstone is visible at once (format §7).
     {
@@ -312,5 +371,6 @@ Errc Writer::sync_journal(std::string& err) { return impl_->journal.sync(err); }
 Errc Writer::seal(std::string& err) { return impl_->seal(err); }
 std::uint64_t Writer::next_ordinal() const noexcept { return impl_->next_ord; }
 const PackStats& Writer::stats() const noexcept { return impl_->stats; }
+const std::vector<std::string>& Writer::recovery_problems() const noexcept { return impl_->recovery_problems; }
 
 }  // namespace sov::cvl

@@ -73,15 +73,17 @@ struct PackStats {
     std::uint64_t recovered = 0;                 ///< frames recovered from the journal at open
 };
 
-/// Appends frames to an archive. Not thread-safe (one writer per archive; a lock file
-/// enforces it); compression inside a seal runs on `threads` threads.
+/// Appends frames to an archive. Not thread-safe (one writer per archive; an flock on the
+/// archive directory enforces it); compression inside a seal runs on `threads` threads.
 class Writer {
 public:
     /// Opens or creates the archive at `dir` (creating with `params`; an existing archive
     /// keeps its own), takes the writer lock and recovers the journal. nullptr on failure,
     /// with `err` and, if given, `*code`: io_* (cannot create or read), cvl_not_empty (a
     /// non-empty directory that is not an archive), cvl_locked, cvl_bad_config,
-    /// cvl_bad_version, or an index / dictionary damage code of the last segment.
+    /// cvl_bad_version, cvl_chain (a segment index is missing: appending would reuse its
+    /// ordinals), or an index / dictionary damage code of the last segment. Damage found in
+    /// the journal does not fail the open: see recovery_problems().
     static std::unique_ptr<Writer> open(const std::string& dir, const Params& params, unsigned threads, std::string& err,
                                         Errc* code = nullptr);
     ~Writer();
@@ -95,6 +97,11 @@ public:
     Errc seal(std::string& err);
     std::uint64_t next_ordinal() const noexcept;
     const PackStats& stats() const noexcept;
+    /// What journal recovery at open() could not read (one diagnostic per damaged stretch,
+    /// naming the journal file and byte offset, and where the damaged journal was kept);
+    /// empty after a clean recovery. Such an archive is usable; the caller reports the lines
+    /// and fails (cvl_journal).
+    const std::vector<std::string>& recovery_problems() const noexcept;
 
     struct Impl;
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,18 @@ std::string dict_path(const std::string& dir, std::uint32_t id);
 std::string journal_name(std::uint64_t first);
 /// Sealed segment numbers present in DIR/seg, ascending.
 std::vector<std::uint64_t> list_segments(const std::string& dir);
+
+/// Segment indexes that existed and are gone (format §1, "A missing index"): numbers
+/// absent below the highest present one, and after the last index `last` (ending at
+/// ordinal `sealed_end`; nullopt when there is none): a journal whose first ordinal is past
+/// `sealed_end`, or data files of a segment past last + 1. One diagnostic per finding,
+/// naming the missing index and the evidence. `numbers`: as list_segments.
+std::vector<std::string> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
+                                          std::optional<std::uint64_t> last, std::uint64_t sealed_end);
+
+/// Removes the temporary files an interrupted writer or compaction left (`*.tmp` in seg/,
+/// dict/, journal/ and the shard directories). Only under the writer lock.
+void remove_stale_temps(const std::string& dir);
 
 /// "<what>: <strerror(errno)>" and the matching I/O code.
 Errc sys_error(const std::string& what, std::string& err);
@@ -46,8 +59,9 @@ struct ZstdDeleter {
 };
 
 // --- writer lock ---
-/// Takes the archive's writer lock (flock on DIR/lock). Returns the descriptor, or -1 with
-/// cvl_locked (another writer) or an io_* code in `code`.
+/// Takes the archive's writer lock: an exclusive flock on the archive directory itself, so
+/// no file in it can be removed to defeat it. Returns the descriptor (the lock lasts until
+/// it is closed), or -1 with cvl_locked (another writer) or an io_* code in `code`.
 int take_lock(const std::string& dir, Errc& code, std::string& err);
 
 // --- segments (format §3, §4) ---
