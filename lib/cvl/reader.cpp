@@ -189,8 +189,13 @@ void Archive::Impl::load_all() {
             if (header(sg)) {
                 pi.first = sg.hdr.first.get();
                 pi.count = sg.hdr.n.get();
-                pi.range_known = true;
+            } else {
+                // Its header is unreadable too: it cannot hold ordinals below the end of the
+                // readable segment before it (ordinals grow with segment numbers).
+                pi.first = expect_first;
+                pi.count = UINT64_MAX - pi.first;
             }
+            pi.range_known = true;
             add(e, pi);
             gap = true;  // its range and root are unknown: don't blame the next segment for it
             continue;
@@ -266,11 +271,33 @@ Errc Archive::Impl::locate(std::uint64_t ord, Loaded*& out, std::string& err) {
         }
     }
     // Not in a readable segment: in a damaged one (its header still says so)?
-    for (auto& sg : segs)
-        if (sg.code != Errc::ok && header(sg) && ord >= sg.hdr.first.get() && ord - sg.hdr.first.get() < sg.hdr.n.get()) {
+    // An index too damaged to say its range covers at least the gap between the readable
+    // segments around it (ordinals grow with segment numbers).
+    std::uint64_t lo = 0;  // end of the last readable segment so far
+    for (std::size_t k = 0; k < segs.size(); ++k) {
+        Seg& sg = segs[k];
+        if (sg.loaded) {
+            lo = sg.loaded->x.first() + sg.loaded->x.n();
+            continue;
+        }
+        if (sg.code == Errc::ok) continue;
+        bool hit;
+        if (header(sg)) {
+            hit = ord >= sg.hdr.first.get() && ord - sg.hdr.first.get() < sg.hdr.n.get();
+        } else {
+            std::uint64_t hi = UINT64_MAX;
+            for (std::size_t j = k + 1; j < segs.size(); ++j)
+                if (segs[j].loaded) {
+                    hi = segs[j].loaded->x.first();
+                    break;
+                }
+            hit = ord >= lo && ord < hi;
+        }
+        if (hit) {
             err = sg.problem;
             return sg.code;
         }
+    }
     err = "ordinal " + std::to_string(ord) + " is not in the archive";
     return Errc::cvl_no_ordinal;
 }

@@ -474,7 +474,7 @@ py proof-edit "$tmp/p1234.json" root >"$tmp/pbad.json"
 run "$ccat" --verify-proof "$tmp/pbad.json"
 expect "proof with a changed root: exit 1" "$rc" 1
 "$ccat" "$tmp/A2" --proof 1234 >"$tmp/pother.json"
-run "$ccat" --verify-proof "$tmp/pother.json" --root "$("$ccat" "$tmp/A2" --stats | awk '$1 == "1" {print $NF}')"
+run "$ccat" --verify-proof "$tmp/pother.json" --root "$("$ccat" "$tmp/A2" --stats | awk '$1 ~ /^[0-9]+$/ && $2 <= 1234 && 1234 < $2 + $3 {print $NF}')"
 expect "proof from another archive (other segment shape) is valid against its own anchor" "$rc" 0
 run "$ccat" "$A" --verify-proof "$tmp/pother.json"
 expect "… but not against this archive: exit 1" "$rc" 1

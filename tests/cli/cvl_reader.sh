@@ -137,7 +137,7 @@ if command -v strace >/dev/null && strace -f -qq -o /dev/null -e trace=none true
     B=$tmp/d4s
     "$pack" -q -o "$B" --segment-messages 1000 --shards 4 "$tmp/in2k.frames"
     seq 0 5 1999 | "$tomb" -q "$B"
-    strace -f -qq -o /dev/null -e trace=unlink,unlinkat -e inject=unlink,unlinkat:signal=KILL "$pack" -q -o "$B" --compact 2>/dev/null
+    { strace -f -qq -o /dev/null -e trace=unlink,unlinkat -e inject=unlink,unlinkat:signal=KILL "$pack" -q -o "$B" --compact; } 2>/dev/null
     killed=$?
     run "$pack" -q -o "$B" --compact
     expect "D4 kill -9 at compaction's first unlink, then --compact: exit 0 and no generation-0 file left" \
@@ -222,6 +222,17 @@ if { [ "$rc" = 1 ] && grep -q "ordinal $first_bad not served" "$tmp/err"; } || {
 else
     fail "a point read of an ordinal in the damaged cluster" "rc=$rc" "$(head -2 "$tmp/err")"
 fi
+# An index destroyed down to its header: a range before it is still served with exit 0; one
+# after the readable segments is refused (exit 1), naming the file.
+A=$tmp/ix
+"$pack" -q -o "$A" --segment-messages 1000 --shards 4 "$tmp/in3k.frames"
+truncate -s 50 "$A/seg/00000001.idx"
+run "$ccat" -q "$A" --from 0 --to 1000
+expect "an index truncated to 50 bytes: a range in the segment before it exits 0" "$rc" 0
+run "$ccat" -q "$A" --from 1000 --to 1500
+expect_match "… a range it may hold exits 1, naming it" "$rc $(head -1 "$tmp/err")" "^1 cvl-cat: $A/seg/00000001.idx:50: "
+run "$ccat" -q "$A" --ordinal 1200
+expect_match "… a point read of an ordinal it may hold exits 1, naming it" "$rc $(head -1 "$tmp/err")" "^1 cvl-cat: $A/seg/00000001.idx:50: "
 # A missing dictionary: --stats still lists every segment.
 A=$tmp/nd
 "$pack" -q -o "$A" --segment-messages 1000 --shards 4 "$tmp/in3k.frames"
