@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
                           "Read frames out of a CVL archive, byte-identical to what was packed; check, prove, describe.\n"
                           "Usage: cvl-cat DIR [FILTERS]          frames in ordinal order to stdout\n"
                           "       cvl-cat DIR --check | --stats | --proof ORD\n"
-                          "       cvl-cat [DIR] --verify-proof FILE [--root HEX]\n");
+                          "       cvl-cat [DIR] --verify-proof FILE [--root ANCHOR] [--frame FILE]\n");
     opts.add_options()
         ("from", "first ordinal (inclusive)", cxxopts::value<std::uint64_t>())
         ("to", "last ordinal (exclusive)", cxxopts::value<std::uint64_t>())
@@ -47,8 +47,11 @@ int main(int argc, char** argv) {
         ("check", "verify every segment: index checksums, every cluster, Merkle roots and the chain")
         ("proof", "print the inclusion proof of ordinal ORD (JSON)", cxxopts::value<std::uint64_t>())
         ("verify-proof", "check an inclusion proof from FILE ('-' = stdin)", cxxopts::value<std::string>())
-        ("root", "with --verify-proof: the trusted segment root (hex) to check against", cxxopts::value<std::string>())
-        ("stats", "print sizes and ratios per segment")
+        ("root", "with --verify-proof: the trusted segment anchor (hex, the 'anchor' column of --stats) to check against",
+         cxxopts::value<std::string>())
+        ("frame", "with --verify-proof: the proven message, a frame stream of one record (as --ordinal writes it)",
+         cxxopts::value<std::string>())
+        ("stats", "print sizes, ratios and the anchor to publish, per segment")
         ("q,quiet", "no summary line")
         ("dir", "archive directory", cxxopts::value<std::string>());
     opts.parse_positional({"dir"});
@@ -72,17 +75,47 @@ int main(int argc, char** argv) {
             cli::diag(path, "INVALID: the path does not lead from the leaf to the proof's root");
             return cli::status(sov::Errc::proof_invalid);
         }
+        auto invalid = [&](sov::Errc e, const std::string& why) {
+            cli::diag(path, "INVALID: " + why);
+            return cli::status(e);
+        };
+        // The message: its leaf hash must be the proof's leaf.
+        if (args.count("frame")) {
+            std::string fpath = args["frame"].as<std::string>(), rec;
+            if (!sov::io::read_all(fpath, rec, err)) {
+                cli::diag(err);
+                return cli::kSystem;
+            }
+            sov::frames::Envelope env;
+            if (sov::Located l = sov::frames::parse_record(sov::as_bytes(rec), env); l) {
+                cli::diag(fpath, std::to_string(l.offset) + ": not one frame record (" + std::string(sov::to_string(l.errc)) + ")");
+                return cli::status(l.errc);
+            }
+            if (sov::cvl::leaf_hash(env.raw) != p.leaf)
+                return invalid(sov::Errc::proof_unbound, "the proof's leaf is not the hash of the frame in " + fpath);
+        }
+        bool root_checked = false;
         if (args.count("root")) {
             sov::cvl::Hash want;
             if (!sov::cvl::from_hex(args["root"].as<std::string>(), want)) {
                 cli::diag("--root must be 64 hex digits");
                 return cli::kUsage;
             }
-            if (want != p.root) {
-                cli::diag(path, "INVALID: the proof's root is not the given --root");
-                return cli::status(sov::Errc::proof_root_mismatch);
+            auto anchor = p.anchor();
+            if (!anchor || *anchor != want) {
+                if (want == p.root) {
+                    // A bare Merkle root binds neither the tree size nor the ordinals: a
+                    // one-leaf "tree" whose leaf is the root itself would pass.
+                    cli::diag(path, "not checked: --root is the proof's bare Merkle root, which binds neither the "
+                                    "tree size nor the ordinal; give the segment's anchor (cvl-cat DIR --stats)");
+                    return cli::kUsage;
+                }
+                return invalid(sov::Errc::proof_root_mismatch,
+                               "the proof's segment, first ordinal, size and root do not hash to the given --root anchor");
             }
-        } else if (args.count("dir")) {
+            root_checked = true;
+        }
+        if (args.count("dir")) {
             sov::Errc code;
             auto ar = sov::cvl::Archive::open(args["dir"].as<std::string>(), err, &code);
             if (!ar) return cli::fail(code, err);
@@ -93,9 +126,15 @@ int main(int argc, char** argv) {
                                     : err);
                 return cli::status(e);
             }
+            root_checked = true;
+        }
+        if (!root_checked) {
+            cli::diag(path, "not checked: the path is consistent, but against no trusted root; give the archive "
+                            "(cvl-cat DIR --verify-proof FILE) or its published anchor (--root ANCHOR)");
+            return cli::kUsage;
         }
         std::cout << "valid: ordinal " << p.ordinal << " is leaf " << p.index << " of " << p.size << " under root "
-                  << sov::cvl::to_hex(p.root) << "\n";
+                  << sov::cvl::to_hex(p.root) << (args.count("frame") ? " and is the given frame" : "") << "\n";
         return cli::kOk;
     }
 
@@ -138,14 +177,14 @@ int main(int argc, char** argv) {
     if (args.count("stats")) {
         report_problems();
         const auto& segs = ar->segments();
-        std::printf("%8s %14s %10s %9s %14s %14s %7s %5s %7s\n", "segment", "first", "messages", "clusters", "raw bytes",
-                    "stored bytes", "ratio", "dict", "purged");
+        std::printf("%8s %14s %10s %9s %14s %14s %7s %5s %7s  %-64s\n", "segment", "first", "messages", "clusters",
+                    "raw bytes", "stored bytes", "ratio", "dict", "purged", "anchor (to publish)");
         std::uint64_t n = 0, raw = 0, stored = 0, clusters = 0;
         for (const auto& s : segs) {
-            std::printf("%8llu %14llu %10u %9u %14llu %14llu %7.2f %5u %7u\n", (unsigned long long)s.number,
+            std::printf("%8llu %14llu %10u %9u %14llu %14llu %7.2f %5u %7u  %s\n", (unsigned long long)s.number,
                         (unsigned long long)s.first, s.count, s.clusters, (unsigned long long)s.raw_bytes,
                         (unsigned long long)s.stored_bytes, s.stored_bytes ? double(s.raw_bytes) / double(s.stored_bytes) : 0.0,
-                        s.dict_id, s.purged);
+                        s.dict_id, s.purged, sov::cvl::to_hex(sov::cvl::segment_anchor(s.number, s.first, s.count, s.root)).c_str());
             n += s.count;
             raw += s.raw_bytes;
             stored += s.stored_bytes;
@@ -179,7 +218,23 @@ int main(int argc, char** argv) {
     if (args.count("did")) sel.did = args["did"].as<std::string>();
     if (args.count("collection")) sel.collection = args["collection"].as<std::string>();
     sel.include_deleted = args.count("include-deleted") > 0;
-    if (sel.ordinals.empty()) report_problems();
+    if (sel.ordinals.empty()) {
+        // Unreadable segments: an error only if the range asked for meets them. Missing data
+        // files or dictionaries are reported by the reads themselves, cluster by cluster.
+        const auto& probs = ar->problems();
+        const auto& infos = ar->problem_infos();
+        for (std::size_t i = 0; i < probs.size(); ++i) {
+            if (!infos[i].unreadable) continue;
+            const bool meets = !infos[i].range_known ||
+                               (infos[i].first < sel.to && infos[i].first + infos[i].count > sel.from);
+            if (!meets) continue;
+            cli::diag(probs[i] + (infos[i].range_known && infos[i].count
+                                      ? " (ordinals " + std::to_string(infos[i].first) + "-" +
+                                            std::to_string(infos[i].first + infos[i].count - 1) + " not served)"
+                                      : ""));
+            status = cli::kDataRejected;
+        }
+    }
 
     sov::frames::Writer out(1);
     sov::cvl::SelectStats st;

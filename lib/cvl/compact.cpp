@@ -2,16 +2,68 @@
 // messages is rewritten without their content, keeping their leaf hashes, so the Merkle
 // root, the chain and every proof stay the same. New data files get generation G+1; the new
 // index replaces the old one by rename; then the old data files are deleted.
+//
+// Restartable: a compaction killed after switching an index but before deleting the old
+// data files would leave purged content on disk, so every compaction first sweeps the shard
+// directories (sweep_generations): a data file of a sealed segment whose generation is not
+// the one its index names is deleted, as is every stale *.dat.tmp. Readers that still had
+// the old index open re-read it when its data files vanish (reader.cpp), so deleting at once
+// is safe for them.
 #include "internal/cvl/reader.h"
 
 #include "sovereign/file.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <map>
 #include <unistd.h>
 
 namespace sov::cvl {
 
 using namespace detail;
+
+namespace {
+
+/// Deletes the data files that no index references (any generation other than the index's
+/// own, of a segment whose index exists) and temporary files of interrupted writes. Only under
+/// the writer lock. `removed` counts the files deleted. Errors: io_* (a file that exists but
+/// cannot be deleted: its content, possibly purged messages, would survive).
+Errc sweep_generations(const std::string& dir, unsigned shards, std::uint64_t& removed, std::string& err) {
+    namespace fs = std::filesystem;
+    removed = 0;
+    std::map<std::uint64_t, std::uint32_t> gen;  // segment → generation its index names
+    for (std::uint64_t n : list_segments(dir)) {
+        index::Header h{};
+        std::string e;
+        if (index::read_header(idx_path(dir, n), h, e) != Errc::ok) continue;  // damaged: leave its files alone
+        gen[n] = h.generation.get();
+    }
+    for (unsigned k = 0; k < shards; ++k) {
+        std::error_code ec;
+        for (auto& ent : fs::directory_iterator(shard_dir(dir, k), ec)) {
+            const std::string name = ent.path().filename().string();
+            bool drop = false;
+            if (name.ends_with(".dat.tmp")) {
+                drop = true;
+            } else if (name.size() > 13 && name.ends_with(".dat") && name[8] == '-' &&
+                       std::all_of(name.begin(), name.begin() + 8, ::isdigit) &&
+                       std::all_of(name.begin() + 9, name.end() - 4, ::isdigit) && name.size() - 13 <= 10) {
+                const std::uint64_t n = std::stoull(name.substr(0, 8));
+                const std::uint64_t g = std::stoull(name.substr(9, name.size() - 13));
+                auto it = gen.find(n);
+                drop = it != gen.end() && g != it->second;
+            }
+            if (!drop) continue;
+            if (::unlink(ent.path().c_str()) != 0 && errno != ENOENT) return sys_error(ent.path().string(), err);
+            ++removed;
+        }
+    }
+    return Errc::ok;
+}
+
+}  // namespace
 
 Errc compact(const std::string& dir, unsigned threads, std::uint64_t& purged_total, std::string& err) {
     return Archive::compact_impl(dir, threads, purged_total, err);
@@ -30,6 +82,9 @@ Errc Archive::compact_impl(const std::string& dir, unsigned threads, std::uint64
     } unlock{lock_fd};
     remove_stale_temps(dir);  // of an interrupted seal or compaction (ours: we hold the lock)
     auto& im = *ar->impl_;
+    // Finish what an interrupted compaction left: old generations, temporary files.
+    std::uint64_t swept = 0;
+    if (Errc e = sweep_generations(dir, im.params.shards, swept, err); e != Errc::ok) return e;
     im.load_all();
     for (std::size_t s = 0; s < im.idx.size(); ++s) {
         const index::View& x = im.idx[s]->x;
@@ -103,7 +158,10 @@ Errc Archive::compact_impl(const std::string& dir, unsigned threads, std::uint64
             err = x.path + ": compaction changed the Merkle root (internal error); segment rewritten but inconsistent";
             return Errc::cvl_root_mismatch;
         }
-        for (unsigned sh = 0; sh < x.s(); ++sh) ::unlink(dat_path(dir, sh, x.number(), x.h.generation).c_str());
+        for (unsigned sh = 0; sh < x.s(); ++sh) {
+            const std::string old = dat_path(dir, sh, x.number(), x.h.generation);
+            if (::unlink(old.c_str()) != 0 && errno != ENOENT) return sys_error(old, err);  // swept next time
+        }
         purged_total += to_purge.size();
     }
     return Errc::ok;

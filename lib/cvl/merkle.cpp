@@ -69,6 +69,22 @@ Hash node_hash(const Hash& l, const Hash& r) {
     return out;
 }
 
+Hash segment_anchor(std::uint64_t segment, std::uint64_t first, std::uint64_t count, const Hash& root) {
+    std::uint8_t buf[1 + 24 + 32];
+    buf[0] = 2;  // neither a leaf (0x00) nor a node (0x01)
+    for (int i = 0; i < 8; ++i) {
+        buf[1 + i] = std::uint8_t(segment >> (8 * i));
+        buf[9 + i] = std::uint8_t(first >> (8 * i));
+        buf[17 + i] = std::uint8_t(count >> (8 * i));
+    }
+    std::memcpy(buf + 25, root.data(), 32);
+    blake3::Hasher h;
+    h.update({buf, sizeof buf});
+    Hash out;
+    h.finalize(out.data(), out.size());
+    return out;
+}
+
 namespace {
 std::size_t split_point(std::size_t n) {  // largest power of two < n (n ≥ 2)
     std::size_t k = 1;
@@ -164,6 +180,8 @@ std::string Proof::to_json() const {
     for (auto& h : path) j["path"].push_back(to_hex(h));
     j["root"] = to_hex(root);
     j["prev_root"] = to_hex(prev_root);
+    // Informational: what cvl-cat --stats lists for the segment; checks recompute it.
+    if (auto a = anchor()) j["anchor"] = to_hex(*a);
     return j.dump();
 }
 
@@ -189,6 +207,11 @@ Errc Proof::from_json(std::string_view text, Proof& p) {
         return Errc::json_bad_data_model;
     }
     return Errc::ok;
+}
+
+std::optional<Hash> Proof::anchor() const {
+    if (index > ordinal) return std::nullopt;
+    return segment_anchor(segment, ordinal - index, size, root);
 }
 
 bool Proof::verify() const {

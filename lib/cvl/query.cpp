@@ -41,6 +41,20 @@ Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uin
     };
     msg::Message m;
     bool stop = false;
+    // Damaged clusters: reported with the ordinals the selection could have wanted (a range or
+    // list that avoids them is served without error).
+    auto wanted = [&](std::uint64_t o) {
+        if (o < sel.from || o >= sel.to) return false;
+        if (!sel.ordinals.empty() && !std::binary_search(sel.ordinals.begin(), sel.ordinals.end(), o)) return false;
+        return sel.include_deleted || !ar.deleted(o);
+    };
+    DamageFn damage = [&](Errc e, const std::string& text, const std::vector<std::uint64_t>& ords) {
+        std::vector<std::uint64_t> w;
+        for (auto o : ords)
+            if (wanted(o)) w.push_back(o);
+        if (w.empty()) return;
+        report(e, text + " (ordinals " + ordinal_ranges(w) + " not served)");
+    };
     auto take = [&](std::uint64_t ord, ByteView env) -> bool {
         if (ord < sel.from || ord >= sel.to) return true;
         if (!sel.ordinals.empty() && !std::binary_search(sel.ordinals.begin(), sel.ordinals.end(), ord)) return true;
@@ -68,7 +82,7 @@ Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uin
             Errc e = ar.view(o, env, err);
             if (e == Errc::cvl_purged || e == Errc::cvl_no_ordinal) continue;  // gone, or never there
             if (e != Errc::ok) {
-                report(e, err);
+                report(e, err + " (ordinal " + std::to_string(o) + " not served)");
                 continue;
             }
             if (!content_matches(sel, env, m)) continue;
@@ -90,7 +104,16 @@ Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uin
         std::string err;
         Errc e = Errc::ok;
         if (!sel.did.empty()) {
-            // Only the clusters holding the DID's groups (then confirmed per message).
+            // Only the clusters holding the DID's groups (then confirmed per message). A
+            // damaged cluster is reported once, with its ordinals, and the others are served.
+            std::string last_bad;
+            std::vector<std::uint64_t> bad_ords;
+            Errc bad_code = Errc::ok;
+            auto flush_bad = [&] {
+                if (!bad_ords.empty()) report(bad_code, last_bad + " (ordinals " + ordinal_ranges(bad_ords) + " not served)");
+                bad_ords.clear();
+                last_bad.clear();
+            };
             for (auto o : ar.ordinals_of_did(s, sel.did)) {
                 if (o < sel.from || o >= sel.to) continue;
                 if (!sel.ordinals.empty() && !std::binary_search(sel.ordinals.begin(), sel.ordinals.end(), o)) continue;
@@ -104,7 +127,14 @@ Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uin
                     e = Errc::ok;
                     continue;
                 }
-                if (e != Errc::ok) break;
+                if (e != Errc::ok) {
+                    if (err != last_bad) flush_bad();
+                    last_bad = err;
+                    bad_code = e;
+                    bad_ords.push_back(o);
+                    e = Errc::ok;
+                    continue;
+                }
                 if (!content_matches(sel, env, m)) continue;
                 ++stats.emitted;
                 if (!f(o, env)) {
@@ -112,8 +142,9 @@ Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uin
                     break;
                 }
             }
+            flush_bad();
         } else {
-            e = ar.scan_segment(s, take, err);
+            e = ar.scan_segment(s, take, damage, err);
         }
         if (e != Errc::ok) report(e, err);  // this segment is unreadable; go on with the others
     }

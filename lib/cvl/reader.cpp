@@ -64,41 +64,81 @@ Errc Archive::Impl::load_one(Seg& sg, std::string& err) {
         err = sg.problem;
         return e;
     };
-    auto L = std::make_shared<Loaded>();
+    // A compaction may switch the index to a new generation and delete the old data files
+    // between our reading the index and looking at them: then read the index again.
+    for (int attempt = 0;; ++attempt) {
+        auto L = std::make_shared<Loaded>();
+        std::string e;
+        if (Errc c = index::open_view(sg.path, L->x, e); c != Errc::ok)
+            return fail(c == Errc::io_not_found ? Errc::cvl_missing_data : c, e);
+        const index::View& x = L->x;
+        if (x.number() != sg.number)
+            return fail(Errc::cvl_chain, sg.path + ":16: segment number " + std::to_string(x.number()) +
+                                             " does not match the file name");
+        // Data files present and long enough? Missing ones make only their clusters unreadable
+        // (reported when read); the segment is still served.
+        std::string notes;
+        L->fds.assign(x.s(), -1);
+        for (unsigned k = 0; k < x.s(); ++k) {
+            struct stat st {};
+            std::string p = dat_path(dir, k, x.number(), x.h.generation);
+            bool present = ::stat(p.c_str(), &st) == 0;
+            if (!present || std::uint64_t(st.st_size) < x.shard_size(k)) {
+                if (!notes.empty()) notes += "\n";
+                notes += p + ":" + std::to_string(present ? st.st_size : 0) +
+                         ": data file missing or shorter than the index says (" + std::to_string(x.shard_size(k)) +
+                         " bytes)";
+            }
+        }
+        if (!notes.empty() && attempt < 8 && generation_changed(*L)) continue;
+        if (x.h.dict_id != 0) {
+            struct stat st {};
+            if (::stat(dict_path(dir, x.h.dict_id).c_str(), &st) != 0) {
+                if (!notes.empty()) notes += "\n";
+                notes += dict_path(dir, x.h.dict_id) + ": missing dictionary needed by " + x.path;
+            }
+        }
+        sg.notes = std::move(notes);
+        sg.loaded = std::move(L);
+        return Errc::ok;
+    }
+}
+
+bool Archive::Impl::generation_changed(const Loaded& L) {
+    index::Header h{};
     std::string e;
-    if (Errc c = index::open_view(sg.path, L->x, e); c != Errc::ok)
-        return fail(c == Errc::io_not_found ? Errc::cvl_missing_data : c, e);
-    const index::View& x = L->x;
-    if (x.number() != sg.number)
-        return fail(Errc::cvl_chain, sg.path + ":16: segment number " + std::to_string(x.number()) +
-                                         " does not match the file name");
-    // Data files present and long enough?
-    std::string problems;
-    Errc code = Errc::ok;
-    L->fds.assign(x.s(), -1);
-    for (unsigned k = 0; k < x.s(); ++k) {
-        struct stat st {};
-        std::string p = dat_path(dir, k, x.number(), x.h.generation);
-        bool present = ::stat(p.c_str(), &st) == 0;
-        if (!present || std::uint64_t(st.st_size) < x.shard_size(k)) {
-            if (!problems.empty()) problems += "\n";
-            problems += p + ":" + std::to_string(present ? st.st_size : 0) +
-                        ": data file missing or shorter than the index says (" + std::to_string(x.shard_size(k)) +
-                        " bytes)";
-            code = Errc::cvl_missing_data;
+    if (index::read_header(L.x.path, h, e) != Errc::ok) return false;
+    return h.generation.get() != L.x.h.generation.get() && h.number.get() == L.x.number() &&
+           h.first.get() == L.x.first() && h.n.get() == L.x.n();
+}
+
+bool Archive::Impl::refresh(Loaded*& L) {
+    if (!generation_changed(*L)) return false;
+    for (std::size_t s = 0; s < segs.size(); ++s) {
+        Seg& sg = segs[s];
+        if (sg.loaded.get() != L) continue;
+        std::shared_ptr<Loaded> old = sg.loaded;
+        sg.loaded.reset();
+        std::string e;
+        if (load_one(sg, e) != Errc::ok || sg.loaded->x.root != old->x.root) {
+            // The new index is unusable (or not the same messages): keep reading the old one.
+            sg.code = Errc::ok;
+            sg.problem.clear();
+            sg.loaded = old;
+            return false;
         }
+        retired.push_back(old);
+        for (auto& c : cache)
+            if (c.seg == old.get()) c.seg = nullptr;
+        for (std::size_t i = 0; i < idx.size(); ++i)
+            if (idx[i] == old.get()) {
+                idx[i] = sg.loaded.get();
+                infos[i] = info_of(*sg.loaded);
+            }
+        L = sg.loaded.get();
+        return true;
     }
-    if (x.h.dict_id != 0) {
-        struct stat st {};
-        if (::stat(dict_path(dir, x.h.dict_id).c_str(), &st) != 0) {
-            if (!problems.empty()) problems += "\n";
-            problems += dict_path(dir, x.h.dict_id) + ": missing dictionary needed by " + x.path;
-            code = Errc::cvl_missing_dict;
-        }
-    }
-    if (code != Errc::ok) return fail(code, problems);
-    sg.loaded = std::move(L);
-    return Errc::ok;
+    return false;
 }
 
 SegmentInfo Archive::Impl::info_of(const Loaded& L) const {
@@ -132,26 +172,46 @@ void Archive::Impl::load_all() {
     Hash prev{};
     std::uint64_t expect_first = 0, expect_number = 0;
     bool gap = true;  // no predecessor to compare with (start, or after an unreadable index)
+    auto add = [&](const std::string& e, const ProblemInfo& pi) {
+        std::size_t start = 0;
+        for (;;) {  // one problem per line (several data files may be missing)
+            std::size_t nl = e.find('\n', start);
+            problems.push_back(e.substr(start, nl == std::string::npos ? nl : nl - start));
+            problem_infos.push_back(pi);
+            if (nl == std::string::npos) break;
+            start = nl + 1;
+        }
+    };
     for (auto& sg : segs) {
         std::string e;
         if (load_one(sg, e) != Errc::ok) {
-            std::size_t start = 0;
-            for (;;) {  // one problem per line (several data files may be missing)
-                std::size_t nl = e.find('\n', start);
-                problems.push_back(e.substr(start, nl == std::string::npos ? nl : nl - start));
-                if (nl == std::string::npos) break;
-                start = nl + 1;
+            ProblemInfo pi;
+            if (header(sg)) {
+                pi.first = sg.hdr.first.get();
+                pi.count = sg.hdr.n.get();
+            } else {
+                // Its header is unreadable too: it cannot hold ordinals below the end of the
+                // readable segment before it (ordinals grow with segment numbers).
+                pi.first = expect_first;
+                pi.count = UINT64_MAX - pi.first;
             }
+            pi.range_known = true;
+            add(e, pi);
             gap = true;  // its range and root are unknown: don't blame the next segment for it
             continue;
         }
         const index::View& x = sg.loaded->x;
+        ProblemInfo here{x.first(), x.n(), true, false};
+        if (!sg.notes.empty()) add(sg.notes, here);
+        here.unreadable = true;  // a chain problem: the segment is not trusted
+        const std::size_t before = problems.size();
         if (!gap && (x.number() != expect_number || x.first() != expect_first))
             problems.push_back(x.path + ":24: segment does not continue the previous one (expected first ordinal " +
                                std::to_string(expect_first) + ", found " + std::to_string(x.first()) + ")");
         else if (!gap && x.prev_root != prev)
             problems.push_back(x.path + ": chain broken: previous-root field differs from segment " +
                                std::to_string(expect_number - 1) + "'s root");
+        if (problems.size() > before) problem_infos.push_back(here);
         gap = false;
         expect_first = x.first() + x.n();
         expect_number = x.number() + 1;
@@ -218,11 +278,33 @@ Errc Archive::Impl::locate(std::uint64_t ord, Loaded*& out, std::string& err) {
         }
     }
     // Not in a readable segment: in a damaged one (its header still says so)?
-    for (auto& sg : segs)
-        if (sg.code != Errc::ok && header(sg) && ord >= sg.hdr.first.get() && ord - sg.hdr.first.get() < sg.hdr.n.get()) {
+    // An index too damaged to say its range covers at least the gap between the readable
+    // segments around it (ordinals grow with segment numbers).
+    std::uint64_t lo = 0;  // end of the last readable segment so far
+    for (std::size_t k = 0; k < segs.size(); ++k) {
+        Seg& sg = segs[k];
+        if (sg.loaded) {
+            lo = sg.loaded->x.first() + sg.loaded->x.n();
+            continue;
+        }
+        if (sg.code == Errc::ok) continue;
+        bool hit;
+        if (header(sg)) {
+            hit = ord >= sg.hdr.first.get() && ord - sg.hdr.first.get() < sg.hdr.n.get();
+        } else {
+            std::uint64_t hi = UINT64_MAX;
+            for (std::size_t j = k + 1; j < segs.size(); ++j)
+                if (segs[j].loaded) {
+                    hi = segs[j].loaded->x.first();
+                    break;
+                }
+            hit = ord >= lo && ord < hi;
+        }
+        if (hit) {
             err = sg.problem;
             return sg.code;
         }
+    }
     err = "ordinal " + std::to_string(ord) + " is not in the archive";
     return Errc::cvl_no_ordinal;
 }
@@ -377,7 +459,9 @@ Errc Archive::Impl::message(Loaded& L, std::uint32_t i, ByteView& env, std::stri
     return Errc::ok;
 }
 
-Errc Archive::Impl::scan(Loaded& L, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err) {
+Errc Archive::Impl::scan(Loaded& L, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn* on_damage,
+                         bool& stale, std::string& err) {
+    stale = false;
     const index::View& x = L.x;
     // Each cluster's decompressed size is the end of its last message (its messages are
     // contiguous from offset 0). One pass over the records finds every cluster and its size.
@@ -393,35 +477,73 @@ Errc Archive::Impl::scan(Loaded& L, const std::function<bool(std::uint64_t, Byte
         c.first = r.c_len;
         c.second = std::max<std::uint64_t>(c.second, std::uint64_t(r.inner_off) + r.i_len);
     }
-    std::uint64_t total = 0;
-    for (auto& [off, c] : clusters) total += c.second;
-    std::uint8_t* arena = scan_buf.get(total);
-    std::map<std::uint64_t, std::uint64_t> at;  // bin_off → arena offset
-    std::uint64_t pos = 0;
     const std::uint64_t cap = cluster_bound(params);
+    std::uint64_t total = 0;
     for (auto& [off, c] : clusters) {
-        std::uint64_t got = 0;
         if (c.second > cap) {
             err = x.path + ": a cluster's records reach beyond the largest cluster";
             return Errc::cvl_bad_index;
         }
+        total += c.second;
+    }
+    std::uint8_t* arena = scan_buf.get(total);
+    std::map<std::uint64_t, std::uint64_t> at;  // bin_off → arena offset (absent: unreadable)
+    // Damage, one entry per distinct error text (a missing file: one entry for its clusters).
+    std::vector<std::pair<Errc, std::string>> damage;
+    std::map<std::uint64_t, std::size_t> damaged;  // bin_off → entry in `damage`
+    std::uint64_t pos = 0;
+    for (auto& [off, c] : clusters) {
+        std::uint64_t got = 0;
         // Whole frame, checksum verified; its content must be exactly what the records say.
         const std::uint8_t* comp = nullptr;
         std::string where;
         std::uint64_t file_off = 0;
-        if (Errc e = read_compressed(L, off, c.first, comp, where, file_off, err); e != Errc::ok) return e;
-        if (Errc e = decompress(L, comp, c.first, where, file_off, c.second, true, arena + pos, c.second, got, err);
-            e != Errc::ok)
-            return e;
+        Errc e = read_compressed(L, off, c.first, comp, where, file_off, err);
+        if (e == Errc::ok) e = decompress(L, comp, c.first, where, file_off, c.second, true, arena + pos, c.second, got, err);
+        if (e != Errc::ok) {
+            if (generation_changed(L)) {
+                stale = true;
+                return e;
+            }
+            if (!on_damage) return e;
+            std::size_t k = 0;
+            while (k < damage.size() && damage[k].second != err) ++k;
+            if (k == damage.size()) damage.emplace_back(e, err);
+            damaged[off] = k;
+            continue;
+        }
         at[off] = pos;
         pos += c.second;
+    }
+    if (on_damage && !damage.empty()) {
+        std::vector<std::vector<std::uint64_t>> ords(damage.size());
+        for (std::uint32_t i = 0; i < x.n(); ++i) {
+            const index::Record r = x.rec(i);
+            if (r.c_len == 0) continue;
+            auto it = damaged.find(r.bin_off);
+            if (it != damaged.end()) ords[it->second].push_back(x.first() + i);
+        }
+        for (std::size_t k = 0; k < damage.size(); ++k) (*on_damage)(damage[k].first, damage[k].second, ords[k]);
     }
     for (std::uint32_t i = 0; i < x.n(); ++i) {
         const index::Record r = x.rec(i);
         if (r.c_len == 0) continue;
-        if (!f(x.first() + i, {arena + at[r.bin_off] + r.inner_off, r.i_len})) break;
+        auto it = at.find(r.bin_off);
+        if (it == at.end()) continue;  // reported above
+        if (!f(x.first() + i, {arena + it->second + r.inner_off, r.i_len})) break;
     }
     return Errc::ok;
+}
+
+Errc Archive::Impl::scan_fresh(Loaded*& L, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn* on_damage,
+                               std::string& err) {
+    for (int attempt = 0;; ++attempt) {
+        bool stale = false;
+        Errc e = scan(*L, f, on_damage, stale, err);
+        // scan() calls f only once every cluster is decompressed, so a retry repeats nothing.
+        if ((stale || e != Errc::ok) && attempt < 8 && refresh(L)) continue;
+        return e;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,12 +633,42 @@ Errc Archive::read(std::uint64_t ord, std::vector<std::uint8_t>& envelope, std::
 Errc Archive::view(std::uint64_t ord, ByteView& envelope, std::string& err) {
     detail::Loaded* L;
     if (Errc e = impl_->locate(ord, L, err); e != Errc::ok) return e;
-    return impl_->message(*L, std::uint32_t(ord - L->x.first()), envelope, err);
+    for (int attempt = 0;; ++attempt) {
+        Errc e = impl_->message(*L, std::uint32_t(ord - L->x.first()), envelope, err);
+        if (e != Errc::ok && e != Errc::cvl_purged && attempt < 8 && impl_->refresh(L)) continue;  // compacted meanwhile
+        return e;
+    }
 }
 
 Errc Archive::scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err) {
     impl_->load_all();
-    return impl_->scan(*impl_->idx.at(seg), f, err);
+    detail::Loaded* L = impl_->idx.at(seg);
+    return impl_->scan_fresh(L, f, nullptr, err);
+}
+
+Errc Archive::scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn& on_damage,
+                           std::string& err) {
+    impl_->load_all();
+    detail::Loaded* L = impl_->idx.at(seg);
+    return impl_->scan_fresh(L, f, &on_damage, err);
+}
+
+const std::vector<ProblemInfo>& Archive::problem_infos() const noexcept {
+    impl_->load_all();
+    return impl_->problem_infos;
+}
+
+std::string ordinal_ranges(const std::vector<std::uint64_t>& o) {
+    std::string out;
+    for (std::size_t i = 0; i < o.size();) {
+        std::size_t j = i;
+        while (j + 1 < o.size() && o[j + 1] == o[j] + 1) ++j;
+        if (!out.empty()) out += ", ";
+        out += std::to_string(o[i]);
+        if (j > i) out += "-" + std::to_string(o[j]);
+        i = j + 1;
+    }
+    return out;
 }
 
 std::vector<std::uint64_t> Archive::ordinals_of_did(std::size_t seg, std::string_view did) const {
@@ -555,16 +707,18 @@ std::vector<std::uint64_t> Archive::ordinals_with_path(std::size_t seg, std::str
     return out;
 }
 
-Errc Archive::Impl::leaves_of(Loaded& L, std::vector<Hash>& leaves, std::string& err) {
-    const index::View& x = L.x;
-    leaves.assign(x.n(), Hash{});
-    std::vector<bool> seen(x.n(), false);
-    if (Errc e = scan(L, [&](std::uint64_t ord, ByteView env) {
-            leaves[ord - x.first()] = leaf_hash(env);
-            seen[ord - x.first()] = true;
+Errc Archive::Impl::leaves_of(Loaded*& L, std::vector<Hash>& leaves, std::string& err) {
+    // A refresh (compaction meanwhile) keeps the segment's first ordinal and size.
+    const std::uint64_t first = L->x.first();
+    leaves.assign(L->x.n(), Hash{});
+    std::vector<bool> seen(L->x.n(), false);
+    if (Errc e = scan_fresh(L, [&](std::uint64_t ord, ByteView env) {
+            leaves[ord - first] = leaf_hash(env);
+            seen[ord - first] = true;
             return true;
-        }, err); e != Errc::ok)
+        }, nullptr, err); e != Errc::ok)
         return e;
+    const index::View& x = L->x;  // the generation that was read
     for (std::uint32_t i = 0; i < x.n(); ++i) {
         if (seen[i]) continue;
         const std::uint8_t* pl = x.purged_leaf(i);
@@ -579,10 +733,10 @@ Errc Archive::Impl::leaves_of(Loaded& L, std::vector<Hash>& leaves, std::string&
 
 Errc Archive::check_segment(std::size_t seg, std::string& err) {
     impl_->load_all();
-    Loaded& L = *impl_->idx.at(seg);
-    const index::View& x = L.x;
+    Loaded* L = impl_->idx.at(seg);
     std::vector<Hash> leaves;
     if (Errc e = impl_->leaves_of(L, leaves, err); e != Errc::ok) return e;
+    const index::View& x = L->x;
     Hash root = merkle_root(leaves);
     if (root != x.root) {
         err = x.path + ": Merkle root mismatch: recomputed " + to_hex(root) + ", index says " + to_hex(x.root);
@@ -598,9 +752,9 @@ Errc Archive::check_segment(std::size_t seg, std::string& err) {
 Errc Archive::proof(std::uint64_t ord, Proof& out, std::string& err) {
     detail::Loaded* L;
     if (Errc e = impl_->locate(ord, L, err); e != Errc::ok) return e;
-    const index::View& x = L->x;
     std::vector<Hash> leaves;
-    if (Errc e = impl_->leaves_of(*L, leaves, err); e != Errc::ok) return e;
+    if (Errc e = impl_->leaves_of(L, leaves, err); e != Errc::ok) return e;
+    const index::View& x = L->x;
     out.ordinal = ord;
     out.segment = x.number();
     out.index = std::size_t(ord - x.first());
@@ -642,7 +796,7 @@ Errc Archive::check_proof(const Proof& p, std::string& err) {
     if (pl) std::memcpy(leaf.data(), pl, 32);
     else {
         ByteView env;
-        if (Errc c = impl_->message(*L, std::uint32_t(p.index), env, err); c != Errc::ok) return c;
+        if (Errc c = view(p.ordinal, env, err); c != Errc::ok) return c;
         leaf = leaf_hash(env);
     }
     if (leaf != p.leaf) {

@@ -308,7 +308,7 @@ expect "--check summary" "$(cat "$tmp/err")" "cvl-cat: $A: 5 of 5 segments verif
 run "$ccat" "$A" --stats
 expect "--stats: exit 0, header + 5 segments + total" "$rc $(lines "$tmp/out")" "0 7"
 expect_match "--stats: total line" "$(tail -1 "$tmp/out")" "^ +total +3000 "
-expect_match "--stats: segment 4 holds 200 from 2800 with dictionary 3" "$(sed -n 6p "$tmp/out")" "^ +4 +2800 +200 .* 3 +0$"
+expect_match "--stats: segment 4 holds 200 from 2800 with dictionary 3, then its anchor" "$(sed -n 6p "$tmp/out")" "^ +4 +2800 +200 .* 3 +0  [0-9a-f]{64}$"
 
 # Appending in several runs equals packing `cat A B`.
 py slice "$T" 0 1234 >"$tmp/T1.frames"
@@ -449,14 +449,17 @@ expect "--proof 1234: exit 0" "$rc" 0
 expect_match "--proof 1234: segment 1, index 534 of 700, the root in the index file" "$(cat "$tmp/p1234.json")" \
     "\"index\":534.*\"ordinal\":1234.*\"root\":\"$root1\".*\"segment\":1.*\"size\":700"
 run "$ccat" --verify-proof "$tmp/p1234.json"
-expect "--verify-proof (no archive): exit 0" "$rc" 0
-expect "--verify-proof: message" "$(cat "$tmp/out")" "valid: ordinal 1234 is leaf 534 of 700 under root $root1"
+expect "--verify-proof with neither archive nor --root: not checked, exit 2 (D14)" "$rc $(grep -c 'not checked' "$tmp/err")" "2 1"
 run "$ccat" "$A" --verify-proof "$tmp/p1234.json"
 expect "--verify-proof against the archive: exit 0" "$rc" 0
-run "$ccat" --verify-proof - <"$tmp/p1234.json"
+expect "--verify-proof: message" "$(cat "$tmp/out")" "valid: ordinal 1234 is leaf 534 of 700 under root $root1"
+run "$ccat" "$A" --verify-proof - <"$tmp/p1234.json"
 expect "--verify-proof - (stdin): exit 0" "$rc" 0
+anchor1=$("$ccat" "$A" --stats | awk '$1 == "1" {print $NF}')
+run "$ccat" --verify-proof "$tmp/p1234.json" --root "$anchor1"
+expect "--verify-proof --root <segment 1's anchor from --stats>: exit 0" "$rc" 0
 run "$ccat" --verify-proof "$tmp/p1234.json" --root "$root1"
-expect "--verify-proof --root <segment 1's root from its index file>: exit 0" "$rc" 0
+expect "--verify-proof --root <segment 1's bare Merkle root>: refused, exit 2 (D14)" "$rc" 2
 run "$ccat" --verify-proof "$tmp/p1234.json" --root "$root2"
 expect "--verify-proof --root <segment 2's root>: exit 1" "$rc" 1
 expect_match "… INVALID on stderr" "$(cat "$tmp/err")" "^cvl-cat: $tmp/p1234.json: INVALID"
@@ -471,8 +474,8 @@ py proof-edit "$tmp/p1234.json" root >"$tmp/pbad.json"
 run "$ccat" --verify-proof "$tmp/pbad.json"
 expect "proof with a changed root: exit 1" "$rc" 1
 "$ccat" "$tmp/A2" --proof 1234 >"$tmp/pother.json"
-run "$ccat" --verify-proof "$tmp/pother.json"
-expect "proof from another archive (other segment shape) is valid on its own" "$rc" 0
+run "$ccat" --verify-proof "$tmp/pother.json" --root "$("$ccat" "$tmp/A2" --stats | awk '$1 ~ /^[0-9]+$/ && $2 <= 1234 && 1234 < $2 + $3 {print $NF}')"
+expect "proof from another archive (other segment shape) is valid against its own anchor" "$rc" 0
 run "$ccat" "$A" --verify-proof "$tmp/pother.json"
 expect "… but not against this archive: exit 1" "$rc" 1
 echo 'not json' >"$tmp/pbad.json"
@@ -649,7 +652,7 @@ py roots "$E" >"$tmp/roots.after"
 same "--compact keeps every root and previous root" "$tmp/roots.after" "$tmp/roots.before"
 run "$ccat" "$E" --check
 expect "--check after compaction: exit 0, 5 of 5" "$rc $(cat "$tmp/err")" "0 cvl-cat: $E: 5 of 5 segments verified (index, clusters, Merkle roots, chain)"
-expect "--stats shows the purged counts (4, 0, 1, 0, 0)" "$("$ccat" "$E" --stats | awk 'NR>1 && $1!="total" {printf "%s ", $NF}')" "4 0 1 0 0 "
+expect "--stats shows the purged counts (4, 0, 1, 0, 0)" "$("$ccat" "$E" --stats | awk 'NR>1 && $1!="total" {printf "%s ", $(NF-1)}')" "4 0 1 0 0 "
 for o in 5 6 1500; do
     run "$ccat" "$E" --verify-proof "$tmp/pre$o.json"
     expect "proof of $o made before compaction verifies against the compacted archive" "$rc" 0

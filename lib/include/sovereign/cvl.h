@@ -136,9 +136,41 @@ struct Proof {
     static Errc from_json(std::string_view text, Proof& out);
     /// True if the path folds the leaf into `root`.
     bool verify() const;
+    /// segment_anchor() of the segment this proof claims (first ordinal = ordinal − index);
+    /// nullopt if index > ordinal. A proof that verify()s and whose anchor() is a published
+    /// anchor binds ordinal, index, size and leaf.
+    std::optional<Hash> anchor() const;
 };
 
+/// Where a problem of problems() lies: the segment's ordinal range when its index header
+/// says it (`range_known`), and whether the whole segment is unreadable (a damaged index) or
+/// only some of its clusters (a data file or the dictionary missing: the other clusters are
+/// served, each unreadable one reported when read).
+struct ProblemInfo {
+    std::uint64_t first = 0, count = 0;
+    bool range_known = false;
+    bool unreadable = true;
+};
+
+/// Reports clusters that cannot be read during a tolerant scan: the error (a damage code or
+/// io_*), its text ("<file>:<offset>: <reason>") and the ordinals it holds, ascending.
+using DamageFn = std::function<void(Errc, const std::string&, const std::vector<std::uint64_t>&)>;
+
+/// "5-7, 12, 40-41": ascending ordinals as ranges.
+std::string ordinal_ranges(const std::vector<std::uint64_t>& ordinals);
+
+/// The value to publish for a segment, which a proof is checked against without the archive:
+/// BLAKE3(0x02 ‖ segment u64 ‖ first ordinal u64 ‖ message count u64 ‖ Merkle root), all
+/// little-endian (docs/format-cvl.md §9). Unlike the bare Merkle root it binds the tree size
+/// and the ordinals, so no proof can claim another size or ordinal under it.
+Hash segment_anchor(std::uint64_t segment, std::uint64_t first, std::uint64_t count, const Hash& root);
+
 /// A read-only view of an archive. Thread-compatible (one per thread).
+///
+/// Readers follow compaction: a segment's data files are opened on first use and stay open;
+/// if they are gone (a compaction switched the index to a new generation and deleted them),
+/// the index is read again and the read retried on the new generation, which holds the same
+/// messages but for the purged ones (docs/format-cvl.md §10).
 ///
 /// Index files are memory-mapped and checked lazily: point reads (read, view, proof,
 /// segment_at, check_proof, end_ordinal) check only the index of the segment they need
@@ -157,8 +189,11 @@ public:
 
     /// Every readable segment, in order (loads and checks every index).
     const std::vector<SegmentInfo>& segments() const noexcept;
-    /// "<file>:<offset>: <reason>" for each segment that cannot be read (loads every index).
+    /// "<file>:<offset>: <reason>" for each segment that cannot be read, or whose data files
+    /// or dictionary are missing or short (loads every index).
     const std::vector<std::string>& problems() const noexcept;
+    /// Where each of problems() lies, in the same order.
+    const std::vector<ProblemInfo>& problem_infos() const noexcept;
     /// Number of segment index files found (readable or not).
     std::size_t segment_files() const noexcept;
     /// One past the last readable ordinal (0 if empty). Checks the last index only, unless
@@ -175,6 +210,12 @@ public:
     /// `seg` (< segments().size()) in ordinal order, decompressing each cluster once and
     /// verifying its checksum. Stops early if f returns false. Errors as read().
     Errc scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err);
+    /// As scan_segment(), serving every intact cluster: each cluster that cannot be read
+    /// (corrupt, data file missing or short, dictionary missing) is reported through
+    /// `on_damage` with the ordinals it holds, and skipped. Returns ok unless nothing of the
+    /// segment could be attempted.
+    Errc scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn& on_damage,
+                      std::string& err);
     /// Ordinals in the clusters holding `did`'s messages (by DID hash; a shared cluster also
     /// holds other DIDs, so callers confirm by decoding).
     std::vector<std::uint64_t> ordinals_of_did(std::size_t seg, std::string_view did) const;
@@ -228,9 +269,12 @@ struct SelectStats {
 
 /// Calls f(ordinal, envelope) for each selected message, in ordinal order, until f returns
 /// false. An ordinal list alone is served by point reads (no other index is read); a DID
-/// reads only its clusters. A segment that cannot be read is reported through on_error and
-/// skipped (the others are still served); purged and absent ordinals are skipped silently.
-/// Returns the first error reported (ok if none).
+/// reads only its clusters. A cluster that cannot be read is reported through on_error
+/// ("<file>:<offset>: <reason> (ordinals 5-7, 12 not served)", naming only the ordinals the
+/// selection wanted; nothing when it wanted none of them) and skipped: every intact cluster is
+/// still served. Segments whose index is unreadable are not visited here (see problems()).
+/// Purged and absent ordinals are skipped silently. Returns the first error reported (ok if
+/// none).
 Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uint64_t, ByteView)>& f,
             const std::function<void(Errc, const std::string&)>& on_error, SelectStats& stats);
 

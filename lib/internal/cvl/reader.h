@@ -52,6 +52,7 @@ struct Archive::Impl {
         std::shared_ptr<detail::Loaded> loaded;  // once checked
         Errc code = Errc::ok;                    // why it cannot be loaded
         std::string problem;
+        std::string notes;                       // loaded, but data files or dictionary missing (one per line)
     };
     struct Cached {
         const detail::Loaded* seg = nullptr;
@@ -67,6 +68,10 @@ struct Archive::Impl {
     std::vector<detail::Loaded*> idx;     // the loadable segments, in order (after load_all)
     std::vector<SegmentInfo> infos;
     std::vector<std::string> problems;
+    std::vector<ProblemInfo> problem_infos;  // parallel to problems
+    /// Indexes replaced by a newer generation while this reader used them (compaction):
+    /// kept alive (and their open data files with them) until the archive is closed.
+    std::vector<std::shared_ptr<detail::Loaded>> retired;
     std::map<std::uint32_t, std::unique_ptr<ZSTD_DDict, detail::ZstdDeleter>> ddicts;
     std::unique_ptr<ZSTD_DCtx, detail::ZstdDeleter> dctx{ZSTD_createDCtx()};
     std::optional<bitset::Set> tombs;
@@ -90,8 +95,22 @@ struct Archive::Impl {
                     std::uint64_t file_off, std::uint64_t need, bool whole, std::uint8_t* out, std::uint64_t cap,
                     std::uint64_t& got, std::string& err);
     Errc message(detail::Loaded& L, std::uint32_t i, ByteView& env, std::string& err);
-    Errc scan(detail::Loaded& L, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err);
-    Errc leaves_of(detail::Loaded& L, std::vector<Hash>& leaves, std::string& err);
+    /// Whole-segment scan. Without `on_damage`, the first unreadable cluster fails the scan;
+    /// with it, each unreadable cluster is reported (text, ordinals) and skipped. `stale` is
+    /// set (and the scan stops) when a failure is explained by a newer generation on disk.
+    Errc scan(detail::Loaded& L, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn* on_damage,
+              bool& stale, std::string& err);
+    /// scan() that follows a compaction: if the segment's index was replaced by a newer
+    /// generation (and the old data files deleted), it reloads the index and scans again.
+    Errc scan_fresh(detail::Loaded*& L, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn* on_damage,
+                    std::string& err);
+    Errc leaves_of(detail::Loaded*& L, std::vector<Hash>& leaves, std::string& err);
+    /// True if the index on disk names another data generation than `L` (a compaction
+    /// switched it). Reads the 96-byte header only.
+    bool generation_changed(const detail::Loaded& L);
+    /// If the index of `L`'s segment now names another generation, loads it in L's place
+    /// (the old one is retired, the cluster cache forgets it) and points L at it.
+    bool refresh(detail::Loaded*& L);
 };
 
 }  // namespace sov::cvl
