@@ -16,7 +16,7 @@ on wall-clock time. The harnesses print their findings; this wrapper reads them:
   output is complete (D15);
 - corrupt.py: per damage case, no crash or hang (exit status 0..2), no altered frame in a full
   read or a point read, and a range of an undamaged segment is served whole with exit 0
-  (per-cluster damage), except when a tombstone file is damaged: then readers fail closed;
+  (per-cluster damage), except when a tombstone file or cvl.json is damaged: then readers fail closed;
 - tomb_concurrent.py: "BAD ROUNDS: 0".
 """
 import json, os, re, shutil, subprocess, sys, tempfile
@@ -118,7 +118,8 @@ try:
             if row['cat'][1] is not True:
                 problems.append('corrupt %s: a full read wrote a frame that is not in the input: %s' % (case, row['cat']))
             # A tombstone file that cannot be trusted stops every read (fail closed, D5).
-            if 'range' in row and not case.startswith('tomb') and (row['range'][1] != 0 or row['range'][2] is not True):
+            # A cvl.json out of range is damage to the whole archive (format §2).
+            if 'range' in row and not case.startswith(('tomb', 'cvljson')) and (row['range'][1] != 0 or row['range'][2] is not True):
                 problems.append('corrupt %s: an undamaged segment was not served whole with exit 0: %s' % (case, row['range']))
             if 'ordinal' in row and row['ordinal'][2] is False:
                 problems.append('corrupt %s: a point read wrote an altered frame: %s' % (case, row['ordinal']))

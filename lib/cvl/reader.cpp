@@ -166,6 +166,33 @@ SegmentInfo Archive::Impl::info_of(const Loaded& L) const {
     return si;
 }
 
+void Archive::Impl::possible_range(std::size_t k, std::uint64_t& lo, std::uint64_t& hi) {
+    // Ordinals grow with segment numbers: it lies between its readable neighbours.
+    lo = 0;
+    hi = UINT64_MAX;
+    for (std::size_t j = k; j-- > 0;)
+        if (segs[j].loaded) {
+            lo = segs[j].loaded->x.first() + segs[j].loaded->x.n();
+            break;
+        }
+    for (std::size_t j = k + 1; j < segs.size(); ++j) {
+        std::string e;
+        if (load_one(segs[j], e) == Errc::ok) {
+            hi = segs[j].loaded->x.first();
+            break;
+        }
+    }
+    if (hi < lo) hi = lo;
+    // Its header (unchecked) may narrow that, if it agrees with the neighbours.
+    if (header(segs[k])) {
+        const std::uint64_t f = segs[k].hdr.first.get(), n = segs[k].hdr.n.get();
+        if (f >= lo && f <= hi && n <= hi - f) {
+            lo = f;
+            hi = f + n;
+        }
+    }
+}
+
 void Archive::Impl::load_all() {
     if (full) return;
     full = true;
@@ -186,15 +213,10 @@ void Archive::Impl::load_all() {
         std::string e;
         if (load_one(sg, e) != Errc::ok) {
             ProblemInfo pi;
-            if (header(sg)) {
-                pi.first = sg.hdr.first.get();
-                pi.count = sg.hdr.n.get();
-            } else {
-                // Its header is unreadable too: it cannot hold ordinals below the end of the
-                // readable segment before it (ordinals grow with segment numbers).
-                pi.first = expect_first;
-                pi.count = UINT64_MAX - pi.first;
-            }
+            std::uint64_t lo, hi;
+            possible_range(std::size_t(&sg - segs.data()), lo, hi);
+            pi.first = lo;
+            pi.count = hi - lo;
             pi.range_known = true;
             add(e, pi);
             gap = true;  // its range and root are unknown: don't blame the next segment for it
@@ -278,29 +300,13 @@ Errc Archive::Impl::locate(std::uint64_t ord, Loaded*& out, std::string& err) {
         }
     }
     // Not in a readable segment: in a damaged one (its header still says so)?
-    // An index too damaged to say its range covers at least the gap between the readable
-    // segments around it (ordinals grow with segment numbers).
-    std::uint64_t lo = 0;  // end of the last readable segment so far
+    // Not in a readable segment: in a damaged one that may hold it?
     for (std::size_t k = 0; k < segs.size(); ++k) {
         Seg& sg = segs[k];
-        if (sg.loaded) {
-            lo = sg.loaded->x.first() + sg.loaded->x.n();
-            continue;
-        }
-        if (sg.code == Errc::ok) continue;
-        bool hit;
-        if (header(sg)) {
-            hit = ord >= sg.hdr.first.get() && ord - sg.hdr.first.get() < sg.hdr.n.get();
-        } else {
-            std::uint64_t hi = UINT64_MAX;
-            for (std::size_t j = k + 1; j < segs.size(); ++j)
-                if (segs[j].loaded) {
-                    hi = segs[j].loaded->x.first();
-                    break;
-                }
-            hit = ord >= lo && ord < hi;
-        }
-        if (hit) {
+        if (sg.loaded || sg.code == Errc::ok) continue;
+        std::uint64_t lo, hi;
+        possible_range(k, lo, hi);
+        if (ord >= lo && ord < hi) {
             err = sg.problem;
             return sg.code;
         }

@@ -82,6 +82,9 @@ struct Archive::Impl {
     Errc load_one(Seg& sg, std::string& err);
     void load_all();
     bool header(Seg& sg);
+    /// The ordinals unreadable segment `k` may hold, [lo, hi): between the readable segments
+    /// around it, narrowed by its own header where that agrees.
+    void possible_range(std::size_t k, std::uint64_t& lo, std::uint64_t& hi);
     SegmentInfo info_of(const detail::Loaded& L) const;
     /// The checked segment holding `ord`. Errors: cvl_no_ordinal, or why its index is unusable.
     Errc locate(std::uint64_t ord, detail::Loaded*& out, std::string& err);
