@@ -19,6 +19,30 @@ namespace sov::verify {
 State::State(std::size_t max_dids, std::size_t max_srcs)
     : max_dids_(max_dids ? max_dids : 1), max_srcs_(max_srcs ? max_srcs : 1) {}
 
+namespace {
+// The one LRU step of both tables: the entry for `key`, moved to the front, or a new one at
+// the front after evicting the least recently used when `cap` is reached. `fresh` says which.
+template <class Map, class List>
+typename Map::mapped_type& lru_touch(Map& map, List& lru, std::size_t cap, std::string_view key,
+                                     std::uint64_t& evictions, bool& fresh) {
+    if (auto it = map.find(key); it != map.end()) {
+        lru.splice(lru.begin(), lru, it->second.lru);
+        fresh = false;
+        return it->second;
+    }
+    if (map.size() >= cap) {
+        map.erase(lru.back());
+        lru.pop_back();
+        ++evictions;
+    }
+    lru.emplace_front(key);
+    auto& e = map[lru.front()];
+    e.lru = lru.begin();
+    fresh = true;
+    return e;
+}
+}  // namespace
+
 State::DidState* State::find(std::string_view did) {
     auto it = dids_.find(did);
     if (it == dids_.end()) return nullptr;
@@ -27,35 +51,12 @@ State::DidState* State::find(std::string_view did) {
 }
 
 State::DidState& State::touch(std::string_view did) {
-    if (DidState* s = find(did)) return *s;
-    if (dids_.size() >= max_dids_) {
-        dids_.erase(lru_.back());
-        lru_.pop_back();
-        ++evictions_;
-    }
-    lru_.emplace_front(did);
-    DidState& s = dids_[lru_.front()];
-    s.lru = lru_.begin();
-    return s;
+    bool fresh = false;
+    return lru_touch(dids_, lru_, max_dids_, did, evictions_, fresh);
 }
 
 State::SrcState& State::touch_src(std::string_view src, bool& fresh) {
-    auto it = seqs_.find(src);
-    if (it != seqs_.end()) {
-        src_lru_.splice(src_lru_.begin(), src_lru_, it->second.lru);
-        fresh = false;
-        return it->second;
-    }
-    if (seqs_.size() >= max_srcs_) {
-        seqs_.erase(src_lru_.back());
-        src_lru_.pop_back();
-        ++src_evictions_;
-    }
-    src_lru_.emplace_front(src);
-    SrcState& s = seqs_[src_lru_.front()];
-    s.lru = src_lru_.begin();
-    fresh = true;
-    return s;
+    return lru_touch(seqs_, src_lru_, max_srcs_, src, src_evictions_, fresh);
 }
 
 void State::apply(const Facts& f, std::string_view src, std::int64_t recv, Outcome& o) {
