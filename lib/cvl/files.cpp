@@ -167,14 +167,14 @@ int take_lock(const std::string& dir, Errc& code, std::string& err) {
     return fd;
 }
 
-std::vector<std::string> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
-                                          std::optional<std::uint64_t> last, std::uint64_t sealed_end) {
-    std::vector<std::string> out;
+std::vector<MissingSegment> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
+                                             std::optional<std::uint64_t> last, std::uint64_t sealed_end) {
+    std::vector<MissingSegment> out;
     // Gaps: every number below the highest index present existed.
     std::uint64_t expect = 0;
     for (std::uint64_t n : numbers) {
         for (std::uint64_t k = expect; k < n && out.size() < 100; ++k)
-            out.push_back(idx_path(dir, k) + ": missing (segment " + std::to_string(n) + " follows it)");
+            out.push_back({k, idx_path(dir, k) + ": missing (segment " + std::to_string(n) + " follows it)"});
         expect = n + 1;
     }
     if (!numbers.empty() && (!last || *last != numbers.back())) return out;  // the last index is unreadable: reported by its reader
@@ -197,8 +197,9 @@ std::vector<std::string> missing_segments(const std::string& dir, const std::vec
         }
     }
     if (jfirst != UINT64_MAX && jfirst > sealed_end)
-        out.push_back(idx_path(dir, next) + ": missing: the journal " + jname + " starts at ordinal " +
-                      std::to_string(jfirst) + " but the sealed segments end at ordinal " + std::to_string(sealed_end));
+        out.push_back({next, idx_path(dir, next) + ": missing: the journal " + jname + " starts at ordinal " +
+                                 std::to_string(jfirst) + " but the sealed segments end at ordinal " +
+                                 std::to_string(sealed_end)});
     // Data files: a seal writes segment N + 1 only after N's index is renamed, so data of a
     // segment past next (next itself may be an interrupted seal) means next's index existed.
     std::uint64_t max_data = 0;
@@ -218,7 +219,7 @@ std::vector<std::string> missing_segments(const std::string& dir, const std::vec
         }
     }
     if (!data_name.empty() && (jfirst == UINT64_MAX || jfirst <= sealed_end))
-        out.push_back(idx_path(dir, next) + ": missing: data files of later segments exist (" + data_name + ")");
+        out.push_back({next, idx_path(dir, next) + ": missing: data files of later segments exist (" + data_name + ")"});
     // A reader runs beside the writer: if a segment was sealed since `numbers` was listed,
     // the journal and data files looked at are its, not evidence of a loss.
     if (out.size() > gaps) {

@@ -227,6 +227,9 @@ void Archive::Impl::load_all() {
         if (!sg.notes.empty()) add(sg.notes, here);
         here.unreadable = true;  // a chain problem: the segment is not trusted
         const std::size_t before = problems.size();
+        // Indexes absent from the listing before this one are reported as missing below; the
+        // link to them cannot be checked, which is no fault of this segment.
+        if (sg.number > expect_number) gap = true;
         if (!gap && (x.number() != expect_number || x.first() != expect_first))
             problems.push_back(x.path + ":24: segment does not continue the previous one (expected first ordinal " +
                                std::to_string(expect_first) + ", found " + std::to_string(x.first()) + ")");
@@ -247,7 +250,24 @@ void Archive::Impl::load_all() {
     for (auto& sg : segs) numbers.push_back(sg.number);
     std::optional<std::uint64_t> last;
     if (!idx.empty()) last = idx.back()->x.number();
-    for (auto& m : missing_segments(dir, numbers, last, idx.empty() ? 0 : expect_first)) problems.push_back(std::move(m));
+    // Each lies between the readable segments around it (after the last one: to the end).
+    for (auto& m : missing_segments(dir, numbers, last, idx.empty() ? 0 : expect_first)) {
+        ProblemInfo pi;
+        pi.range_known = true;
+        for (const Loaded* L : idx) {
+            if (L->x.number() < m.number) pi.first = L->x.first() + L->x.n();
+        }
+        std::uint64_t end = UINT64_MAX;
+        for (const Loaded* L : idx) {
+            if (L->x.number() > m.number) {
+                end = L->x.first();
+                break;
+            }
+        }
+        pi.count = end > pi.first ? end - pi.first : 0;
+        problems.push_back(std::move(m.text));
+        problem_infos.push_back(pi);
+    }
 }
 
 bool Archive::Impl::header(Seg& sg) {

@@ -324,7 +324,7 @@ std::unique_ptr<Writer> Writer::open(const std::string& dir, const Params& param
     if (auto missing = missing_segments(dir, segs, segs.empty() ? std::nullopt : std::optional(segs.back()), im->next_ord);
         !missing.empty()) {
         err.clear();
-        for (auto& m : missing) err += (err.empty() ? "" : "\n") + m;
+        for (auto& m : missing) err += (err.empty() ? "" : "\n") + m.text;
         err += "\n" + dir + ": refusing to append: new frames would reuse the ordinals of the missing segment(s)";
         return fail(Errc::cvl_chain);
     }

@@ -345,5 +345,28 @@ run "$pack" -o "$A" "$tmp/in300.frames"
 expect "D17 a stray 'lock' directory: appended, exit 0, no 'another cvl-pack'" \
     "$rc $(grep -c 'another cvl-pack' "$tmp/err")" "0 0"
 
+# ---- A missing index: reported with its ordinal range, the other segments served -------------------
+
+for k in 0 2; do
+    A=$tmp/idxgone$k
+    "$pack" -q -o "$A" --segment-messages 500 --shards 4 "$tmp/in2k.frames"
+    rm "$A/seg/0000000$k.idx"
+    run "$ccat" -q "$A"
+    lo=$((k * 500)); hi=$((k * 500 + 499))
+    expect_match "missing index of segment $k: a full read exits 1 (no crash) and names the ordinals not served" \
+        "$rc $(grep -c . "$tmp/err") $(head -1 "$tmp/err")" "^1 1 cvl-cat: .*/seg/0000000$k.idx: missing.*ordinals $lo-$hi not served"
+    run "$ccat" -q "$A" --from 1000 --to 1500
+    [ $k = 2 ] && want=1 || want=0
+    expect "missing index of segment $k: the range 1000-1499 (segment 2) exits $want" "$rc" "$want"
+    run "$ccat" -q "$A" --from 1500 --to 2000
+    py slice "$tmp/in2k.frames" 1500 2000 >"$tmp/want"
+    cmp -s "$tmp/out" "$tmp/want" && same=equal || same=differs
+    expect "missing index of segment $k: segment 3 is served whole, exit 0" "$rc $same" "0 equal"
+    run "$ccat" -q "$A" --from 500 --to 1000
+    py slice "$tmp/in2k.frames" 500 1000 >"$tmp/want"
+    cmp -s "$tmp/out" "$tmp/want" && same=equal || same=differs
+    expect "missing index of segment $k: segment 1 is served whole, exit 0" "$rc $same" "0 equal"
+done
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -30,7 +30,11 @@ std::vector<std::uint64_t> list_segments(const std::string& dir);
 /// ordinal `sealed_end`; nullopt when there is none): a journal whose first ordinal is past
 /// `sealed_end`, or data files of a segment past last + 1. One diagnostic per finding,
 /// naming the missing index and the evidence. `numbers`: as list_segments.
-std::vector<std::string> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
+struct MissingSegment {
+    std::uint64_t number;  ///< the segment whose index is gone
+    std::string text;      ///< "<index path>: missing …", naming the evidence
+};
+std::vector<MissingSegment> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
                                           std::optional<std::uint64_t> last, std::uint64_t sealed_end);
 
 /// Removes the temporary files an interrupted writer or compaction left (`*.tmp` in seg/,
