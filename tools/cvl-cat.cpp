@@ -7,6 +7,7 @@
 #include "sovereign/message.h"
 #include "sovereign/syntax.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -25,6 +26,8 @@ bool parse_time(const std::string& s, std::int64_t& out) {
     out = *us;
     return true;
 }
+
+std::atomic<bool> g_stop{false};
 
 }  // namespace
 
@@ -49,7 +52,8 @@ int main(int argc, char** argv) {
         ("verify-proof", "check an inclusion proof from FILE ('-' = stdin)", cxxopts::value<std::string>())
         ("root", "with --verify-proof: the trusted segment root (hex) to check against", cxxopts::value<std::string>())
         ("stats", "print sizes and ratios per segment")
-        ("q,quiet", "no summary line")
+        ("force", "write frames to stdout even when it is a terminal")
+        ("q,quiet", "no summary line and no progress")
         ("dir", "archive directory", cxxopts::value<std::string>());
     opts.parse_positional({"dir"});
     opts.positional_help("DIR");
@@ -108,6 +112,7 @@ int main(int argc, char** argv) {
     auto ar = sov::cvl::Archive::open(dir, err, &code);
     if (!ar) return cli::fail(code, err);
     int status = cli::kOk;
+    cli::install_stop_handler(g_stop);
     // Segments that cannot be read are reported (exit 1); the others stay readable. Point
     // reads (--ordinal, --proof) look only at the segments they need.
     auto report_problems = [&] {
@@ -121,19 +126,26 @@ int main(int argc, char** argv) {
         report_problems();
         const auto& segs = ar->segments();
         std::size_t ok = 0;
-        for (std::size_t s = 0; s < segs.size(); ++s) {
+        std::uint64_t total = 0, done = 0, msgs = 0;
+        for (const auto& sg : segs) total += sg.stored_bytes;
+        cli::Progress progress(quiet, total);
+        for (std::size_t s = 0; s < segs.size() && !g_stop.load(); ++s) {
             if (sov::Errc e = ar->check_segment(s, err); e != sov::Errc::ok) {
                 cli::diag(err);
                 status = std::max(status, cli::status(e));
             } else {
                 ++ok;
             }
+            done += segs[s].stored_bytes;
+            msgs += segs[s].count;
+            progress.update(msgs, done);
         }
+        progress.finish();
         if (!quiet)
             cli::diag(dir, std::to_string(ok) + " of " + std::to_string(ar->segment_files()) +
                                " segments verified (index, clusters, Merkle roots, chain)" +
-                               (status ? "; see the errors above" : ""));
-        return status;
+                               (status ? "; see the errors above" : "") + cli::stop_note());
+        return cli::stop_status(status);
     }
     if (args.count("stats")) {
         report_problems();
@@ -181,23 +193,34 @@ int main(int argc, char** argv) {
     sel.include_deleted = args.count("include-deleted") > 0;
     if (sel.ordinals.empty()) report_problems();
 
+    if (cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
     sov::frames::Writer out(1);
     sov::cvl::SelectStats st;
+    // % and ETA only when the whole archive is read (the bytes of every segment are written).
+    bool whole = !args.count("from") && !args.count("to") && !args.count("since") && !args.count("until") &&
+                 sel.ordinals.empty() && !args.count("did") && !args.count("collection");
+    std::uint64_t total = 0;
+    if (whole)
+        for (const auto& sg : ar->segments()) total += sg.raw_bytes;
+    cli::Progress progress(quiet, total);
+    std::uint64_t emitted = 0;
     sov::cvl::select(
         *ar, sel,
         [&](std::uint64_t, sov::ByteView env) {
             sov::frames::append_envelope(out.buffer(), env);
             out.maybe_flush();
-            return !out.broken_pipe() && !out.failed();
+            progress.update(++emitted, out.bytes_written());
+            return !out.broken_pipe() && !out.failed() && !g_stop.load();
         },
         [&](sov::Errc e, const std::string& text) {
             cli::diag(text);
             status = std::max(status, cli::status(e));
         },
         st);
+    progress.finish();
     int wst = cli::finish_output(out, "stdout");
     if (!quiet)
         cli::diag(cli::with_commas(st.emitted) + " frames written (" + cli::with_commas(out.bytes_written()) + " bytes)" +
-                  (st.hidden ? ", " + cli::with_commas(st.hidden) + " hidden by tombstones" : ""));
-    return std::max(status, wst);
+                  (st.hidden ? ", " + cli::with_commas(st.hidden) + " hidden by tombstones" : "") + cli::stop_note());
+    return cli::stop_status(std::max(status, wst));
 }
