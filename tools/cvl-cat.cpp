@@ -112,7 +112,6 @@ int main(int argc, char** argv) {
     auto ar = sov::cvl::Archive::open(dir, err, &code);
     if (!ar) return cli::fail(code, err);
     int status = cli::kOk;
-    cli::install_stop_handler(g_stop);
     // Segments that cannot be read are reported (exit 1); the others stay readable. Point
     // reads (--ordinal, --proof) look only at the segments they need.
     auto report_problems = [&] {
@@ -123,6 +122,7 @@ int main(int argc, char** argv) {
     };
 
     if (args.count("check")) {
+        cli::install_stop_handler(g_stop);  // long: stops between segments (cli::stop_status)
         report_problems();
         const auto& segs = ar->segments();
         std::size_t ok = 0;
@@ -194,6 +194,7 @@ int main(int argc, char** argv) {
     if (sel.ordinals.empty()) report_problems();
 
     if (cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
+    cli::install_stop_handler(g_stop);  // stops after the frame being written (cli::stop_status)
     sov::frames::Writer out(1);
     sov::cvl::SelectStats st;
     // % and ETA only when the whole archive is read (the bytes of every segment are written).
