@@ -906,12 +906,12 @@ rc=$?
 expect "terminal: cvl-cat --force writes them" "$rc $(py count "$tmp/out")" "0 $N"
 expect_match "progress: cvl-cat shows progress of a whole read, with % and ETA" "$(tr '\r' '\n' <"$tmp/tty")" \
     "^cvl-cat: [0-9]+ frames, .* frames/s, [0-9]+%, ETA"
-python3 "$ttysig" pty --transcript "$tmp/tty" -- "$ccat" "$A" --check
+python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$ccat" "$A" --check
 rc=$?
 expect "progress: cvl-cat --check on a terminal exits 0" "$rc" 0
 expect_match "progress: cvl-cat --check shows progress, with % and ETA" "$(tr '\r' '\n' <"$tmp/tty")" \
     "^cvl-cat: [0-9]+ frames, .* frames/s, [0-9]+%, ETA"
-python3 "$ttysig" pty --transcript "$tmp/tty" -- "$ccat" -q "$A" --check
+python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$ccat" -q "$A" --check
 rc=$?
 expect "progress: cvl-cat -q --check draws nothing" "$rc $(size "$tmp/tty")" "0 0"
 
