@@ -155,7 +155,12 @@ Errc append_record(std::string_view line, std::vector<std::uint8_t>& out, std::s
         where = "/";
         return l.errc;
     }
-    frames::append_envelope(out, env);
+    // D12: an envelope over 16 MiB (a `wire` of ~12 MiB and up in base64) makes a record no
+    // reader accepts; refuse the line instead of writing it.
+    if (!frames::append_envelope(out, env)) {
+        where = "/wire";
+        return Errc::frame_oversized;
+    }
     return Errc::ok;
 }
 

@@ -94,8 +94,9 @@ void append_len(std::vector<std::uint8_t>& out, std::size_t n) { varint::append(
 
 }  // namespace
 
-void append_record(std::vector<std::uint8_t>& out, std::string_view src, std::optional<std::string_view> vrd,
+bool append_record(std::vector<std::uint8_t>& out, std::string_view src, std::optional<std::string_view> vrd,
                    std::int64_t recv, ByteView wire) {
+    if (src.size() > kMaxSrc) return false;
     // Encode after a 4-byte hole, then place the minimal varint right before the envelope.
     std::size_t base = out.size();
     out.resize(base + kMaxVarint);
@@ -112,65 +113,93 @@ void append_record(std::vector<std::uint8_t>& out, std::string_view src, std::op
     w.text("wire");
     w.bytes(wire);
     std::size_t len = out.size() - base - kMaxVarint;
+    if (len > kMaxEnvelope) {
+        out.resize(base);
+        return false;
+    }
     std::uint8_t v[kMaxVarint + 1];
     std::size_t vl = varint::encode(len, v);
     std::memmove(out.data() + base + vl, out.data() + base + kMaxVarint, len);
     std::memcpy(out.data() + base, v, vl);
     out.resize(base + vl + len);
+    return true;
 }
 
-void append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& env, std::string_view vrd) {
+bool append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& env, std::string_view vrd,
+                                std::optional<std::string_view> why) {
     // Splice, not re-encode: the envelope is canonical (parse_envelope validated it), so
-    // "vrd" has exactly one place in its key order. Replace that entry's value, or insert the
-    // entry there and bump the count in the head; every other byte is copied as it was, in two
-    // ranges. Equal to re-encoding all entries in canonical order (tested), without a sort, a
-    // second walk or a temporary.
+    // "vrd" and "why" each have exactly one place in its key order (other keys, e.g. an
+    // unknown "wat", may sit between them). Drop their old entries, insert the new ones there
+    // and set the count in the head; every other byte is copied as it was, in three ranges.
+    // Equal to re-encoding all entries in canonical order (tested), without a sort, a second
+    // walk or a temporary.
     const std::uint8_t* const end = env.raw.data() + env.raw.size();
     cbor::Value m = cbor::Value::of(env.raw);
     const std::uint64_t count = m.count();
     cbor::MapIter it = m.map();
     const std::uint8_t* const body = it.position();
-    const std::uint8_t* cut_from = end;  // [cut_from, cut_to): the old vrd entry, or empty
-    const std::uint8_t* cut_to = end;
+    // [p1, p1e): the old vrd entry (empty if none), at vrd's place; [p2, p2e): the same for why.
+    const std::uint8_t *p1 = end, *p1e = end, *p2 = end, *p2e = end;
+    bool past_vrd = false;
     std::string_view k;
     cbor::Value val;
     for (;;) {
         const std::uint8_t* entry = it.position();
         if (!it.next(k, val)) break;
-        const int c = cbor::key_compare(k, "vrd");
+        if (!past_vrd) {
+            const int c = cbor::key_compare(k, "vrd");
+            if (c < 0) continue;
+            past_vrd = true;
+            p1 = entry;
+            p1e = c == 0 ? it.position() : entry;
+            if (c == 0) continue;
+        }
+        const int c = cbor::key_compare(k, "why");
         if (c >= 0) {
-            cut_from = entry;
-            cut_to = c == 0 ? it.position() : entry;
+            p2 = entry;
+            p2e = c == 0 ? it.position() : entry;
             break;
         }
     }
-    const std::uint64_t n = cut_to != cut_from ? count : count + 1;
-    std::uint8_t map_head[9], text_head[9];
+    const std::uint64_t n = count - (p1e != p1) - (p2e != p2) + 1 + (why ? 1 : 0);
+    std::uint8_t map_head[9], vrd_head[9], why_head[9];
     const std::size_t mh = cbor::encode_head(map_head, 5, n);
-    const std::size_t th = cbor::encode_head(text_head, 3, vrd.size());
-    static constexpr std::uint8_t kKey[4] = {0x63, 'v', 'r', 'd'};
-    const std::size_t before = std::size_t(cut_from - body), after = std::size_t(end - cut_to);
-    const std::size_t len = mh + before + sizeof kKey + th + vrd.size() + after;
+    const std::size_t vh = cbor::encode_head(vrd_head, 3, vrd.size());
+    const std::size_t wh = why ? cbor::encode_head(why_head, 3, why->size()) : 0;
+    static constexpr std::uint8_t kVrd[4] = {0x63, 'v', 'r', 'd'};
+    static constexpr std::uint8_t kWhy[4] = {0x63, 'w', 'h', 'y'};
+    const std::size_t len = mh + std::size_t(p1 - body) + sizeof kVrd + vh + vrd.size() + std::size_t(p2 - p1e) +
+                            (why ? sizeof kWhy + wh + why->size() : 0) + std::size_t(end - p2e);
+    if (len > kMaxEnvelope) return false;  // D13: no reader would accept it
     append_len(out, len);
     if (out.capacity() - out.size() < len) out.reserve(std::max(out.size() + len, 2 * out.capacity()));
     out.insert(out.end(), map_head, map_head + mh);  // inserts, not resize + copy: no zero-fill
-    out.insert(out.end(), body, cut_from);
-    out.insert(out.end(), kKey, kKey + sizeof kKey);
-    out.insert(out.end(), text_head, text_head + th);
+    out.insert(out.end(), body, p1);
+    out.insert(out.end(), kVrd, kVrd + sizeof kVrd);
+    out.insert(out.end(), vrd_head, vrd_head + vh);
     out.insert(out.end(), vrd.begin(), vrd.end());
-    out.insert(out.end(), cut_to, end);
+    out.insert(out.end(), p1e, p2);
+    if (why) {
+        out.insert(out.end(), kWhy, kWhy + sizeof kWhy);
+        out.insert(out.end(), why_head, why_head + wh);
+        out.insert(out.end(), why->begin(), why->end());
+    }
+    out.insert(out.end(), p2e, end);
+    return true;
 }
 
-void append_envelope(std::vector<std::uint8_t>& out, ByteView envelope) {
+bool append_envelope(std::vector<std::uint8_t>& out, ByteView envelope) {
+    if (envelope.empty() || envelope.size() > kMaxEnvelope) return false;  // D12: never a record readers reject
     std::uint8_t v[kMaxVarint + 1];
     const std::size_t vl = varint::encode(envelope.size(), v);
     const std::size_t base = out.size();
     out.resize(base + vl + envelope.size());
     std::memcpy(out.data() + base, v, vl);
-    if (!envelope.empty()) std::memcpy(out.data() + base + vl, envelope.data(), envelope.size());
+    std::memcpy(out.data() + base + vl, envelope.data(), envelope.size());
+    return true;
 }
 
-void append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env) { append_envelope(out, env.raw); }
+bool append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env) { return append_envelope(out, env.raw); }
 
 Reader::Reader(io::Input in) : in_(std::move(in)) {
     buf_.resize(1u << 20);

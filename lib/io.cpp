@@ -79,6 +79,12 @@ long Input::raw_read(std::uint8_t* buf, std::size_t n) {
         return long(k);
     }
     for (;;) {
+        // A stop was asked for: read no more (what was read before is still processed), even
+        // when data keeps coming and read(2) would never block to see the EINTR.
+        if (interrupted()) {
+            error_ = "interrupted";
+            return -1;
+        }
         ssize_t r = ::read(fd_, buf, n);
         if (r >= 0) return long(r);
         if (errno == EINTR && !interrupted()) continue;
@@ -95,6 +101,10 @@ long Input::read(std::uint8_t* buf, std::size_t n) {
     if (!sniffed_) {
         sniffed_ = true;
         while (peek_len_ < 4) {
+            if (interrupted()) {
+                error_ = "interrupted";
+                return -1;
+            }
             ssize_t r = ::read(fd_, peek_ + peek_len_, 4 - peek_len_);
             if (r < 0 && errno == EINTR && !interrupted()) continue;
             if (r < 0) {

@@ -380,6 +380,99 @@ TEST_CASE("append_record_with_verdict sets or replaces vrd and keeps unknown key
     }
 }
 
+TEST_CASE("why: append_record_with_verdict splices vrd and why in canonical key order", "[frames]") {
+    // "wat" sorts between "vrd" and "why", "xyz" after "why", "recv"/"wire" after both.
+    auto build = [&](std::optional<std::string_view> vrd, std::optional<std::string_view> why) {
+        Env e;
+        e.w.map(5 + (vrd ? 1 : 0) + (why ? 1 : 0));
+        e.w.text("a");
+        e.w.integer(7);
+        e.w.text("src");
+        e.w.text("bsky.network");
+        if (vrd) {
+            e.w.text("vrd");
+            e.w.text(*vrd);
+        }
+        e.w.text("wat");
+        e.w.text("between");
+        if (why) {
+            e.w.text("why");
+            e.w.text(*why);
+        }
+        e.w.text("recv");
+        e.w.integer(5);
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        REQUIRE_FALSE(sov::cbor::validate(view(e.bytes)));
+        return e.bytes;
+    };
+    struct Case {
+        std::optional<std::string_view> vrd_in, why_in;
+        std::optional<std::string_view> why_out;
+    };
+    for (const Case& c : {Case{std::nullopt, std::nullopt, "commit.did differs"},
+                          Case{"ok", std::nullopt, "commit.did differs"},
+                          Case{"bad-sig", "old reason", "new reason"},
+                          Case{"bad-sig", "old reason", std::nullopt},  // a passing verdict drops an old why
+                          Case{std::nullopt, "stray", std::nullopt}}) {
+        Bytes rec = wrap(build(c.vrd_in, c.why_in));
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        Bytes out;
+        REQUIRE(frames::append_record_with_verdict(out, env, "bad-commit", c.why_out));
+        CHECK(out == wrap(build("bad-commit", c.why_out)));
+        frames::Envelope env2;
+        CHECK_FALSE(frames::parse_record(out, env2));  // canonical, no duplicate key
+    }
+}
+
+TEST_CASE("D12, D13: no record over 16 MiB is ever appended", "[frames]") {
+    const std::size_t max = frames::kMaxEnvelope;
+    SECTION("append_envelope refuses an empty or oversized envelope (D12: no zero-length record)") {
+        Bytes out{0xaa};
+        CHECK_FALSE(frames::append_envelope(out, {}));
+        Bytes big(max + 1, 0);
+        CHECK_FALSE(frames::append_envelope(out, view(big)));
+        CHECK(out == Bytes{0xaa});
+        big.resize(max);
+        CHECK(frames::append_envelope(out, view(big)));
+        CHECK(out.size() == 1 + 4 + max);
+    }
+    SECTION("append_record refuses a src over 253 bytes or an envelope over 16 MiB") {
+        Bytes out;
+        CHECK_FALSE(frames::append_record(out, std::string(254, 's'), std::nullopt, 0, view(kWire)));
+        Bytes wire(max, 1);
+        CHECK_FALSE(frames::append_record(out, "s", std::nullopt, 0, view(wire)));
+        CHECK(out.empty());
+    }
+    SECTION("frame_json::append_record: a wire over 16 MiB is frame_oversized at /wire (D12)") {
+        std::string line = "{\"src\":\"a\",\"recv\":0,\"wire\":{\"$bytes\":\"" + std::string(22'400'000, 'A') + "\"}}";
+        Bytes out;
+        std::string where;
+        CHECK(sov::frame_json::append_record(line, out, where) == Errc::frame_oversized);
+        CHECK(where == "/wire");
+        CHECK(out.empty());
+    }
+    SECTION("append_record_with_verdict: vrd (or why) that would pass 16 MiB is refused (D13)") {
+        // An envelope of exactly 16 MiB - 9 bytes: + "vrd":"skip" (4 + 5 bytes) fits exactly.
+        Bytes probe = record("s", std::nullopt, 0, Bytes(100'000, 0));
+        std::size_t overhead = probe.size() - 3 - 100'000;  // 3-byte varint at this size
+        Bytes rec = record("s", std::nullopt, 0, Bytes(max - 9 - overhead, 0));  // same 5-byte bytes head
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        REQUIRE(env.raw.size() == max - 9);
+        Bytes out;
+        CHECK(frames::append_record_with_verdict(out, env, "skip"));
+        CHECK(out.size() == 4 + max);
+        frames::Envelope env2;
+        CHECK_FALSE(frames::parse_record(out, env2));
+        out.clear();
+        CHECK_FALSE(frames::append_record_with_verdict(out, env, "too-big"));
+        CHECK_FALSE(frames::append_record_with_verdict(out, env, "skip", "a reason"));
+        CHECK(out.empty());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // parse_record / parse_envelope errors
 
@@ -799,8 +892,17 @@ TEST_CASE("Reader accepts an envelope of exactly 16 MiB", "[frames][reader]") {
     REQUIRE(r.recs.size() == 1);
     CHECK(r.recs[0].wire.size() == wire.size());
 
-    wire.push_back(0);  // one byte more: 16 MiB + 1
-    ReadAll r2 = read_file(record("s", std::nullopt, 0, wire));
+    wire.push_back(0);  // one byte more: 16 MiB + 1 (built by hand: append_record refuses it)
+    Env e;
+    e.w.map(3);
+    e.w.text("src");
+    e.w.text("s");
+    e.w.text("recv");
+    e.w.integer(0);
+    e.w.text("wire");
+    e.w.bytes(view(wire));
+    REQUIRE(e.bytes.size() == frames::kMaxEnvelope + 1);
+    ReadAll r2 = read_file(wrap(e.bytes));
     CHECK(r2.recs.empty());
     CHECK(r2.error.errc == Errc::frame_oversized);
     CHECK(r2.error.offset == 0);

@@ -906,18 +906,26 @@ TEST_CASE("check_commit_block refuses a block that is not valid DAG-CBOR", "[ver
 
 namespace {
 
-// The envelope re-encoded with `vrd` set, the way cbor-verify wrote it before splicing: every
-// entry but an old vrd, plus the new one, sorted canonically and written out again.
-Bytes reencoded_with_verdict(const sov::frames::Envelope& env, std::string_view vrd) {
+// The envelope re-encoded with `vrd` (and `why`, when given) set, the way cbor-verify wrote it
+// before splicing: every entry but an old vrd and an old why (DESIGN.md §2: the reason of an
+// earlier verdict never survives a new one), plus the new ones, sorted canonically and written
+// out again.
+Bytes reencoded_with_verdict(const sov::frames::Envelope& env, std::string_view vrd,
+                             std::optional<std::string_view> why = std::nullopt) {
     std::vector<std::pair<std::string_view, Bytes>> entries;
     sov::cbor::MapIter it = sov::cbor::Value::of(env.raw).map();
     std::string_view k;
     sov::cbor::Value v;
     while (it.next(k, v))
-        if (k != "vrd") entries.emplace_back(k, copy(v.raw()));
+        if (k != "vrd" && k != "why") entries.emplace_back(k, copy(v.raw()));
     Bytes text;
     sov::cbor::Writer(text).text(vrd);
     entries.emplace_back("vrd", text);
+    if (why) {
+        Bytes t;
+        sov::cbor::Writer(t).text(*why);
+        entries.emplace_back("why", t);
+    }
     std::sort(entries.begin(), entries.end(),
               [](const auto& a, const auto& b) { return sov::cbor::key_compare(a.first, b.first) < 0; });
     Bytes env_bytes;
@@ -965,7 +973,7 @@ Bytes envelope(std::optional<std::string_view> vrd, const std::vector<std::strin
 
 }  // namespace
 
-TEST_CASE("spliced verdict equals the re-encoded envelope", "[verify][frames]") {
+TEST_CASE("spliced verdict equals the re-encoded envelope (why: and the reason beside it)", "[verify][frames]") {
     const Bytes wire = {0xa2, 0x61, 0x74, 0x67, 0x23, 0x63, 0x6f, 0x6d, 0x6d, 0x69, 0x74, 0x62, 0x6f, 0x70, 0x01, 0xa0};
     std::vector<std::string> many;  // 21 unknown keys: 24 or 25 entries, a two-byte map head
     for (char c = 'a'; c < 'a' + 21; ++c) many.push_back(std::string("x") + c + "y");
@@ -985,17 +993,19 @@ TEST_CASE("spliced verdict equals the re-encoded envelope", "[verify][frames]") 
             const Bytes raw = envelope(old, extra, view(wire));
             sov::frames::Envelope env;
             REQUIRE_FALSE(sov::frames::parse_envelope(view(raw), env));
-            for (std::string_view vrd : verdicts) {
-                INFO("extra keys " << extra.size() << ", earlier vrd " << (old ? *old : "(none)") << ", new " << vrd);
-                Bytes spliced;
-                spliced.push_back(0xee);  // appends: earlier bytes untouched
-                sov::frames::append_record_with_verdict(spliced, env, vrd);
-                CHECK(spliced.front() == 0xee);
-                CHECK(Bytes(spliced.begin() + 1, spliced.end()) == reencoded_with_verdict(env, vrd));
-                sov::frames::Envelope back;
-                REQUIRE_FALSE(sov::frames::parse_record(ByteView(spliced).subspan(1), back));
-                CHECK(back.vrd == std::optional<std::string_view>(vrd));
-            }
+            for (std::string_view vrd : verdicts)
+                for (auto why : {std::optional<std::string_view>(), std::optional<std::string_view>("sig: wrong key")}) {
+                    INFO("extra keys " << extra.size() << ", earlier vrd " << (old ? *old : "(none)") << ", new "
+                                       << vrd << (why ? " with why" : ""));
+                    Bytes spliced;
+                    spliced.push_back(0xee);  // appends: earlier bytes untouched
+                    CHECK(sov::frames::append_record_with_verdict(spliced, env, vrd, why));
+                    CHECK(spliced.front() == 0xee);
+                    CHECK(Bytes(spliced.begin() + 1, spliced.end()) == reencoded_with_verdict(env, vrd, why));
+                    sov::frames::Envelope back;
+                    REQUIRE_FALSE(sov::frames::parse_record(ByteView(spliced).subspan(1), back));
+                    CHECK(back.vrd == std::optional<std::string_view>(vrd));
+                }
         }
     }
 }

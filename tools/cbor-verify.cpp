@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
         ("batch", "frames verified per batch (bounds memory)", cxxopts::value<std::size_t>()->default_value("1024"))
         ("max-reports", "print at most N rejection reasons on stderr (0 = none)",
          cxxopts::value<std::uint64_t>()->default_value("20"))
-        ("q,quiet", "no summary line and no rejection reasons")
+        ("force", "write frames to stdout even when it is a terminal")
+        ("q,quiet", "no summary line, no rejection reasons and no progress")
         ("files", "input files", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"files"});
     opts.positional_help("[FILE...]");
@@ -88,9 +89,29 @@ int main(int argc, char** argv) {
     bool strict = args.count("strict") > 0;
     bool quiet = args.count("quiet") > 0;
     std::uint64_t max_reports = quiet ? 0 : args["max-reports"].as<std::uint64_t>();
+    if (cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
 
+    std::vector<std::string> files;
+    if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
+    if (files.empty()) files.push_back("-");
+    // Output paths must not be inputs: opening them truncates the input before it is read.
+    std::vector<std::string> inputs = files;
+    if (args.count("did-docs")) inputs.push_back(args["did-docs"].as<std::string>());
+    if (args.count("rejects") && cli::refuse_same_file(args["rejects"].as<std::string>(), inputs, "--rejects"))
+        return cli::kUsage;
+    if (args.count("rejects")) inputs.push_back(args["rejects"].as<std::string>());
+    if (args.count("state") && cli::refuse_same_file(args["state"].as<std::string>(), inputs, "--state"))
+        return cli::kUsage;
+
+    // --did-docs is read when the first frame has arrived (or the input ended), not at start:
+    // a producer in the same pipeline (mesh-sim gen --did-docs d.json | cbor-verify --did-docs
+    // d.json) writes the file before its first frame, so the file read is complete and its own.
     sov::KeyStore store;
-    if (args.count("did-docs")) {
+    bool keys_loaded = false;
+    auto load_keys = [&]() -> int {
+        if (keys_loaded) return cli::kOk;
+        keys_loaded = true;
+        if (!args.count("did-docs")) return cli::kOk;
         std::string detail;
         std::string path = args["did-docs"].as<std::string>();
         sov::Errc e = store.load_json_file(path, detail);
@@ -98,9 +119,9 @@ int main(int argc, char** argv) {
             cli::diag(path, std::string(sov::to_string(e)) + (detail.empty() ? "" : ": " + detail));
             return cli::status(e);
         }
-    } else {
-        cli::diag("no --did-docs given: every commit will be no-key");
-    }
+        return cli::kOk;
+    };
+    if (!args.count("did-docs")) cli::diag("no --did-docs given: every commit will be no-key");
     sov::verify::StoreKeys keys(store);
 
     int rejects_fd = -1;
@@ -112,10 +133,6 @@ int main(int argc, char** argv) {
             return cli::kSystem;
         }
     }
-
-    std::vector<std::string> files;
-    if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
-    if (files.empty()) files.push_back("-");
 
     std::size_t threads = args.count("threads") ? args["threads"].as<std::size_t>()
                                                 : std::max<std::size_t>(1, std::thread::hardware_concurrency());
@@ -131,6 +148,12 @@ int main(int argc, char** argv) {
         sov::Errc e = engine.state().load(state_path, err);
         if (e != sov::Errc::ok) {
             cli::diag(err);
+            return cli::status(e);
+        }
+        // Saving what was loaded proves now, not after the whole input, that the state can be
+        // written where it must go (temp file beside it, rename, directory fsync).
+        if (e = engine.state().save(state_path, err); e != sov::Errc::ok) {
+            cli::diag("--state: " + err);
             return cli::status(e);
         }
     }
@@ -152,7 +175,7 @@ int main(int argc, char** argv) {
     if (rejects_fd >= 0) rej.emplace(rejects_fd);
     std::array<std::uint64_t, sov::verify::kVerdictCount> counts{};
     std::uint64_t frames = 0, bytes_in = 0, reported = 0;
-    cli::Progress progress;
+    cli::Progress progress(quiet, cli::input_size(files));
     int status = cli::kOk;
     std::int64_t last_save = cli::now_micros();
     Batch b;
@@ -175,22 +198,39 @@ int main(int argc, char** argv) {
             ++counts[std::size_t(o.verdict)];
             std::string_view vrd = sov::verify::to_string(o.verdict);
             bool pass = sov::verify::passes(o.verdict);
-            if (pass || annotate) {
-                sov::frames::append_record_with_verdict(out.buffer(), env, vrd);
-                out.maybe_flush();
+            std::string where = name + ":" + std::to_string(b.records[i].second);
+            // D13: a passing frame whose envelope with `vrd` would exceed 16 MiB cannot be
+            // written (no reader accepts the record): it is rejected as too-big instead.
+            if (pass && !sov::frames::append_record_with_verdict(out.buffer(), env, vrd)) {
+                --counts[std::size_t(o.verdict)];
+                ++counts[std::size_t(sov::verify::Verdict::too_big)];
+                cli::diag(where, "too-big: the envelope (" + cli::with_commas(env.raw.size()) +
+                                     " bytes) with its verdict would exceed the 16 MiB record limit; not written");
+                continue;
             }
-            if (!pass) {
-                if (rej) {
-                    sov::frames::append_record_with_verdict(rej->buffer(), env, vrd);
-                    rej->maybe_flush();
-                }
-                if (reported < max_reports) {
-                    const auto& f = engine.facts()[i];
-                    std::string who = f.did.empty() ? "" : std::string(f.did) + " ";
-                    if (f.seq) who += "seq " + std::to_string(f.seq) + ": ";
-                    cli::diag(name + ":" + std::to_string(b.records[i].second), std::string(vrd) + ": " + who + o.detail);
-                    if (++reported == max_reports) cli::diag("further rejections are counted but not shown (--max-reports)");
-                }
+            if (pass) {
+                out.maybe_flush();
+                continue;
+            }
+            // Rejected: `why` carries the reason in words beside `vrd` (DESIGN.md §2).
+            std::string_view why = o.detail.empty() ? vrd : std::string_view(o.detail);
+            // Without `why` when only that makes it too long; not at all when even `vrd` does.
+            auto put = [&](sov::frames::Writer& w) {
+                bool ok = sov::frames::append_record_with_verdict(w.buffer(), env, vrd, why) ||
+                          sov::frames::append_record_with_verdict(w.buffer(), env, vrd);
+                w.maybe_flush();
+                return ok;
+            };
+            bool fits = (!annotate || put(out)) && (!rej || put(*rej));
+            if (!fits)
+                cli::diag(where, std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
+                                     " bytes) with its verdict would exceed the 16 MiB record limit; not written");
+            if (reported < max_reports) {
+                const auto& f = engine.facts()[i];
+                std::string who = f.did.empty() ? "" : std::string(f.did) + " ";
+                if (f.seq) who += "seq " + std::to_string(f.seq) + ": ";
+                cli::diag(where, std::string(vrd) + ": " + who + o.detail);
+                if (++reported == max_reports) cli::diag("further rejections are counted but not shown (--max-reports)");
             }
         }
         frames += n;
@@ -212,7 +252,11 @@ int main(int argc, char** argv) {
             continue;
         }
         sov::frames::Envelope env;
-        while (!g_stop.load() && r.next(env)) {
+        // No stop check here: after a signal the reader reads nothing more (sov::io) but every
+        // record already read is still verified and written.
+        while (r.next(env)) {
+            if (!keys_loaded)
+                if (int st = load_keys(); st != cli::kOk) return st;  // nothing written yet
             b.records.emplace_back(b.bytes.size(), r.record_offset());
             b.layouts.push_back(sov::frames::layout_of(env));
             b.bytes.insert(b.bytes.end(), env.raw.begin(), env.raw.end());
@@ -230,6 +274,7 @@ int main(int argc, char** argv) {
             break;  // framing errors stop the tool; frames already written stay written
         }
     }
+    if (int st = load_keys(); st != cli::kOk) status = std::max(status, st);  // no frame came: still check it
     if (g_stop.load()) cli::diag("interrupted: stopping after the frames already read");
     if (!save_state()) status = std::max<int>(status, cli::kSystem);
     progress.finish();
@@ -250,7 +295,7 @@ int main(int argc, char** argv) {
     if (!quiet)
         cli::diag(cli::with_commas(frames) + " frames: " + cli::with_commas(passed) + " passed, " +
                   cli::with_commas(rejected) + " rejected" + (detail.empty() ? "" : " (" + detail + ")") + "; " +
-                  cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out");
+                  cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out" + cli::stop_note());
     if (strict && rejected && status == cli::kOk) status = cli::kDataRejected;
-    return std::max(status, wst);
+    return cli::stop_status(std::max(status, wst));
 }

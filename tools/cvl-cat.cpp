@@ -7,6 +7,7 @@
 #include "sovereign/message.h"
 #include "sovereign/syntax.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -25,6 +26,8 @@ bool parse_time(const std::string& s, std::int64_t& out) {
     out = *us;
     return true;
 }
+
+std::atomic<bool> g_stop{false};
 
 }  // namespace
 
@@ -52,7 +55,8 @@ int main(int argc, char** argv) {
         ("frame", "with --verify-proof: the proven message, a frame stream of one record (as --ordinal writes it)",
          cxxopts::value<std::string>())
         ("stats", "print sizes, ratios and the anchor to publish, per segment")
-        ("q,quiet", "no summary line")
+        ("force", "write frames to stdout even when it is a terminal")
+        ("q,quiet", "no summary line and no progress")
         ("dir", "archive directory", cxxopts::value<std::string>());
     opts.parse_positional({"dir"});
     opts.positional_help("DIR");
@@ -157,22 +161,30 @@ int main(int argc, char** argv) {
     };
 
     if (args.count("check")) {
+        cli::install_stop_handler(g_stop);  // long: stops between segments (cli::stop_status)
         report_problems();
         const auto& segs = ar->segments();
         std::size_t ok = 0;
-        for (std::size_t s = 0; s < segs.size(); ++s) {
+        std::uint64_t total = 0, done = 0, msgs = 0;
+        for (const auto& sg : segs) total += sg.stored_bytes;
+        cli::Progress progress(quiet, total);
+        for (std::size_t s = 0; s < segs.size() && !g_stop.load(); ++s) {
             if (sov::Errc e = ar->check_segment(s, err); e != sov::Errc::ok) {
                 cli::diag(err);
                 status = std::max(status, cli::status(e));
             } else {
                 ++ok;
             }
+            done += segs[s].stored_bytes;
+            msgs += segs[s].count;
+            progress.update(msgs, done);
         }
+        progress.finish();
         if (!quiet)
             cli::diag(dir, std::to_string(ok) + " of " + std::to_string(ar->segment_files()) +
                                " segments verified (index, clusters, Merkle roots, chain)" +
-                               (status ? "; see the errors above" : ""));
-        return status;
+                               (status ? "; see the errors above" : "") + cli::stop_note());
+        return cli::stop_status(status);
     }
     if (args.count("stats")) {
         report_problems();
@@ -236,23 +248,35 @@ int main(int argc, char** argv) {
         }
     }
 
+    if (cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
+    cli::install_stop_handler(g_stop);  // stops after the frame being written (cli::stop_status)
     sov::frames::Writer out(1);
     sov::cvl::SelectStats st;
+    // % and ETA only when the whole archive is read (the bytes of every segment are written).
+    bool whole = !args.count("from") && !args.count("to") && !args.count("since") && !args.count("until") &&
+                 sel.ordinals.empty() && !args.count("did") && !args.count("collection");
+    std::uint64_t total = 0;
+    if (whole)
+        for (const auto& sg : ar->segments()) total += sg.raw_bytes;
+    cli::Progress progress(quiet, total);
+    std::uint64_t emitted = 0;
     sov::cvl::select(
         *ar, sel,
         [&](std::uint64_t, sov::ByteView env) {
             sov::frames::append_envelope(out.buffer(), env);
             out.maybe_flush();
-            return !out.broken_pipe() && !out.failed();
+            progress.update(++emitted, out.bytes_written());
+            return !out.broken_pipe() && !out.failed() && !g_stop.load();
         },
         [&](sov::Errc e, const std::string& text) {
             cli::diag(text);
             status = std::max(status, cli::status(e));
         },
         st);
+    progress.finish();
     int wst = cli::finish_output(out, "stdout");
     if (!quiet)
         cli::diag(cli::with_commas(st.emitted) + " frames written (" + cli::with_commas(out.bytes_written()) + " bytes)" +
-                  (st.hidden ? ", " + cli::with_commas(st.hidden) + " hidden by tombstones" : ""));
-    return std::max(status, wst);
+                  (st.hidden ? ", " + cli::with_commas(st.hidden) + " hidden by tombstones" : "") + cli::stop_note());
+    return cli::stop_status(std::max(status, wst));
 }

@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
     if (files.empty()) files.push_back("-");
-    cli::Progress progress;
+    cli::Progress progress(quiet, cli::input_size(files));
     std::int64_t last_sync = cli::now_micros();
     std::uint64_t frames = 0;
     for (const auto& path : files) {
@@ -110,7 +110,9 @@ int main(int argc, char** argv) {
             continue;
         }
         sov::frames::Envelope env;
-        while (!g_stop.load() && r.next(env)) {
+        // No stop check here: after a signal the reader reads nothing more (sov::io), and every
+        // frame already read is still journaled.
+        while (r.next(env)) {
             // One frame at a time: journaled the moment it is read (kill -9 loses nothing read).
             if (sov::Errc e = w->append({&env.raw, 1}, err); e != sov::Errc::ok) return cli::fail(e, err);
             ++frames;
@@ -142,7 +144,7 @@ int main(int argc, char** argv) {
         cli::diag(cli::with_commas(s.messages) + " frames appended (ordinals up to " + cli::with_commas(w->next_ordinal()) +
                   "), " + cli::with_commas(s.segments_sealed) + " segments sealed, " + cli::with_commas(s.dictionaries) +
                   " dictionaries trained; " + cli::with_commas(s.bytes_in) + " bytes in, " + cli::with_commas(s.bytes_out) +
-                  " bytes out (ratio " + ratio + ")");
+                  " bytes out (ratio " + ratio + ")" + cli::stop_note());
     }
-    return status;
+    return cli::stop_status(status);
 }

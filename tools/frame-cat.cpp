@@ -8,6 +8,7 @@
 #include "sovereign/message.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <set>
 #include <string>
@@ -67,6 +68,10 @@ std::vector<std::string> split_list(const std::vector<std::string>& in) {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_stop{false};
+}  // namespace
+
 int main(int argc, char** argv) {
     cli::init("frame-cat");
     cxxopts::Options opts("frame-cat",
@@ -86,7 +91,8 @@ int main(int argc, char** argv) {
         ("collection", "keep only commits with an op in these collections (NSIDs); repeatable",
          cxxopts::value<std::vector<std::string>>())
         ("n,limit", "stop after writing N frames", cxxopts::value<std::uint64_t>())
-        ("q,quiet", "no summary line")
+        ("force", "write frames (--to frames, raw-u32le) to stdout even when it is a terminal")
+        ("q,quiet", "no summary line and no progress")
         ("files", "input files", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"files"});
     opts.positional_help("[FILE...]");
@@ -134,12 +140,15 @@ int main(int argc, char** argv) {
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
     if (files.empty()) files.push_back("-");
+    if ((to == Format::frames || to == Format::raw_u32le) && cli::refuse_terminal(1, args.count("force") > 0))
+        return cli::kUsage;
+    cli::install_stop_handler(g_stop);
 
     sov::frames::Writer out(1);
     std::string line;
     sov::msg::Message m;
     std::uint64_t frames_in = 0, frames_out = 0, bytes_in = 0;
-    cli::Progress progress;
+    cli::Progress progress(quiet, from == Format::frames || from == Format::raw_u32le ? cli::input_size(files) : 0);
     int status = cli::kOk;
 
     // Where the frame being emitted came from, for diagnostics: file and byte offset.
@@ -188,7 +197,7 @@ int main(int argc, char** argv) {
 
     std::vector<std::uint8_t> rec;
     for (const auto& path : files) {
-        if (out.broken_pipe() || frames_out >= limit) break;
+        if (out.broken_pipe() || frames_out >= limit || g_stop.load()) break;
         if (from == Format::frames) {
             sov::frames::Reader r = sov::frames::Reader::open(path);
             if (r.open_errno()) {
@@ -204,7 +213,7 @@ int main(int argc, char** argv) {
                 cur_offset = r.record_offset();
                 go = emit(env);
             }
-            if (r.error()) {
+            if (r.error() && !g_stop.load()) {
                 status = std::max<int>(status, cli::framing_error(r));
                 break;  // a framing error stops the tool (DESIGN.md §2)
             }
@@ -223,9 +232,10 @@ int main(int argc, char** argv) {
                 bytes_in += msg.size() + 4;
                 cur_offset = r.offset();
                 rec.clear();
-                sov::frames::append_record(rec, src, std::nullopt, recv, msg);
                 sov::frames::Envelope env;
-                if (sov::Located e = sov::frames::parse_record(rec, env)) {  // only a message near 16 MiB
+                sov::Located e{sov::Errc::frame_oversized, 0};  // append_record refuses only a message near 16 MiB
+                if (!sov::frames::append_record(rec, src, std::nullopt, recv, msg) ||
+                    (e = sov::frames::parse_record(rec, env))) {
                     cli::diag(path + ":" + std::to_string(r.offset()),
                               "message of " + std::to_string(msg.size()) + " bytes does not fit a frame record: " +
                                   std::string(sov::to_string(e.errc)));
@@ -234,7 +244,7 @@ int main(int argc, char** argv) {
                 }
                 go = emit(env);
             }
-            if (r.error()) {
+            if (r.error() && !g_stop.load()) {
                 std::string why(sov::to_string(r.error().errc));
                 if (r.error().errc == sov::Errc::io_error) why += ": " + r.input().error_text();
                 cli::diag(path + ":" + std::to_string(r.error().offset), why);
@@ -251,12 +261,16 @@ int main(int argc, char** argv) {
             std::string pending;
             std::vector<std::uint8_t> chunk(1 << 16);
             std::uint64_t line_no = 0, line_off = 0;
-            bool go = true, eof = false, bad = false;
+            bool go = true, eof = false, bad = false, stopped = false;
             while (go && !bad) {
                 std::size_t nl = pending.find('\n');
                 if (nl == std::string::npos && !eof) {
                     long n = in.read(chunk.data(), chunk.size());
                     if (n < 0) {
+                        if (g_stop.load()) {  // stopped by a signal: the whole lines read are still written
+                            eof = stopped = true;
+                            continue;
+                        }
                         cli::diag(path, in.error_text());
                         status = cli::kSystem;
                         bad = true;
@@ -267,7 +281,7 @@ int main(int argc, char** argv) {
                     continue;
                 }
                 if (nl == std::string::npos) {
-                    if (pending.empty()) break;
+                    if (pending.empty() || stopped) break;  // a line cut by the stop is not taken
                     nl = pending.size();
                 }
                 std::string_view l(pending.data(), nl);
@@ -286,7 +300,7 @@ int main(int argc, char** argv) {
                     }
                     bytes_in += l.size() + 1;
                     sov::frames::Envelope env;
-                    sov::frames::parse_record(rec, env);  // append_record validated it
+                    (void)sov::frames::parse_record(rec, env);  // append_record validated it (size too: D12)
                     cur_path = path;
                     cur_offset = line_off;
                     go = emit(env);
@@ -303,6 +317,7 @@ int main(int argc, char** argv) {
         cli::diag(cli::with_commas(frames_in) + " frames read, " + cli::with_commas(frames_out) + " written (" +
                   cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out)" +
                   (not_in_jetstream ? ", " + cli::with_commas(not_in_jetstream) + " of a type Jetstream does not carry"
-                                    : ""));
-    return std::max(status, wst);
+                                    : "") +
+                  cli::stop_note());
+    return cli::stop_status(std::max(status, wst));
 }

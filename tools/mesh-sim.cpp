@@ -3,17 +3,31 @@
 // a frame stream (sizes, proof nodes, DID repeats, zstd ratios) to compare traffic with a capture.
 #include "cli.h"
 
+#include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/sim.h"
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
-#include <fstream>
+#include <optional>
+#include <new>
 #include <unistd.h>
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+constexpr std::size_t kMaxAccounts = 10'000'000;  // ~a key pair and a DID document each, in memory
+constexpr std::int64_t kMinStart = 946684800000000;  // 2000-01-01T00:00:00Z
+constexpr std::int64_t kTidLimit = std::int64_t(1) << 53;  // TIDs hold 53 bits of µs (year 2255)
+constexpr std::int64_t kMargin = 31LL * 86400 * 1000000;  // records cite times up to 30 days back
+
+}  // namespace
 
 int main(int argc, char** argv) {
     cli::init("mesh-sim");
@@ -51,7 +65,8 @@ int main(int argc, char** argv) {
         ("replay-repo", "turn a real repository CAR into a history of commits (one record each, TID order)",
          cxxopts::value<std::string>())
         ("window", "stats: messages per window for DID repeats and zstd ratios", cxxopts::value<std::size_t>()->default_value("150"))
-        ("q,quiet", "no summary line")
+        ("force", "gen: write frames to stdout even when it is a terminal")
+        ("q,quiet", "no summary line and no progress")
         ("command", "gen or stats", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"command"});
     opts.positional_help("gen | stats FILE...");
@@ -62,6 +77,7 @@ int main(int argc, char** argv) {
             cli::diag("stats needs at least one frame stream (\"-\" = stdin) and a positive --window");
             return cli::kUsage;
         }
+        cli::install_stop_handler(g_stop);
         sov::sim::ShapeMeter meter(args["window"].as<std::size_t>());
         for (std::size_t i = 1; i < words.size(); ++i) {
             auto r = sov::frames::Reader::open(words[i]);
@@ -72,13 +88,15 @@ int main(int argc, char** argv) {
             sov::frames::Envelope e;
             while (r.next(e))
                 if (!e.wire.empty()) meter.add(e.wire);
+            if (g_stop.load()) break;
             if (r.error()) {
                 cli::diag(words[i] + ":" + std::to_string(r.error().offset), std::string(sov::to_string(r.error().errc)));
                 return cli::kDataRejected;
             }
         }
         std::fputs(sov::sim::describe(meter.finish()).c_str(), stdout);
-        return 0;
+        if (g_stop.load()) cli::diag("interrupted: the shape of the frames read before the signal" + cli::stop_note());
+        return cli::stop_status(cli::kOk);
     }
     if (words.size() != 1 || words[0] != "gen") {
         cli::diag("expected the command 'gen' or 'stats' (try --help)");
@@ -102,9 +120,32 @@ int main(int argc, char** argv) {
     if (args.count("entropic-records")) o.entropic_records = true;
     o.events_per_second = args["rate"].as<double>();
     o.start_us = args["start"].as<std::int64_t>();
-    if (o.accounts == 0 || o.events_per_second <= 0 || o.repo_median < 0 || o.p256_share < 0 || o.p256_share > 1) {
+    if (o.accounts == 0 || !(o.events_per_second > 0) || !(o.repo_median >= 0) || !(o.p256_share >= 0) ||
+        !(o.p256_share <= 1)) {
         cli::diag("--accounts and --rate must be positive, --p256-share in [0, 1]");
         return cli::kUsage;
+    }
+    if (o.accounts > kMaxAccounts) {
+        cli::diag("--accounts " + std::to_string(o.accounts) + " is more than the " + cli::with_commas(kMaxAccounts) +
+                  " accounts mesh-sim can hold in memory");
+        return cli::kUsage;
+    }
+    std::string src = args["src"].as<std::string>();
+    std::uint64_t events = args["events"].as<std::uint64_t>();
+    if (src.size() > sov::frames::kMaxSrc) {
+        cli::diag("--src is longer than 253 bytes (no reader accepts such a frame)");
+        return cli::kUsage;
+    }
+    {
+        // Every time written (recv, commit rev TIDs, createdAt) must stay a valid TID and
+        // datetime: from 2000 until 2^53 µs, with room for the run (twice its mean span) and
+        // for records citing times up to 30 days back.
+        double span = 2.0 * double(events) * (1e6 / o.events_per_second + 1.0);
+        if (o.start_us < kMinStart + kMargin || double(o.start_us) + span + double(kMargin) >= double(kTidLimit)) {
+            cli::diag("--start " + std::to_string(o.start_us) +
+                      " is out of range: the simulated times must lie between 2000 and 2255 (53-bit TIDs)");
+            return cli::kUsage;
+        }
     }
     if (!args.count("no-corpus")) {
         if (args.count("corpus")) o.corpus_repos = args["corpus"].as<std::string>();
@@ -114,10 +155,26 @@ int main(int argc, char** argv) {
             if (std::filesystem::is_directory(dir)) o.corpus_repos = dir;
         }
     }
-    std::string src = args["src"].as<std::string>();
-    std::uint64_t events = args["events"].as<std::uint64_t>();
+    if (!args.count("output") && cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
+    if (args.count("output")) {
+        std::vector<std::string> inputs;
+        if (args.count("did-docs")) inputs.push_back(args["did-docs"].as<std::string>());
+        if (args.count("replay-repo")) inputs.push_back(args["replay-repo"].as<std::string>());
+        if (cli::refuse_same_file(args["output"].as<std::string>(), inputs, "-o")) return cli::kUsage;
+        if (args.count("did-docs") && args["did-docs"].as<std::string>() == args["output"].as<std::string>()) {
+            cli::diag("-o and --did-docs name the same file");
+            return cli::kUsage;
+        }
+    }
 
-    sov::sim::Generator gen(o);
+    std::optional<sov::sim::Generator> gen_holder;
+    try {
+        gen_holder.emplace(o);
+    } catch (const std::bad_alloc&) {
+        cli::diag("out of memory for " + cli::with_commas(o.accounts) + " accounts (try fewer --accounts)");
+        return cli::kSystem;
+    }
+    sov::sim::Generator& gen = *gen_holder;
     if (args.count("replay-repo")) {
         std::string err;
         auto n = gen.load_replay(args["replay-repo"].as<std::string>(), err);
@@ -128,12 +185,14 @@ int main(int argc, char** argv) {
         if (!args.count("events") || events > *n) events = *n;
     }
     if (args.count("did-docs")) {
-        std::string path = args["did-docs"].as<std::string>();
-        std::ofstream f(path);
-        f << gen.did_docs().dump() << "\n";
-        if (!f.flush()) {
-            cli::diag(path, std::strerror(errno));
-            return cli::kSystem;
+        // Written whole and renamed into place before the first frame, so that a reader in
+        // the same pipeline (`mesh-sim gen --did-docs d.json | cbor-verify --did-docs d.json`,
+        // which reads the file at its first frame) never sees it missing, partial or stale.
+        std::string path = args["did-docs"].as<std::string>(), err;
+        std::string text = gen.did_docs().dump() + "\n";
+        if (sov::Errc e = sov::file::atomic_replace(path, sov::as_bytes(text), err); e != sov::Errc::ok) {
+            cli::diag(err);
+            return cli::status(e);
         }
     }
     int fd = 1;
@@ -147,15 +206,19 @@ int main(int argc, char** argv) {
     }
     sov::frames::Writer out(fd);
     std::vector<std::uint8_t> wire;
-    cli::Progress progress;
+    cli::Progress progress(args.count("quiet") > 0);
+    cli::install_stop_handler(g_stop);
     std::uint64_t n = 0;
-    for (; n < events && !out.broken_pipe() && !out.failed(); ++n) {
+    for (; n < events && !out.broken_pipe() && !out.failed() && !g_stop.load(); ++n) {
         std::int64_t recv;
         if (gen.next(wire, recv) != sov::Errc::ok) {
             cli::diag("internal error: " + gen.error_detail());
             return cli::kSystem;
         }
-        sov::frames::append_record(out.buffer(), src, std::nullopt, recv, wire);
+        if (!sov::frames::append_record(out.buffer(), src, std::nullopt, recv, wire)) {
+            cli::diag("internal error: message " + std::to_string(n) + " does not fit a frame record");
+            return cli::kSystem;
+        }
         out.maybe_flush();
         progress.update(n + 1, out.bytes_written());
     }
@@ -174,6 +237,7 @@ int main(int argc, char** argv) {
                   (o.repo_budget_bytes ? "; " + cli::with_commas(s.rebuilds) + " repository builds, " +
                                              cli::with_commas(s.evictions) + " evictions, " +
                                              cli::with_commas(s.ops_replaced) + " ops replaced"
-                                       : std::string()));
-    return st;
+                                       : std::string()) +
+                  cli::stop_note());
+    return cli::stop_status(st);
 }

@@ -7,9 +7,14 @@
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
 
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <string>
+
+namespace {
+std::atomic<bool> g_stop{false};
+}  // namespace
 
 int main(int argc, char** argv) {
     cli::init("tomb-set");
@@ -86,9 +91,12 @@ int main(int argc, char** argv) {
                     return cli::kUsage;
                 }
         } else {
+            // A signal ends the list (a read blocked on stdin returns); the ordinals read so
+            // far are still applied, then the tool exits with cli::stop_status.
+            cli::install_stop_handler(g_stop);
             std::string line;
             std::uint64_t n = 0;
-            while (std::getline(std::cin, line)) {
+            while (!g_stop.load() && std::getline(std::cin, line)) {
                 ++n;
                 if (line.empty()) continue;
                 if (!parse_ord(line)) {
@@ -119,6 +127,6 @@ int main(int argc, char** argv) {
         if (sov::Errc e = bits->sync(); e != sov::Errc::ok) return cli::fail(e, bits->last_error());
     if (!quiet && !test)
         cli::diag(dir, cli::with_commas(ords.size()) + " ordinals " + (clear ? "cleared" : "tombstoned") + " (" +
-                           cli::with_commas(changed) + " changed)");
-    return status;
+                           cli::with_commas(changed) + " changed)" + cli::stop_note());
+    return cli::stop_status(status);
 }

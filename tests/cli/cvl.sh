@@ -1006,5 +1006,42 @@ run "$ccat" "$Y" --ordinal 5
 expect "damaged index of another segment: --ordinal of an intact one exits 0 (only its own index is read)" "$rc $(py count "$tmp/out")" "0 1"
 rm -rf "$Y"
 
+# ---- the rules every tool shares: signals, terminals, progress -----------------------------------
+
+ttysig=$here/ttysig.py
+S=$tmp/S
+rm -rf "$S"
+expect "SIGINT: cvl-pack (a slow producer) exits 130" \
+    "$(python3 "$ttysig" signal --sig INT --in "$T" --out "$tmp/out" --err "$tmp/err" -- "$pack" -o "$S" --segment-messages 700)" 130
+expect_match "SIGINT: cvl-pack summary says so" "$(tail -1 "$tmp/err")" \
+    "^cvl-pack: 3,000 frames appended .*; interrupted by SIGINT before the end of the input$"
+run "$pack" -o "$S" /dev/null
+run "$ccat" -q "$S"
+same "SIGINT: every frame cvl-pack read is in the archive, in order" "$tmp/out" "$T"
+cp -r "$A" "$tmp/TS"
+printf '1\n2\n' >"$tmp/ords"
+expect "SIGINT: tomb-set reading ordinals from a slow producer exits 130" \
+    "$(python3 "$ttysig" signal --sig INT --in "$tmp/ords" --out "$tmp/out" --err "$tmp/err" -- "$tomb" "$tmp/TS")" 130
+run "$tomb" "$tmp/TS" --test 1 2
+expect "SIGINT: tomb-set applied the ordinals read before it" "$(cat "$tmp/out" | tr '\n' ' ')" "1 deleted 2 deleted "
+rm -rf "$tmp/TS" "$S"
+
+python3 "$ttysig" pty --transcript "$tmp/tty" -- "$ccat" "$A"
+rc=$?
+expect "terminal: cvl-cat refuses binary frames to a terminal (exit 2)" "$rc $(grep -c 'cvl-cat: stdout is a terminal, use --force or redirect' "$tmp/tty")" "2 1"
+python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$ccat" --force "$A"
+rc=$?
+expect "terminal: cvl-cat --force writes them" "$rc $(py count "$tmp/out")" "0 $N"
+expect_match "progress: cvl-cat shows progress of a whole read, with % and ETA" "$(tr '\r' '\n' <"$tmp/tty")" \
+    "^cvl-cat: [0-9]+ frames, .* frames/s, [0-9]+%, ETA"
+python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$ccat" "$A" --check
+rc=$?
+expect "progress: cvl-cat --check on a terminal exits 0" "$rc" 0
+expect_match "progress: cvl-cat --check shows progress, with % and ETA" "$(tr '\r' '\n' <"$tmp/tty")" \
+    "^cvl-cat: [0-9]+ frames, .* frames/s, [0-9]+%, ETA"
+python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$ccat" -q "$A" --check
+rc=$?
+expect "progress: cvl-cat -q --check draws nothing" "$rc $(size "$tmp/tty")" "0 0"
+
 echo "$passed passed, $failed failed ($((SECONDS - start_s)) s)"
 [ $failed -eq 0 ]

@@ -13,10 +13,12 @@ build=${1:?usage: $0 BUILD_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 frame_cat=$build/tools/frame-cat
 cbor_verify=$build/tools/cbor-verify
+mesh_sim=$build/tools/mesh-sim
+ttysig=$here/ttysig.py
 vectors=$here/../data/frames
 corpus=${SOVEREIGN_CORPUS:-${2:-$(dirname "$0")/../../../shared/corpus}}
 
-for t in "$frame_cat" "$cbor_verify"; do
+for t in "$frame_cat" "$cbor_verify" "$mesh_sim"; do
     [ -x "$t" ] || { echo "FAIL - $t is not built"; exit 1; }
 done
 
@@ -111,6 +113,166 @@ while IFS=$'\t' read -r file offset reason; do
     expect "$file: frame-cat on stdin names stdin" "$(cat "$tmp/err")" "frame-cat: stdin:$offset: $reason"
 done <"$vectors/expected.tsv"
 
+# ---- D12, D13: no tool writes a record its readers reject ---------------------------------------
+
+# D12: a JSON line whose wire makes the envelope longer than 16 MiB is rejected (file:line,
+# reason, exit 1); the line before it is written, and no zero-length record.
+"$frame_cat" -q --to json "$vectors/good.frames" | head -1 >"$tmp/big.jsonl"
+python3 -c "open('$tmp/big.jsonl','ab').write(b'{\"src\":\"a\",\"recv\":0,\"wire\":{\"\$bytes\":\"' + b'A'*22400000 + b'\"}}\n')"
+run "$frame_cat" --from json "$tmp/big.jsonl"
+expect "D12 frame-cat --from json: a wire over 16 MiB exits 1" "$rc" 1
+expect_match "D12 frame-cat --from json: names file, offset, line and reason" "$(head -1 "$tmp/err")" \
+    "^frame-cat: $tmp/big.jsonl:[0-9]+ \(line 2\): record longer than 16 MiB at /wire$"
+expect "D12 frame-cat --from json: only the good line before it is written, readable" \
+    "$("$frame_cat" -q --to json "$tmp/out" | wc -l | tr -d ' ') $(size "$tmp/out")" "1 $("$frame_cat" -q --limit 1 "$vectors/good.frames" | wc -c | tr -d ' ')"
+rm -f "$tmp/big.jsonl"
+
+# D13: an envelope that passes (#info: skip) but would exceed 16 MiB with vrd is rejected as
+# too-big with a clear error and written nowhere; one that fits exactly is written, readable.
+# big_env N: the first good.frames frame with an unknown key "zz" making the envelope N bytes.
+big_env() {
+    python3 - "$1" "$frame_cat" "$vectors/good.frames" "$tmp" <<'PYEOF'
+import json, subprocess, sys, base64
+want, fc, good, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+line = json.loads(subprocess.run([fc, "-q", "--to", "json", "--limit", "1", good], capture_output=True).stdout)
+def env_size(n):
+    line["zz"] = {"$bytes": base64.b64encode(b"\0" * n).decode().rstrip("=")}
+    out = subprocess.run([fc, "-q", "--from", "json"], input=json.dumps(line).encode(), capture_output=True).stdout
+    return len(out) - 4, out  # a 4-byte varint at these sizes
+base = env_size(3000000)[0] - 3000000
+size, out = env_size(want - base)
+assert size == want, (size, want)
+open(tmp + "/big.frames", "wb").write(out)
+PYEOF
+}
+big_env $((16 << 20))
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" "$tmp/big.frames"
+expect "D13 cbor-verify: a 16 MiB envelope that cannot carry vrd is written nowhere" "$rc $(size "$tmp/out")" "0 0"
+expect_match "D13 cbor-verify: says why (too-big, size, the record limit)" "$(head -1 "$tmp/err")" \
+    "^cbor-verify: $tmp/big.frames:0: too-big: the envelope \(16,777,216 bytes\) with its verdict would exceed the 16 MiB record limit; not written$"
+expect_match "D13 cbor-verify: counted as too-big" "$(tail -1 "$tmp/err")" "1 frames: 0 passed, 1 rejected \(too-big 1\)"
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --annotate --rejects "$tmp/big-rej.frames" "$tmp/big.frames"
+expect "D13 cbor-verify --annotate --rejects: not written either" "$(size "$tmp/out") $(size "$tmp/big-rej.frames")" "0 0"
+big_env $(((16 << 20) - 9))  # + "vrd":"skip" (9 bytes) = 16 MiB exactly
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" "$tmp/big.frames"
+expect "D13 cbor-verify: an envelope that reaches exactly 16 MiB with vrd passes" "$rc $(count_frames "$tmp/out")" "0 1"
+rm -f "$tmp/big.frames" "$tmp/out"
+
+# ---- output paths that are inputs, state checked at start (items 5, 6) -------------------------
+
+cp "$vectors/good.frames" "$tmp/in.frames"
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --rejects "$tmp/in.frames" "$tmp/in.frames"
+expect "same-file: cbor-verify --rejects IN IN exits 2" "$rc" 2
+expect "same-file: the input is untouched" "$(cmp -s "$tmp/in.frames" "$vectors/good.frames" && echo same)" same
+expect "same-file: one line naming the file" "$(cat "$tmp/err")" \
+    "cbor-verify: $tmp/in.frames: --rejects is the same file as the input $tmp/in.frames; refusing to overwrite it"
+ln "$tmp/in.frames" "$tmp/in-link.frames"
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --state "$tmp/in-link.frames" "$tmp/in.frames"
+expect "same-file: cbor-verify --state (a hard link of the input) exits 2, input untouched" \
+    "$rc $(cmp -s "$tmp/in.frames" "$vectors/good.frames" && echo same)" "2 same"
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --rejects "$tmp/no-docs.json" "$tmp/in.frames"
+expect "same-file: cbor-verify --rejects equal to --did-docs exits 2" "$rc $(cat "$tmp/no-docs.json")" "2 {}"
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --rejects "$tmp/in.frames" <"$tmp/in.frames"
+expect "same-file: cbor-verify --rejects naming the file on stdin exits 2, input untouched" \
+    "$rc $(cmp -s "$tmp/in.frames" "$vectors/good.frames" && echo same)" "2 same"
+# An unwritable --state fails at once, before reading any input (stdin stays open here).
+exec {idle}< <(sleep 300)
+idle_pid=$!
+SECONDS_0=$SECONDS
+timeout 120 "$cbor_verify" --did-docs "$tmp/no-docs.json" --state /nonexistent/dir/state <&$idle >"$tmp/out" 2>"$tmp/err"
+rc=$?
+kill "$idle_pid" 2>/dev/null
+exec {idle}<&-
+expect "state at start: unwritable --state exits 2 before reading the input" "$rc" 2
+expect_match "state at start: names the path" "$(cat "$tmp/err")" "^cbor-verify: --state: .*/nonexistent/dir/state"
+
+# ---- terminals: binary output refused, progress (items 2, 3) ------------------------------------
+
+tty_run() { python3 "$ttysig" pty "$@"; rc=$?; }
+for t in "frame-cat:$frame_cat" "cbor-verify:$cbor_verify --did-docs $tmp/no-docs.json"; do
+    name=${t%%:*}
+    # shellcheck disable=SC2086  # the tool and its arguments
+    tty_run --transcript "$tmp/tty" -- ${t#*:} "$vectors/good.frames"
+    expect "terminal: $name refuses binary frames to a terminal (exit 2)" "$rc" 2
+    expect_match "terminal: $name says so, as zstd does" "$(tr -d '\r' <"$tmp/tty")" "^$name: stdout is a terminal, use --force or redirect$"
+    # shellcheck disable=SC2086
+    tty_run --out "$tmp/out" --transcript "$tmp/tty" -- ${t#*:} --force "$vectors/good.frames"
+    expect "terminal: $name --force writes them" "$rc $(count_frames "$tmp/out")" "0 2"
+done
+tty_run --transcript "$tmp/tty" -- "$frame_cat" --to raw-u32le "$vectors/good.frames"
+expect "terminal: frame-cat --to raw-u32le is binary too (exit 2)" "$rc" 2
+tty_run --transcript "$tmp/tty" -- "$frame_cat" -q --to json "$vectors/good.frames"
+expect "terminal: frame-cat --to json prints to a terminal" "$rc $(grep -c '"src"' "$tmp/tty")" "0 2"
+tty_run --transcript "$tmp/tty" -- "$mesh_sim" gen --no-corpus --accounts 10 --events 5
+expect "terminal: mesh-sim gen refuses binary frames to a terminal (exit 2)" "$rc $(grep -c 'stdout is a terminal, use --force or redirect' "$tmp/tty")" "2 1"
+tty_run --transcript "$tmp/tty" -- "$mesh_sim" gen --no-corpus --accounts 10 --events 5 -o "$tmp/sim5.frames"
+expect "terminal: mesh-sim gen -o FILE is fine on a terminal" "$rc $(count_frames "$tmp/sim5.frames")" "0 5"
+
+# Progress: drawn on a terminal stderr (with % and ETA for a regular file), not with -q, not
+# when stdout is that same terminal.
+tty_run --out "$tmp/out" --transcript "$tmp/tty" -- "$cbor_verify" --did-docs "$tmp/no-docs.json" "$vectors/good.frames"
+expect_match "progress: cbor-verify draws it on a terminal, with % and ETA" "$(tr '\r' '\n' <"$tmp/tty")" \
+    "^cbor-verify: 2 frames, .* frames/s, 100%, ETA 0:00"
+expect_match "progress: … and clears it before the summary" "$(cat -v "$tmp/tty")" '\^\[\[K\^M\^\[\[Kcbor-verify: 2 frames: 2 passed'
+tty_run --out "$tmp/out" --transcript "$tmp/tty" -- "$cbor_verify" -q --did-docs "$tmp/no-docs.json" "$vectors/good.frames"
+expect "progress: -q draws nothing" "$rc $(size "$tmp/tty")" "0 0"
+tty_run --transcript "$tmp/tty" -- "$frame_cat" --to json "$vectors/good.frames"
+expect "progress: not drawn when stdout is the same terminal" "$(grep -c 'frames/s' "$tmp/tty")" 0
+tty_run --in "$vectors/good.frames" --out "$tmp/out" --transcript "$tmp/tty" -- "$frame_cat"
+expect_match "progress: from stdin, no % or ETA (size unknown)" "$(tr '\r' '\n' <"$tmp/tty" | grep 'frames/s')" \
+    '^frame-cat: [0-9]+ frames, [0-9.]+ MB, [0-9]+ frames/s\^?\[?\[?K?'
+
+# ---- mesh-sim arguments (item 8) -----------------------------------------------------------------
+
+run "$mesh_sim" gen --no-corpus --accounts 10 --events 5 --src "$(printf 'x%.0s' $(seq 300))"
+expect "mesh-sim: a 300-byte --src exits 2, writes nothing" "$rc $(size "$tmp/out")" "2 0"
+expect_match "mesh-sim: … says why" "$(cat "$tmp/err")" "^mesh-sim: --src is longer than 253 bytes"
+run "$mesh_sim" gen --no-corpus --accounts 10 --events 5 --start 9223372036854775807
+expect "mesh-sim: --start 9223372036854775807 exits 2, writes nothing" "$rc $(size "$tmp/out")" "2 0"
+expect_match "mesh-sim: … says why" "$(cat "$tmp/err")" "^mesh-sim: --start 9223372036854775807 is out of range"
+run "$mesh_sim" gen --no-corpus --accounts 10 --events 5 --start -5
+expect "mesh-sim: a negative --start exits 2" "$rc" 2
+run "$mesh_sim" gen --no-corpus --accounts 4294967296 --events 5
+expect "mesh-sim: --accounts 4294967296 exits 2 (no abort)" "$rc $(size "$tmp/out")" "2 0"
+expect_match "mesh-sim: … says why" "$(cat "$tmp/err")" "^mesh-sim: --accounts 4294967296 is more than"
+run "$mesh_sim" gen --no-corpus --accounts 10 --events 5 --did-docs "$tmp/d.json" -o "$tmp/d.json"
+expect "mesh-sim: -o equal to --did-docs exits 2" "$rc" 2
+# The man page's pipeline: cbor-verify reads --did-docs at its first frame, mesh-sim writes it
+# whole before its first frame, so no commit is no-key — even when a stale file is there.
+echo '{}' >"$tmp/race.json"
+"$mesh_sim" gen -q --no-corpus --accounts 50 --events 300 --seed 7 --did-docs "$tmp/race.json" |
+    "$cbor_verify" --did-docs "$tmp/race.json" >"$tmp/race.frames" 2>"$tmp/err"
+st=("${PIPESTATUS[@]}")
+expect "mesh-sim --did-docs race: the pipeline exits 0 0" "${st[*]}" "0 0"
+expect_match "mesh-sim --did-docs race: 0 no-key, all 300 pass" "$(tail -1 "$tmp/err")" "^cbor-verify: 300 frames: 300 passed, 0 rejected"
+rm -f "$tmp/race.json"
+"$mesh_sim" gen -q --no-corpus --accounts 50 --events 300 --seed 7 --did-docs "$tmp/race.json" |
+    "$cbor_verify" --did-docs "$tmp/race.json" >"$tmp/race.frames" 2>"$tmp/err"
+expect_match "mesh-sim --did-docs race: also when the file does not exist yet" "$(tail -1 "$tmp/err")" "^cbor-verify: 300 frames: 300 passed, 0 rejected"
+
+# ---- SIGINT and SIGTERM (item 1): one rule, everything read is written ---------------------------
+
+sig_run() { python3 "$ttysig" signal --sig "$1" --in "$2" --out "$tmp/out" --err "$tmp/err" -- "${@:3}"; }
+cp "$vectors/good.frames" "$tmp/g.frames"
+expect "SIGINT: frame-cat (a slow producer) exits 130" "$(sig_run INT "$tmp/g.frames" "$frame_cat")" 130
+expect "SIGINT: frame-cat wrote every frame it read" "$(cmp -s "$tmp/out" "$tmp/g.frames" && echo same)" same
+expect_match "SIGINT: frame-cat summary says so" "$(tail -1 "$tmp/err")" "2 written .*; interrupted by SIGINT before the end of the input$"
+"$cbor_verify" -q --did-docs "$tmp/no-docs.json" "$tmp/g.frames" >"$tmp/g-verified.frames"
+expect "SIGINT: cbor-verify exits 130" "$(sig_run INT "$tmp/g.frames" "$cbor_verify" --did-docs "$tmp/no-docs.json")" 130
+expect "SIGINT: cbor-verify wrote every frame it read" "$(cmp -s "$tmp/out" "$tmp/g-verified.frames" && echo same)" same
+expect_match "SIGINT: cbor-verify summary says so" "$(tail -1 "$tmp/err")" "^cbor-verify: 2 frames: 2 passed.*; interrupted by SIGINT before the end of the input$"
+expect "SIGTERM: cbor-verify exits 0 (DESIGN.md §6: a service asked to stop)" \
+    "$(sig_run TERM "$tmp/g.frames" "$cbor_verify" --did-docs "$tmp/no-docs.json")" 0
+expect_match "SIGTERM: cbor-verify summary says so" "$(tail -1 "$tmp/err")" "; stopped by SIGTERM before the end of the input$"
+"$frame_cat" -q --to json "$tmp/g.frames" >"$tmp/g.jsonl"
+expect "SIGINT: frame-cat --from json exits 130" "$(sig_run INT "$tmp/g.jsonl" "$frame_cat" --from json)" 130
+expect "SIGINT: frame-cat --from json wrote every line it read" "$(cmp -s "$tmp/out" "$tmp/g.frames" && echo same)" same
+expect "SIGINT: mesh-sim gen exits 130" \
+    "$(sig_run INT none "$mesh_sim" gen --no-corpus --accounts 100 --events 100000000)" 130
+n=$(sed -n 's/^mesh-sim: \([0-9,]*\) messages.*/\1/p' "$tmp/err" | tr -d ,)
+expect "SIGINT: mesh-sim output is valid and holds the count of its summary" "$("$frame_cat" -q --to json "$tmp/out" | wc -l | tr -d ' ')" "$n"
+expect_match "SIGINT: mesh-sim summary says so" "$(tail -1 "$tmp/err")" "; interrupted by SIGINT before the end of the input$"
+
 # ---- the real relay capture --------------------------------------------------------------------
 
 capture=$corpus/relay-capture/frames.u32le.zst
@@ -195,6 +357,24 @@ expect "corrupted: --rejects frame has vrd bad-commit" \
 run "$cbor_verify" --did-docs "$docs" --rejects "$tmp/rejects2.frames" --strict "$frames"
 expect "clean: --rejects --strict exits 0" "$rc" 0
 expect "clean: --rejects file is empty" "$(size "$tmp/rejects2.frames")" 0
+
+# Rejected frames carry the reason in `why` (canonical order src, vrd, why, recv, wire); passing
+# ones have none; re-annotating replaces it.
+why_line=$("$frame_cat" -q --to json "$tmp/rejects.frames")
+expect_match "why: a --rejects frame carries the reason in why, after vrd" "$why_line" \
+    '^\{"src":"bsky.network","vrd":"bad-commit","why":"[^"]*commit.did[^"]*","recv":'
+expect "why: frame-cat --to json | jq groups by it" \
+    "$(printf '%s\n' "$why_line" | python3 -c 'import json,sys; print(sorted({json.loads(l)["why"] != "" for l in sys.stdin}))')" "[True]"
+run "$cbor_verify" -q --did-docs "$docs" --annotate "$tmp/bad.frames"
+expect "why: --annotate gives why to the rejected frame only" "$("$frame_cat" -q --to json "$tmp/out" | grep -c '"why":')" 1
+cp "$tmp/out" "$tmp/annotated.frames"
+run "$cbor_verify" -q --did-docs "$docs" --annotate "$tmp/annotated.frames"
+expect "why: re-annotating replaces why (one key, readable, same bytes)" \
+    "$rc $(cmp -s "$tmp/out" "$tmp/annotated.frames" && echo same)" "0 same"
+# The rejection reason on a terminal clears the progress line first.
+python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$cbor_verify" --did-docs "$docs" --batch 1 "$tmp/bad.frames"
+expect "progress: a diagnostic clears the progress line first" \
+    "$(python3 -c 'import re,sys; t=open(sys.argv[1],"rb").read(); print(bool(re.search(rb"frames/s", t)), bool(re.search(rb"\r\x1b\[Kcbor-verify: [^\r]*bad-commit", t)))' "$tmp/tty")" "True True"
 
 run "$cbor_verify" --did-docs "$docs" --max-reports 0 "$tmp/bad.frames"
 expect "corrupted: --max-reports 0 leaves only the summary" "$(lines "$tmp/err")" 1

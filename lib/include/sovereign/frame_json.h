@@ -23,7 +23,8 @@ void append_line(const frames::Envelope& env, bool decode_blocks, std::string& o
 
 /// Parses one JSON line and appends the frame record (varint + envelope). Errors:
 /// json_parse, json_bad_data_model, frame_missing_field, frame_field_type, CBOR/CID/base
-/// errors; `where` names the JSON path at fault.
+/// errors, frame_oversized (the envelope would exceed 16 MiB; `where` = "/wire", nothing
+/// appended); `where` names the JSON path at fault.
 Errc append_record(std::string_view line, std::vector<std::uint8_t>& out, std::string& where);
 
 }  // namespace sov::frame_json

@@ -47,18 +47,25 @@ Envelope at(const EnvelopeLayout& l, const std::uint8_t* raw) noexcept;
 /// to `record`.
 Located parse_record(ByteView record, Envelope& out) noexcept;
 
-/// Appends one record (varint + canonical envelope) built from fields.
-void append_record(std::vector<std::uint8_t>& out, std::string_view src, std::optional<std::string_view> vrd,
+/// Appends one record (varint + canonical envelope) built from fields. Returns false and
+/// appends nothing when no reader would accept the record: `src` over 253 bytes, or an
+/// envelope over 16 MiB.
+bool append_record(std::vector<std::uint8_t>& out, std::string_view src, std::optional<std::string_view> vrd,
                    std::int64_t recv, ByteView wire);
-/// Appends `env` re-encoded with `vrd` set (replacing any earlier verdict), keeping every
-/// other key, unknown ones included, byte for byte.
-void append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& env, std::string_view vrd);
-/// The one record encoder: appends `uvarint(envelope.size()) envelope` (the caller keeps
-/// 1 ≤ size ≤ 16 MiB). Every writer of frame records whose envelope is already encoded
-/// (journal, cvl-cat, frame-cat's JSON input, the raw pass-through below) goes through it.
-void append_envelope(std::vector<std::uint8_t>& out, ByteView envelope);
+/// Appends `env` re-encoded with `vrd` set (replacing any earlier verdict) and, when given,
+/// `why` (the reason for a rejecting verdict, in words; an earlier `why` is dropped either
+/// way), keeping every other key, unknown ones included, byte for byte, in canonical key
+/// order (src, vrd, why, …). Returns false and appends nothing when the new envelope would
+/// exceed 16 MiB (kMaxEnvelope): a record no reader accepts is never written.
+bool append_record_with_verdict(std::vector<std::uint8_t>& out, const Envelope& env, std::string_view vrd,
+                                std::optional<std::string_view> why = std::nullopt);
+/// The one record encoder: appends `uvarint(envelope.size()) envelope`. Every writer of
+/// frame records whose envelope is already encoded (journal, cvl-cat, frame-cat's JSON
+/// input, the raw pass-through below) goes through it. Returns false and appends nothing
+/// when the size is outside 1..16 MiB (a record its readers would reject).
+bool append_envelope(std::vector<std::uint8_t>& out, ByteView envelope);
 /// Appends `env` unchanged (its record: varint + raw envelope bytes).
-void append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env);
+bool append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env);
 
 /// Buffered reader of a frame stream from an io::Input (file, stdin, zstd-decoded if
 /// compressed). Framing errors stop the reader: error() gives the code and the absolute
