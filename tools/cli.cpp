@@ -7,7 +7,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -223,8 +222,6 @@ bool looks_like_raw(sov::ByteView h) {
 
 std::string format_hint(sov::ByteView h, std::string_view expected) {
     if (h.empty()) return "";
-    if (h.size() >= 4 && h[0] == 0x28 && h[1] == 0xb5 && h[2] == 0x2f && h[3] == 0xfd)
-        return "this is zstd-compressed data: name the file *.zst or decompress it with zstd -dc";
     if (h.size() >= 2 && h[0] == 0x1f && h[1] == 0x8b) return "this is gzip-compressed data: decompress it with zcat first";
     if (expected != "frames" && looks_like_frames(h))
         return "this looks like a frame stream: read it without --from (frames is the default)";
@@ -251,25 +248,35 @@ std::string format_hint(sov::ByteView h, std::string_view expected) {
     return "";
 }
 
-std::string format_hint_of(const std::string& path, std::string_view expected) {
-    if (path.empty() || path == "-" || (path.size() > 4 && path.compare(path.size() - 4, 4, ".zst") == 0)) return "";
-    std::ifstream f(path, std::ios::binary);
-    if (!f) return "";
+namespace {
+// Up to 4 KiB from the start of the regular file at `path`, decompressed as the tools read it (zstd
+// is recognised by its magic); empty if it cannot be read.
+std::vector<std::uint8_t> head_of(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};  // a pipe is not read twice
     std::vector<std::uint8_t> head(4096);
-    f.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size()));
-    head.resize(std::size_t(f.gcount()));
-    return format_hint(head, expected);
+    sov::io::Input in = sov::io::Input::open(path);
+    std::size_t got = 0;
+    while (!in.open_errno() && got < head.size()) {
+        long n = in.read(head.data() + got, head.size() - got);
+        if (n <= 0) break;
+        got += std::size_t(n);
+    }
+    head.resize(got);
+    return head;
+}
+}  // namespace
+
+std::string format_hint_of(const std::string& path, std::string_view expected) {
+    if (path.empty() || path == "-") return "";
+    return format_hint(head_of(path), expected);
 }
 
 std::string archive_hint(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return "";
     if (S_ISREG(st.st_mode)) {
-        std::ifstream f(path, std::ios::binary);
-        std::vector<std::uint8_t> head(4096);
-        f.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size()));
-        head.resize(std::size_t(std::max<std::streamsize>(0, f.gcount())));
-        if (looks_like_frames(head) || (path.size() > 4 && path.compare(path.size() - 4, 4, ".zst") == 0))
+        if (looks_like_frames(head_of(path)))
             return path + " is a file, not an archive directory: it looks like a frame stream (read it with frame-cat, "
                           "or pack it with cvl-pack -o DIR " + path + ")";
         return path + " is a file, not an archive directory (an archive is a directory made by cvl-pack -o DIR)";

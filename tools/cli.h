@@ -106,12 +106,13 @@ bool not_with(const cxxopts::ParseResult& args, const char* mode, std::initializ
 std::string count(std::uint64_t n, std::string_view singular, std::string_view plural = {});
 
 /// What the first bytes of an input look like, when that explains a format error: a hint
-/// such as "this looks like a raw capture ([u32 LE length][message]…): read it with
-/// frame-cat --from raw", or "" when nothing is recognised. `expected` is the format that
+/// such as "this looks like a raw capture ([u32 LE length][message]...): read it with
+/// frame-cat --from raw", or "" when nothing is recognised (frame stream, raw capture, JSON
+/// lines, pretty-printed JSON or a JSON array, gzip). `expected` is the format that
 /// was being read: "frames", "raw" or "json".
 std::string format_hint(sov::ByteView head, std::string_view expected);
-/// format_hint() on the first bytes of the file at `path` (nothing for stdin, "-", or a
-/// file that cannot be read again).
+/// format_hint() on the first bytes of the file at `path`, decompressed if zstd (nothing for
+/// "-", or a file that cannot be read again).
 std::string format_hint_of(const std::string& path, std::string_view expected);
 
 /// A hint for an archive tool given `path` that is not an archive directory ("" if none):

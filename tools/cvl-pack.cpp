@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
     auto w = sov::cvl::Writer::open(dir, p, threads, err, &code);
     if (!w) return cli::fail(code, err);
     if (w->stats().recovered && !quiet)
-        cli::diag(dir, cli::with_commas(w->stats().recovered) + " frames recovered from the journal");
+        cli::diag(dir, cli::count(w->stats().recovered, "frame") + " recovered from the journal");
     cli::install_stop_handler(g_stop);
 
     std::vector<std::string> files;

@@ -1024,7 +1024,7 @@ exec 8>"$tmp/fifo8"
 cat "$tmp/500.frames" >&8
 # Wait (up to 60 s) until the 500 frames are journaled, then interrupt.
 for _ in $(seq 600); do
-    j=$(find "$tmp/A8" -name '*journal*' -type f -size +"$(( $(size "$tmp/500.frames") / 1024 ))"k 2>/dev/null | head -1)
+    j=$(find "$tmp/A8" -path '*/journal/*' -type f -size +"$(( ($(size "$tmp/500.frames") - 8192) / 1024 ))"k 2>/dev/null | head -1)
     [ -n "$j" ] && break
     sleep 0.1
 done

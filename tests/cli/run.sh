@@ -111,6 +111,13 @@ while IFS=$'\t' read -r file offset reason; do
     expect "$file: frame-cat on stdin names stdin" "$(cat "$tmp/err")" "frame-cat: stdin:$offset: $reason"
 done <"$vectors/expected.tsv"
 
+# T5: a raw capture given where frames are expected: the framing error carries a hint.
+"$frame_cat" -q --to raw-u32le "$vectors/good.frames" >"$tmp/good.u32le"
+run "$cbor_verify" -q --did-docs "$tmp/no-docs.json" "$tmp/good.u32le"
+expect "T5 cbor-verify of a raw capture: exit 1, nothing written" "$rc $(size "$tmp/out")" "1 0"
+expect_match "T5 cbor-verify of a raw capture: hints frame-cat --from raw" "$(cat "$tmp/err")" \
+    "^cbor-verify: $tmp/good.u32le:[0-9]+: .* \(this looks like a raw capture .*: read it with frame-cat --from raw\)$"
+
 # ---- the real relay capture --------------------------------------------------------------------
 
 capture=$corpus/relay-capture/frames.u32le.zst
