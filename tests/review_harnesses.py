@@ -24,7 +24,7 @@ import json, os, re, shutil, subprocess, sys, tempfile
 build, default_reviews = sys.argv[1], sys.argv[2]
 wanted = sys.argv[3:] or ['killcompact', 'compact_vs_reader', 'corrupt', 'tomb_concurrent']
 reviews = os.environ.get('SOVEREIGN_REVIEWS') or default_reviews
-tools = os.path.join(build, 'tools')
+tools = os.path.abspath(os.path.join(build, 'tools'))
 PACK, CAT, TOMB, SIM = (os.path.join(tools, t) for t in ('cvl-pack', 'cvl-cat', 'tomb-set', 'mesh-sim'))
 
 needed = ['cb.py'] + [n + '.py' for n in wanted]
@@ -102,7 +102,21 @@ try:
         # writer no longer creates: a stray empty 'lock' file stands in for it, so its cases
         # ('lock-delete', 'lock-dir') check that such an entry changes nothing.
         open(os.path.join(pristine, 'lock'), 'w').close()
-        out = harness('corrupt', tools, pristine, inp, os.path.join(work, 'co'), 1)
+        # It also predates the rename of cvl-cat's --from/--to (exclusive end) to
+        # --first-ordinal/--last-ordinal (both inclusive; issue 8: one meaning per flag name):
+        # it runs the tools of a directory where cvl-cat translates the old flags and execs the
+        # real one (same arguments otherwise, same exit status).
+        shim = os.path.join(work, 'shim-tools')
+        os.mkdir(shim)
+        for t in (PACK, TOMB, SIM):
+            os.symlink(t, os.path.join(shim, os.path.basename(t)))
+        with open(os.path.join(shim, 'cvl-cat'), 'w') as f:
+            f.write('#!/usr/bin/env bash\nargs=()\nwhile [ $# -gt 0 ]; do\n  case "$1" in\n'
+                    '    --from) args+=(--first-ordinal "$2"); shift 2 ;;\n'
+                    '    --to) args+=(--last-ordinal "$(($2 - 1))"); shift 2 ;;\n'
+                    '    *) args+=("$1"); shift ;;\n  esac\ndone\nexec %s "${args[@]}"\n' % CAT)
+        os.chmod(os.path.join(shim, 'cvl-cat'), 0o755)
+        out = harness('corrupt', shim, pristine, inp, os.path.join(work, 'co'), 1)
         rows = 0
         for line in out.splitlines():
             if not line.startswith('{'):

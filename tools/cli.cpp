@@ -2,6 +2,7 @@
 
 #include "sovereign/io.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -135,6 +136,13 @@ int framing_error(const sov::frames::Reader& r) {
     sov::Located e = r.error();
     std::string msg(sov::to_string(e.errc));
     if (e.errc == sov::Errc::io_error) msg += ": " + r.io_error_text();
+    if (r.record_offset() == 0 && e.errc != sov::Errc::io_error) {
+        // The first record is bad: most often another format given as a frame stream.
+        std::string hint = r.name() == "stdin" ? std::string("is this a frame stream? a raw capture needs frame-cat "
+                                                             "--from raw, DAG-JSON lines frame-cat --from json")
+                                               : format_hint_of(r.name(), "frames");
+        if (!hint.empty()) msg += " (" + hint + ")";
+    }
     diag(r.name() + ":" + std::to_string(e.offset), msg);
     return status(e.errc);
 }
@@ -207,6 +215,161 @@ int finish_output(sov::frames::Writer& w, std::string_view what) {
         return status(sov::from_errno(w.sys_errno()) == sov::Errc::ok ? sov::Errc::io_error : sov::from_errno(w.sys_errno()));
     }
     return kOk;
+}
+
+// --- Shared option handling of the frame and archive tools -----------------------------------
+
+std::vector<std::string> list_values(const cxxopts::ParseResult& args, const std::string& name) {
+    std::vector<std::string> out;
+    if (!args.count(name)) return out;
+    for (const auto& s : args[name].as<std::vector<std::string>>()) {
+        std::size_t start = 0;
+        while (start <= s.size()) {
+            std::size_t c = s.find(',', start);
+            if (c == std::string::npos) c = s.size();
+            if (c > start) out.push_back(s.substr(start, c - start));
+            start = c + 1;
+        }
+    }
+    return out;
+}
+
+bool MessageFilter::matches(sov::ByteView wire, sov::msg::Message& m) const {
+    if (!active()) return true;
+    if (sov::msg::parse(wire, m)) return false;
+    if (!types.empty() && !types.count(m.type)) return false;
+    if (!dids.empty() && !dids.count(m.did)) return false;
+    if (!collections.empty()) {
+        for (const auto& op : m.ops)
+            if (collections.count(std::string_view(op.path).substr(0, op.path.find('/')))) return true;
+        return false;
+    }
+    return true;
+}
+
+bool exclusive(const cxxopts::ParseResult& args, std::initializer_list<const char*> names) {
+    const char* first = nullptr;
+    for (const char* n : names) {
+        if (!args.count(n)) continue;
+        if (first) {
+            diag(std::string("--") + first + " and --" + n + " exclude each other");
+            return false;
+        }
+        first = n;
+    }
+    return true;
+}
+
+bool not_with(const cxxopts::ParseResult& args, const char* mode, std::initializer_list<const char*> others,
+              std::string_view mode_text) {
+    if (!args.count(mode)) return true;
+    for (const char* n : others)
+        if (args.count(n)) {
+            diag(std::string("--") + n + " has no effect with " +
+                 (mode_text.empty() ? "--" + std::string(mode) : std::string(mode_text)));
+            return false;
+        }
+    return true;
+}
+
+std::string count(std::uint64_t n, std::string_view singular, std::string_view plural) {
+    std::string s = with_commas(n) + " ";
+    if (n == 1) return s + std::string(singular);
+    return plural.empty() ? s + std::string(singular) + "s" : s + std::string(plural);
+}
+
+namespace {
+
+bool is_cbor_map(std::uint8_t b) { return b >= 0xa0 && b <= 0xbb; }
+
+// A frame record starts here: a minimal varint length ≤ 16 MiB, then the envelope map whose
+// first key (canonical order: shortest first) is "src".
+bool looks_like_frames(sov::ByteView h) {
+    std::uint64_t len = 0;
+    std::size_t i = 0;
+    for (; i < h.size() && i < sov::frames::kMaxVarint; ++i) {
+        len |= std::uint64_t(h[i] & 0x7f) << (7 * i);
+        if (!(h[i] & 0x80)) break;
+    }
+    if (i >= h.size() || i >= sov::frames::kMaxVarint || len == 0 || len > sov::frames::kMaxEnvelope) return false;
+    static const std::uint8_t src_key[] = {0x63, 's', 'r', 'c'};
+    std::size_t at = i + 1;
+    return h.size() >= at + 5 && (h[at] == 0xa3 || h[at] == 0xa4) && std::equal(src_key, src_key + 4, h.begin() + long(at) + 1);
+}
+
+// A raw capture starts here: a u32 LE length ≤ 16 MiB, then a message whose header is a
+// small CBOR map ({op, t}).
+bool looks_like_raw(sov::ByteView h) {
+    if (h.size() < 5) return false;
+    std::uint32_t len = std::uint32_t(h[0]) | std::uint32_t(h[1]) << 8 | std::uint32_t(h[2]) << 16 | std::uint32_t(h[3]) << 24;
+    return len >= 2 && len <= (16u << 20) && is_cbor_map(h[4]);
+}
+
+}  // namespace
+
+std::string format_hint(sov::ByteView h, std::string_view expected) {
+    if (h.empty()) return "";
+    if (h.size() >= 2 && h[0] == 0x1f && h[1] == 0x8b) return "this is gzip-compressed data: decompress it with zcat first";
+    if (expected != "frames" && looks_like_frames(h))
+        return "this looks like a frame stream: read it without --from (frames is the default)";
+    if (expected != "raw" && looks_like_raw(h))
+        return "this looks like a raw capture ([u32 LE length][message]...): read it with frame-cat --from raw";
+    std::size_t i = 0;
+    while (i < h.size() && (h[i] == ' ' || h[i] == '\t' || h[i] == '\r' || h[i] == '\n')) ++i;
+    if (i < h.size() && (h[i] == '{' || h[i] == '[')) {
+        // The first line alone: a complete object ends it; pretty-printed JSON does not.
+        std::size_t nl = i;
+        while (nl < h.size() && h[nl] != '\n') ++nl;
+        std::size_t end = nl;
+        while (end > i && (h[end - 1] == ' ' || h[end - 1] == '\t' || h[end - 1] == '\r')) --end;
+        bool array = h[i] == '[';
+        bool one_line = nl < h.size() && end > i + 1 && h[end - 1] == (array ? ']' : '}');
+        std::string how = array ? "use jq -c '.[]'" : "use jq -c";
+        if (expected == "json") {
+            if (array) return "JSON input is one object per line, not an array: " + how;
+            if (!one_line) return "the JSON looks pretty-printed: JSON input is one object per line (" + how + ")";
+            return "";
+        }
+        return "this looks like JSON text: read it with frame-cat --from json (one object per line; " + how + ")";
+    }
+    return "";
+}
+
+namespace {
+// Up to 4 KiB from the start of the regular file at `path`, decompressed as the tools read it (zstd
+// is recognised by its magic); empty if it cannot be read.
+std::vector<std::uint8_t> head_of(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};  // a pipe is not read twice
+    std::vector<std::uint8_t> head(4096);
+    sov::io::Input in = sov::io::Input::open(path);
+    std::size_t got = 0;
+    while (!in.open_errno() && got < head.size()) {
+        long n = in.read(head.data() + got, head.size() - got);
+        if (n <= 0) break;
+        got += std::size_t(n);
+    }
+    head.resize(got);
+    return head;
+}
+}  // namespace
+
+std::string format_hint_of(const std::string& path, std::string_view expected) {
+    if (path.empty() || path == "-") return "";
+    return format_hint(head_of(path), expected);
+}
+
+std::string archive_hint(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return "";
+    if (S_ISREG(st.st_mode)) {
+        if (looks_like_frames(head_of(path)))
+            return path + " is a file, not an archive directory: it looks like a frame stream (read it with frame-cat, "
+                          "or pack it with cvl-pack -o DIR " + path + ")";
+        return path + " is a file, not an archive directory (an archive is a directory made by cvl-pack -o DIR)";
+    }
+    if (!S_ISDIR(st.st_mode)) return path + " is not a directory (an archive is a directory made by cvl-pack -o DIR)";
+    return "";
 }
 
 }  // namespace cli

@@ -22,7 +22,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <set>
 #include <vector>
+
+#include "sovereign/message.h"
 
 namespace cli {
 
@@ -84,6 +87,7 @@ void diag(std::string_view message);
 cxxopts::ParseResult parse(cxxopts::Options& opts, int argc, char** argv);
 
 /// Framing error of a frame stream: "<tool>: <file>:<offset>: <reason>"; returns its status.
+/// An error in the first record adds a format hint (format_hint_of(), or a generic one for stdin).
 int framing_error(const sov::frames::Reader& r);
 
 /// Progress line on stderr, rate-limited to ~4 updates/s. Drawn only when not `quiet`,
@@ -119,5 +123,50 @@ std::string with_commas(std::uint64_t v);
 /// Flushes and reports a writer error; returns the exit status to use (0 on success or
 /// closed pipe, else status(from_errno(...)): 2).
 int finish_output(sov::frames::Writer& w, std::string_view what);
+
+// --- Shared option handling of the frame and archive tools -----------------------------------
+
+/// The values of a repeatable list option (`--did A --did B,C` → A, B, C): every occurrence,
+/// split at commas, empty items dropped, order kept. Empty when the option is absent.
+std::vector<std::string> list_values(const cxxopts::ParseResult& args, const std::string& name);
+
+/// Content filters on a message's wire bytes (frame-cat, cvl-cat): a message passes when it
+/// matches every criterion given, and any one value within a criterion.
+struct MessageFilter {
+    std::set<sov::msg::Type> types;
+    std::set<std::string, std::less<>> dids;
+    std::set<std::string, std::less<>> collections;  ///< NSIDs, matched against op paths
+    bool active() const { return !types.empty() || !dids.empty() || !collections.empty(); }
+    /// True if `wire` passes. Wire bytes that do not parse match no criterion (so any active
+    /// filter drops them). `m` is scratch space.
+    bool matches(sov::ByteView wire, sov::msg::Message& m) const;
+};
+
+/// Usage check: if more than one of `names` (long option names) was given, reports
+/// "--a and --b exclude each other" and returns false.
+bool exclusive(const cxxopts::ParseResult& args, std::initializer_list<const char*> names);
+/// Usage check: if `mode` was given, reports the first of `others` also given ("--x has no
+/// effect with --mode") and returns false. `mode_text` replaces "--mode" in the message
+/// when not empty (e.g. "an existing archive").
+bool not_with(const cxxopts::ParseResult& args, const char* mode, std::initializer_list<const char*> others,
+              std::string_view mode_text = {});
+
+/// "1 frame", "2,000 frames": a count with commas and the noun in the right number
+/// (`plural` defaults to `singular` + "s").
+std::string count(std::uint64_t n, std::string_view singular, std::string_view plural = {});
+
+/// What the first bytes of an input look like, when that explains a format error: a hint
+/// such as "this looks like a raw capture ([u32 LE length][message]...): read it with
+/// frame-cat --from raw", or "" when nothing is recognised (frame stream, raw capture, JSON
+/// lines, pretty-printed JSON or a JSON array, gzip). `expected` is the format that
+/// was being read: "frames", "raw" or "json".
+std::string format_hint(sov::ByteView head, std::string_view expected);
+/// format_hint() on the first bytes of the file at `path`, decompressed if zstd (nothing for
+/// "-", or a file that cannot be read again).
+std::string format_hint_of(const std::string& path, std::string_view expected);
+
+/// A hint for an archive tool given `path` that is not an archive directory ("" if none):
+/// a regular file (a frame stream to pack, or not), or a directory without cvl.json.
+std::string archive_hint(const std::string& path);
 
 }  // namespace cli

@@ -39,13 +39,14 @@ int main(int argc, char** argv) {
                           "       cvl-cat DIR --check | --stats | --proof ORD\n"
                           "       cvl-cat [DIR] --verify-proof FILE [--root ANCHOR] [--frame FILE]\n");
     opts.add_options()
-        ("from", "first ordinal (inclusive)", cxxopts::value<std::uint64_t>())
-        ("to", "last ordinal (exclusive)", cxxopts::value<std::uint64_t>())
+        ("first-ordinal", "only ordinals from N on (inclusive)", cxxopts::value<std::uint64_t>())
+        ("last-ordinal", "only ordinals up to N (inclusive)", cxxopts::value<std::uint64_t>())
         ("ordinal", "only these ordinals; repeatable", cxxopts::value<std::vector<std::uint64_t>>())
         ("since", "only frames received at or after T (µs since the epoch or RFC 3339)", cxxopts::value<std::string>())
         ("until", "only frames received before T", cxxopts::value<std::string>())
-        ("did", "only messages about this DID", cxxopts::value<std::string>())
-        ("collection", "only commits with an op in this collection (NSID)", cxxopts::value<std::string>())
+        ("did", "only messages about these DIDs; repeatable, or comma-separated", cxxopts::value<std::vector<std::string>>())
+        ("collection", "only commits with an op in these collections (NSIDs); repeatable, or comma-separated",
+         cxxopts::value<std::vector<std::string>>())
         ("include-deleted", "also write tombstoned messages (purged ones are gone)")
         ("check", "verify every segment: index checksums, every cluster, Merkle roots and the chain")
         ("proof", "print the inclusion proof of ordinal ORD (JSON)", cxxopts::value<std::uint64_t>())
@@ -60,8 +61,29 @@ int main(int argc, char** argv) {
         ("dir", "archive directory", cxxopts::value<std::string>());
     opts.parse_positional({"dir"});
     opts.positional_help("DIR");
+    // --from/--to name formats in frame-cat; here they were the ordinal range until 0.1.
+    for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i)
+        for (const char* old : {"--from", "--to"}) {
+            std::size_t n = std::strlen(old);
+            if (std::strncmp(argv[i], old, n) == 0 && (argv[i][n] == 0 || argv[i][n] == '=')) {
+                cli::diag(std::string(old) + " is frame-cat's format option; the ordinal range of cvl-cat is " +
+                          "--first-ordinal N and --last-ordinal N (both inclusive)");
+                return cli::kUsage;
+            }
+        }
     auto args = cli::parse(opts, argc, argv);
     bool quiet = args.count("quiet") > 0;
+    // One mode at a time; filters and --root only where they mean something.
+    if (!cli::exclusive(args, {"check", "stats", "proof", "verify-proof"})) return cli::kUsage;
+    for (const char* mode : {"check", "stats", "proof", "verify-proof"})
+        if (!cli::not_with(args, mode,
+                           {"first-ordinal", "last-ordinal", "ordinal", "since", "until", "did", "collection",
+                            "include-deleted"}))
+            return cli::kUsage;
+    if (args.count("root") && !args.count("verify-proof")) {
+        cli::diag("--root goes with --verify-proof");
+        return cli::kUsage;
+    }
 
     // --verify-proof works with or without an archive.
     if (args.count("verify-proof")) {
@@ -149,7 +171,10 @@ int main(int argc, char** argv) {
     std::string dir = args["dir"].as<std::string>(), err;
     sov::Errc code;
     auto ar = sov::cvl::Archive::open(dir, err, &code);
-    if (!ar) return cli::fail(code, err);
+    if (!ar) {
+        std::string hint = cli::archive_hint(dir);
+        return cli::fail(code, hint.empty() ? err : hint);
+    }
     int status = cli::kOk;
     // Segments that cannot be read are reported (exit 1); the others stay readable. Point
     // reads (--ordinal, --proof) look only at the segments they need.
@@ -181,8 +206,8 @@ int main(int argc, char** argv) {
         }
         progress.finish();
         if (!quiet)
-            cli::diag(dir, std::to_string(ok) + " of " + std::to_string(ar->segment_files()) +
-                               " segments verified (index, clusters, Merkle roots, chain)" +
+            cli::diag(dir, std::to_string(ok) + " of " + cli::count(ar->segment_files(), "segment") +
+                               " verified (index, clusters, Merkle roots, chain)" +
                                (status ? "; see the errors above" : "") + cli::stop_note());
         return cli::stop_status(status);
     }
@@ -215,8 +240,15 @@ int main(int argc, char** argv) {
 
     // Reading frames.
     sov::cvl::Selection sel;
-    if (args.count("from")) sel.from = args["from"].as<std::uint64_t>();
-    if (args.count("to")) sel.to = args["to"].as<std::uint64_t>();
+    if (args.count("first-ordinal")) sel.from = args["first-ordinal"].as<std::uint64_t>();
+    if (args.count("last-ordinal")) {
+        std::uint64_t last = args["last-ordinal"].as<std::uint64_t>();
+        if (last < sel.from) {
+            cli::diag("--last-ordinal " + std::to_string(last) + " is before --first-ordinal " + std::to_string(sel.from));
+            return cli::kUsage;
+        }
+        sel.to = last == UINT64_MAX ? UINT64_MAX : last + 1;
+    }
     if ((args.count("since") && !parse_time(args["since"].as<std::string>(), sel.since)) ||
         (args.count("until") && !parse_time(args["until"].as<std::string>(), sel.until))) {
         cli::diag("--since/--until take µs since the epoch or an RFC 3339 datetime");
@@ -227,8 +259,18 @@ int main(int argc, char** argv) {
         std::sort(sel.ordinals.begin(), sel.ordinals.end());
         sel.ordinals.erase(std::unique(sel.ordinals.begin(), sel.ordinals.end()), sel.ordinals.end());
     }
-    if (args.count("did")) sel.did = args["did"].as<std::string>();
-    if (args.count("collection")) sel.collection = args["collection"].as<std::string>();
+    // --did and --collection: repeatable and comma-separated, any value matches (as in
+    // frame-cat). One DID is read through the DID index; more are matched message by message.
+    cli::MessageFilter filter;
+    for (const auto& d : cli::list_values(args, "did")) filter.dids.insert(d);
+    for (const auto& c : cli::list_values(args, "collection")) filter.collections.insert(c);
+    if ((args.count("did") && filter.dids.empty()) || (args.count("collection") && filter.collections.empty())) {
+        cli::diag("--did and --collection need a value");
+        return cli::kUsage;
+    }
+    if (filter.dids.size() == 1) sel.did = *filter.dids.begin();
+    if (filter.collections.size() == 1) sel.collection = *filter.collections.begin();
+    bool own_filter = filter.dids.size() > 1 || filter.collections.size() > 1;
     sel.include_deleted = args.count("include-deleted") > 0;
     if (sel.ordinals.empty()) {
         // Unreadable segments: an error only if the range asked for meets them. Missing data
@@ -253,19 +295,23 @@ int main(int argc, char** argv) {
     sov::frames::Writer out(1);
     sov::cvl::SelectStats st;
     // % and ETA only when the whole archive is read (the bytes of every segment are written).
-    bool whole = !args.count("from") && !args.count("to") && !args.count("since") && !args.count("until") &&
-                 sel.ordinals.empty() && !args.count("did") && !args.count("collection");
+    bool whole = !args.count("first-ordinal") && !args.count("last-ordinal") && !args.count("since") &&
+                 !args.count("until") && sel.ordinals.empty() && !args.count("did") && !args.count("collection");
     std::uint64_t total = 0;
     if (whole)
         for (const auto& sg : ar->segments()) total += sg.raw_bytes;
     cli::Progress progress(quiet, total);
-    std::uint64_t emitted = 0;
+    sov::msg::Message m;
+    sov::frames::Envelope parsed;
+    std::uint64_t written = 0;
     sov::cvl::select(
         *ar, sel,
         [&](std::uint64_t, sov::ByteView env) {
+            if (own_filter && (sov::frames::parse_envelope(env, parsed) || !filter.matches(parsed.wire, m))) return true;
             sov::frames::append_envelope(out.buffer(), env);
             out.maybe_flush();
-            progress.update(++emitted, out.bytes_written());
+            ++written;
+            progress.update(written, out.bytes_written());
             return !out.broken_pipe() && !out.failed() && !g_stop.load();
         },
         [&](sov::Errc e, const std::string& text) {
@@ -275,8 +321,10 @@ int main(int argc, char** argv) {
         st);
     progress.finish();
     int wst = cli::finish_output(out, "stdout");
-    if (!quiet)
-        cli::diag(cli::with_commas(st.emitted) + " frames written (" + cli::with_commas(out.bytes_written()) + " bytes)" +
+    // No summary after a closed pipe (DESIGN.md §6: quietly) or a failed write (reported).
+    // Bytes are record bytes, length prefixes included (as frame-cat counts them).
+    if (!quiet && !out.broken_pipe() && wst == cli::kOk)
+        cli::diag(cli::count(written, "frame") + " written (" + cli::count(out.bytes_written(), "byte") + ")" +
                   (st.hidden ? ", " + cli::with_commas(st.hidden) + " hidden by tombstones" : "") + cli::stop_note());
     return cli::stop_status(std::max(status, wst));
 }

@@ -4,13 +4,57 @@
 #include "sovereign/cvl.h"
 #include "sovereign/frame_stream.h"
 
+#include <nlohmann/json.hpp>
+
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 namespace {
 std::atomic<bool> g_stop{false};
+
+// The options fixed when an archive is created, with their cvl.json keys and defaults there.
+struct Fixed {
+    const char* option;
+    const char* key;
+    std::uint64_t absent;
+};
+constexpr Fixed kFixed[] = {{"shards", "shards", 16},
+                            {"segment-messages", "segment_messages", 65536},
+                            {"segment-bytes", "segment_bytes", 64ull << 20},
+                            {"cluster-bytes", "cluster_bytes", 256u << 10},
+                            {"retrain", "retrain_every", 8},
+                            {"dict-bytes", "dict_bytes", 112640}};
+
+// An existing archive keeps the values it was created with: an option given with another
+// value would be ignored, so it is refused (exit 2). A cvl.json that cannot be read is left
+// to Writer::open to report.
+bool fixed_options_agree(const cxxopts::ParseResult& args, const std::string& dir) {
+    std::ifstream f(dir + "/cvl.json");
+    if (!f) return true;
+    auto j = nlohmann::json::parse(f, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return true;
+    for (const auto& x : kFixed) {
+        if (!args.count(x.option)) continue;
+        std::uint64_t given = x.option == std::string("segment-bytes") ? args[x.option].as<std::uint64_t>()
+                              : x.option == std::string("shards") || x.option == std::string("retrain")
+                                  ? std::uint64_t(args[x.option].as<unsigned>())
+                                  : std::uint64_t(args[x.option].as<std::uint32_t>());
+        std::uint64_t have = x.absent;
+        if (j.contains(x.key)) {
+            if (!j[x.key].is_number_unsigned()) return true;
+            have = j[x.key].get<std::uint64_t>();
+        }
+        if (given != have) {
+            cli::diag(dir, "--" + std::string(x.option) + " " + std::to_string(given) + " differs from this archive's " +
+                               std::to_string(have) + " (fixed when the archive was created; omit the option)");
+            return false;
+        }
+    }
+    return true;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -27,7 +71,7 @@ int main(int argc, char** argv) {
          cxxopts::value<std::uint32_t>()->default_value("65536"))
         ("segment-bytes", "…or at this many bytes of envelopes (new archives only)",
          cxxopts::value<std::uint64_t>()->default_value("67108864"))
-        ("cluster-bytes", "split a DID's messages in a segment into clusters of at most this many bytes",
+        ("cluster-bytes", "split a DID's messages in a segment into clusters of at most this many bytes (new archives only)",
          cxxopts::value<std::uint32_t>()->default_value("262144"))
         ("retrain", "train a new zstd dictionary every N segments (new archives only)",
          cxxopts::value<unsigned>()->default_value("8"))
@@ -50,10 +94,18 @@ int main(int argc, char** argv) {
     bool quiet = args.count("quiet") > 0;
 
     if (args.count("compact")) {
+        if (args.count("files")) {
+            cli::diag("--compact rewrites the archive in place and reads no input: append the files in a separate run");
+            return cli::kUsage;
+        }
+        if (!cli::not_with(args, "compact",
+                           {"shards", "level", "segment-messages", "segment-bytes", "cluster-bytes", "retrain",
+                            "dict-bytes", "fsync-interval"}))
+            return cli::kUsage;
         std::uint64_t purged = 0;
         std::string err;
         if (sov::Errc e = sov::cvl::compact(dir, threads, purged, err); e != sov::Errc::ok) return cli::fail(e, err);
-        if (!quiet) cli::diag(dir, "compacted: " + cli::with_commas(purged) + " tombstoned messages purged");
+        if (!quiet) cli::diag(dir, "compacted: " + cli::count(purged, "tombstoned message") + " purged");
         return cli::kOk;
     }
 
@@ -70,6 +122,7 @@ int main(int argc, char** argv) {
         return cli::kUsage;
     }
     double fsync_interval = args["fsync-interval"].as<double>();
+    if (!fixed_options_agree(args, dir)) return cli::kUsage;
 
     std::string err;
     sov::Errc code;
@@ -85,7 +138,7 @@ int main(int argc, char** argv) {
         return cli::status(code);
     }
     if (w->stats().recovered && !quiet)
-        cli::diag(dir, cli::with_commas(w->stats().recovered) + " frames recovered from the journal");
+        cli::diag(dir, cli::count(w->stats().recovered, "frame") + " recovered from the journal");
     // A damaged journal: what could be read is recovered and the work goes on, but the run
     // fails (exit 1) so that the damage is not mistaken for a clean recovery.
     int status = cli::kOk;
@@ -100,7 +153,8 @@ int main(int argc, char** argv) {
     if (files.empty()) files.push_back("-");
     cli::Progress progress(quiet, cli::input_size(files));
     std::int64_t last_sync = cli::now_micros();
-    std::uint64_t frames = 0;
+    std::uint64_t frames = 0, record_bytes = 0;
+    const std::uint64_t first_ordinal = w->next_ordinal();  // of this run (after recovery)
     for (const auto& path : files) {
         if (g_stop.load()) break;
         sov::frames::Reader r = sov::frames::Reader::open(path);
@@ -123,6 +177,7 @@ int main(int argc, char** argv) {
             }
             progress.update(frames, w->stats().bytes_in);
         }
+        record_bytes += r.bytes_read();
         if (r.error() && !g_stop.load()) {
             status = std::max<int>(status, cli::framing_error(r));
             break;  // frames before the error are kept (and sealed below)
@@ -131,7 +186,8 @@ int main(int argc, char** argv) {
     progress.finish();
     if (g_stop.load()) {
         w->sync_journal(err);
-        cli::diag(dir, "interrupted: " + cli::with_commas(w->next_ordinal()) + " frames are safe (the unsealed ones in the journal)");
+        cli::diag(dir, "interrupted: " + cli::count(w->next_ordinal(), "frame") +
+                           (w->next_ordinal() == 1 ? " is" : " are") + " safe (the unsealed ones in the journal)");
     } else {
         sov::Errc e = w->seal(err);
         if (e == sov::Errc::ok) e = w->sync_journal(err);
@@ -141,10 +197,17 @@ int main(int argc, char** argv) {
     if (!quiet) {
         char ratio[32];
         std::snprintf(ratio, sizeof ratio, "%.2f", s.bytes_out ? double(s.bytes_in) / double(s.bytes_out) : 0.0);
-        cli::diag(cli::with_commas(s.messages) + " frames appended (ordinals up to " + cli::with_commas(w->next_ordinal()) +
-                  "), " + cli::with_commas(s.segments_sealed) + " segments sealed, " + cli::with_commas(s.dictionaries) +
-                  " dictionaries trained; " + cli::with_commas(s.bytes_in) + " bytes in, " + cli::with_commas(s.bytes_out) +
-                  " bytes out (ratio " + ratio + ")" + cli::stop_note());
+        // Ordinals: those of this run's frames, the last one inclusive. Bytes in: record
+        // bytes read, length prefixes included (as frame-cat and cvl-cat count them); bytes
+        // out: what the sealed segments' data files hold; the ratio is envelopes to stored.
+        std::uint64_t next = w->next_ordinal();
+        std::string ords = frames ? (frames == 1 ? "ordinal " + cli::with_commas(first_ordinal)
+                                                 : "ordinals " + cli::with_commas(first_ordinal) + " to " +
+                                                       cli::with_commas(next - 1))
+                                  : next ? "last ordinal " + cli::with_commas(next - 1) : "archive empty";
+        cli::diag(cli::count(frames, "frame") + " appended (" + ords + "), " + cli::count(s.segments_sealed, "segment") +
+                  " sealed, " + cli::count(s.dictionaries, "dictionary", "dictionaries") + " trained; " +
+                  cli::count(record_bytes, "byte") + " in, " + cli::count(s.bytes_out, "byte") + " out (ratio " + ratio + ")" + cli::stop_note());
     }
     return cli::stop_status(status);
 }

@@ -27,45 +27,6 @@ bool parse_format(const std::string& s, Format& f) {
     return true;
 }
 
-struct Filter {
-    std::set<sov::msg::Type> types;
-    std::set<std::string, std::less<>> dids;
-    std::set<std::string, std::less<>> collections;
-    bool active() const { return !types.empty() || !dids.empty() || !collections.empty(); }
-};
-
-// A frame passes when every given criterion matches. Wire bytes that do not parse match
-// no criterion (so any filter drops them).
-bool matches(const Filter& f, sov::ByteView wire, sov::msg::Message& m) {
-    if (!f.active()) return true;
-    if (sov::msg::parse(wire, m)) return false;
-    if (!f.types.empty() && !f.types.count(m.type)) return false;
-    if (!f.dids.empty() && !f.dids.count(m.did)) return false;
-    if (!f.collections.empty()) {
-        bool hit = false;
-        for (const auto& op : m.ops) {
-            std::string_view coll = op.path.substr(0, op.path.find('/'));
-            if (f.collections.count(coll)) { hit = true; break; }
-        }
-        if (!hit) return false;
-    }
-    return true;
-}
-
-std::vector<std::string> split_list(const std::vector<std::string>& in) {
-    std::vector<std::string> out;
-    for (const auto& s : in) {
-        std::size_t start = 0;
-        while (start <= s.size()) {
-            std::size_t c = s.find(',', start);
-            if (c == std::string::npos) c = s.size();
-            if (c > start) out.push_back(s.substr(start, c - start));
-            start = c + 1;
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 namespace {
@@ -121,9 +82,8 @@ int main(int argc, char** argv) {
     bool quiet = args.count("quiet") > 0;
     std::uint64_t limit = args.count("limit") ? args["limit"].as<std::uint64_t>() : UINT64_MAX;
 
-    Filter filter;
-    if (args.count("type"))
-        for (const auto& t : split_list(args["type"].as<std::vector<std::string>>())) {
+    cli::MessageFilter filter;
+    for (const auto& t : cli::list_values(args, "type")) {
             std::string name = t[0] == '#' ? t.substr(1) : t;
             sov::msg::Type ty = name == "error" ? sov::msg::Type::error : sov::msg::type_from_header("#" + name);
             if (ty == sov::msg::Type::unknown && name != "unknown") {
@@ -131,11 +91,9 @@ int main(int argc, char** argv) {
                 return cli::kUsage;
             }
             filter.types.insert(ty);
-        }
-    if (args.count("did"))
-        for (const auto& d : split_list(args["did"].as<std::vector<std::string>>())) filter.dids.insert(d);
-    if (args.count("collection"))
-        for (const auto& c : split_list(args["collection"].as<std::vector<std::string>>())) filter.collections.insert(c);
+    }
+    for (const auto& d : cli::list_values(args, "did")) filter.dids.insert(d);
+    for (const auto& c : cli::list_values(args, "collection")) filter.collections.insert(c);
 
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
@@ -159,7 +117,7 @@ int main(int argc, char** argv) {
     // Emits one frame given as an envelope; returns false when output should stop.
     auto emit = [&](const sov::frames::Envelope& env) -> bool {
         ++frames_in;
-        if (!matches(filter, env.wire, m)) return true;
+        if (!filter.matches(env.wire, m)) return true;
         auto& buf = out.buffer();
         switch (to) {
         case Format::frames: sov::frames::append_record_raw(buf, env); break;
@@ -227,6 +185,7 @@ int main(int argc, char** argv) {
             sov::capture::RawReader r(std::move(in));
             sov::ByteView msg;
             bool go = true;
+            const std::uint64_t frames_before = frames_in;
             cur_path = path;
             while (go && r.next(msg)) {
                 bytes_in += msg.size() + 4;
@@ -247,6 +206,8 @@ int main(int argc, char** argv) {
             if (r.error() && !g_stop.load()) {
                 std::string why(sov::to_string(r.error().errc));
                 if (r.error().errc == sov::Errc::io_error) why += ": " + r.input().error_text();
+                else if (frames_in == frames_before)  // the first message: maybe another format
+                    if (std::string hint = cli::format_hint_of(path, "raw"); !hint.empty()) why += " (" + hint + ")";
                 cli::diag(path + ":" + std::to_string(r.error().offset), why);
                 status = std::max<int>(status, cli::status(r.error().errc));
                 break;
@@ -292,8 +253,10 @@ int main(int argc, char** argv) {
                     std::string where;
                     sov::Errc e = sov::frame_json::append_record(l, rec, where);
                     if (e != sov::Errc::ok) {
+                        // Pretty-printed JSON, an array or a binary stream fail on line 1.
+                        std::string hint = line_no == 1 ? cli::format_hint(sov::as_bytes(pending), "json") : "";
                         cli::diag(path + ":" + std::to_string(line_off) + " (line " + std::to_string(line_no) + ")",
-                                  std::string(sov::to_string(e)) + " at " + where);
+                                  std::string(sov::to_string(e)) + " at " + where + (hint.empty() ? "" : " (" + hint + ")"));
                         status = cli::kDataRejected;
                         bad = true;
                         break;

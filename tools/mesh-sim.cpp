@@ -72,7 +72,17 @@ int main(int argc, char** argv) {
     opts.positional_help("gen | stats FILE...");
     auto args = cli::parse(opts, argc, argv);
     std::vector<std::string> words = args.count("command") ? args["command"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    // Options of the other command would be ignored: refused instead.
+    static const std::initializer_list<const char*> kGenOnly = {
+        "profile", "accounts", "events", "seed", "did-docs", "output", "src", "zipf", "p256-share", "repo-median",
+        "repo-sigma", "repo-cap", "repo-budget", "entropic-records", "rate", "start", "corpus", "no-corpus",
+        "replay-repo"};
     if (!words.empty() && words[0] == "stats") {
+        for (const char* o : kGenOnly)
+            if (args.count(o)) {
+                cli::diag(std::string("--") + o + " is an option of 'gen', not of 'stats'");
+                return cli::kUsage;
+            }
         if (words.size() < 2 || args["window"].as<std::size_t>() == 0) {
             cli::diag("stats needs at least one frame stream (\"-\" = stdin) and a positive --window");
             return cli::kUsage;
@@ -89,17 +99,24 @@ int main(int argc, char** argv) {
             while (r.next(e))
                 if (!e.wire.empty()) meter.add(e.wire);
             if (g_stop.load()) break;
-            if (r.error()) {
-                cli::diag(words[i] + ":" + std::to_string(r.error().offset), std::string(sov::to_string(r.error().errc)));
-                return cli::kDataRejected;
-            }
+            if (r.error()) return cli::framing_error(r);
         }
         std::fputs(sov::sim::describe(meter.finish()).c_str(), stdout);
         if (g_stop.load()) cli::diag("interrupted: the shape of the frames read before the signal" + cli::stop_note());
         return cli::stop_status(cli::kOk);
     }
     if (words.size() != 1 || words[0] != "gen") {
-        cli::diag("expected the command 'gen' or 'stats' (try --help)");
+        cli::diag(words.size() > 1 && words[0] == "gen" ? "gen takes no file: write to stdout or -o FILE"
+                                                        : "expected the command 'gen' or 'stats' (try --help)");
+        return cli::kUsage;
+    }
+    if (args.count("window")) {
+        cli::diag("--window is an option of 'stats', not of 'gen'");
+        return cli::kUsage;
+    }
+    if (!cli::exclusive(args, {"corpus", "no-corpus"})) return cli::kUsage;
+    if (args.count("corpus") && !std::filesystem::is_directory(args["corpus"].as<std::string>())) {
+        cli::diag("--corpus " + args["corpus"].as<std::string>(), "not a directory of repository CARs");
         return cli::kUsage;
     }
 
@@ -144,6 +161,23 @@ int main(int argc, char** argv) {
         if (o.start_us < kMinStart + kMargin || double(o.start_us) + span + double(kMargin) >= double(kTidLimit)) {
             cli::diag("--start " + std::to_string(o.start_us) +
                       " is out of range: the simulated times must lie between 2000 and 2255 (53-bit TIDs)");
+            return cli::kUsage;
+        }
+    }
+    if (args.count("corpus") && o.entropic_records) {
+        cli::diag("--corpus has no effect with entropic records (--entropic-records, or --profile realistic)");
+        return cli::kUsage;
+    }
+    if (args.count("corpus")) {
+        bool any_car = false;
+        std::error_code ec;
+        for (const auto& ent : std::filesystem::directory_iterator(args["corpus"].as<std::string>(), ec))
+            if (ent.path().extension() == ".car") {
+                any_car = true;
+                break;
+            }
+        if (!any_car) {
+            cli::diag("--corpus " + args["corpus"].as<std::string>(), "no *.car file in this directory");
             return cli::kUsage;
         }
     }

@@ -6,6 +6,7 @@
 #include "sovereign/cvl.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
+#include "sovereign/syntax.h"
 
 #include <atomic>
 #include <cstdio>
@@ -24,7 +25,7 @@ int main(int argc, char** argv) {
                           "       tomb-set DIR [--clear|--test] --did DID --path COLLECTION/RKEY\n");
     opts.add_options()
         ("clear", "clear the bits instead of setting them")
-        ("test", "print 'ORD deleted' or 'ORD present' instead of changing anything")
+        ("test", "print 'ORD deleted', 'ORD present' or 'ORD purged' instead of changing anything")
         ("did", "with --path: every message of this DID whose ops touch the path", cxxopts::value<std::string>())
         ("path", "record path collection/rkey (with --did)", cxxopts::value<std::string>())
         ("q,quiet", "no summary line")
@@ -46,14 +47,33 @@ int main(int argc, char** argv) {
         cli::diag("--did and --path go together");
         return cli::kUsage;
     }
+    if (a.count("did")) {
+        if (pos.size() > 1) {
+            cli::diag("ordinals and --did/--path exclude each other");
+            return cli::kUsage;
+        }
+        std::string did = a["did"].as<std::string>(), path = a["path"].as<std::string>();
+        if (!sov::syntax::is_did(did)) {
+            cli::diag("--did '" + did + "' is not a DID (did:METHOD:ID, e.g. did:plc:…)");
+            return cli::kUsage;
+        }
+        if (!sov::syntax::is_repo_path(path)) {
+            cli::diag("--path '" + path + "' is not a record path (COLLECTION/RKEY, e.g. app.bsky.feed.post/3l…)");
+            return cli::kUsage;
+        }
+    }
     std::string dir = pos[0], err;
     sov::Errc code;
     auto ar = sov::cvl::Archive::open(dir, err, &code);
-    if (!ar) return cli::fail(code, err);
+    if (!ar) {
+        std::string hint = cli::archive_hint(dir);
+        return cli::fail(code, hint.empty() ? err : hint);
+    }
     auto bits = sov::bitset::Set::open(dir + "/tomb", !test, &err);
     if (!bits) return cli::fail(bits.error(), err);
 
     std::vector<std::uint64_t> ords;
+    std::uint64_t purged_skipped = 0;  // --did/--path: purged candidates (their DID is gone)
     if (a.count("did")) {
         std::string did = a["did"].as<std::string>(), path = a["path"].as<std::string>();
         std::vector<std::uint8_t> env;
@@ -64,7 +84,10 @@ int main(int argc, char** argv) {
                 if (sov::Errc e = ar->read(o, env, err); e != sov::Errc::ok) {
                     // Purged by compaction: its DID can no longer be confirmed, and it was
                     // tombstoned before it was purged, so there is nothing to set or clear.
-                    if (e == sov::Errc::cvl_purged) continue;
+                    if (e == sov::Errc::cvl_purged) {
+                        ++purged_skipped;
+                        continue;
+                    }
                     return cli::fail(e, err);
                 }
                 sov::frames::Envelope e;
@@ -75,6 +98,13 @@ int main(int argc, char** argv) {
                         break;
                     }
             }
+        if (ords.empty()) {
+            cli::diag(dir, "no message of " + did + " touches " + path +
+                               (purged_skipped ? " (" + cli::count(purged_skipped, "candidate") +
+                                                     " purged by compaction, so no longer matched)"
+                                               : ""));
+            return cli::status(sov::Errc::cvl_no_ordinal);
+        }
     } else {
         auto parse_ord = [&](const std::string& s) -> bool {
             char* end = nullptr;
@@ -107,7 +137,7 @@ int main(int argc, char** argv) {
         }
     }
 
-    std::uint64_t changed = 0, end = ar->end_ordinal();
+    std::uint64_t changed = 0, done = 0, end = ar->end_ordinal();
     int status = cli::kOk;
     for (auto o : ords) {
         if (o >= end) {
@@ -115,10 +145,24 @@ int main(int argc, char** argv) {
             status = cli::status(sov::Errc::cvl_no_ordinal);
             continue;
         }
+        // A purged message's content is gone for good: it reads "purged", and its bit stays.
+        // (Only the purged case matters here: a segment that cannot be read does not change
+        // what its tombstone bit says, as before.)
+        bool purged = false;
+        if (test || clear) {
+            sov::ByteView env;
+            purged = ar->view(o, env, err) == sov::Errc::cvl_purged;
+        }
         if (test) {
-            std::printf("%llu %s\n", (unsigned long long)o, bits->test(o) ? "deleted" : "present");
+            std::printf("%llu %s\n", (unsigned long long)o, purged ? "purged" : bits->test(o) ? "deleted" : "present");
             continue;
         }
+        if (purged) {
+            cli::diag("ordinal " + std::to_string(o) + " was purged by compaction: its content is gone, the tombstone stays");
+            status = std::max(status, cli::status(sov::Errc::cvl_purged));
+            continue;
+        }
+        ++done;
         auto r = clear ? bits->clear(o) : bits->set(o);
         if (!r) return cli::fail(r.error(), bits->last_error());
         changed += (*r != !clear);
@@ -126,7 +170,9 @@ int main(int argc, char** argv) {
     if (!test)
         if (sov::Errc e = bits->sync(); e != sov::Errc::ok) return cli::fail(e, bits->last_error());
     if (!quiet && !test)
-        cli::diag(dir, cli::with_commas(ords.size()) + " ordinals " + (clear ? "cleared" : "tombstoned") + " (" +
-                           cli::with_commas(changed) + " changed)" + cli::stop_note());
+        cli::diag(dir, cli::count(done, "ordinal") + " " + (clear ? "cleared" : "tombstoned") + " (" +
+                           cli::with_commas(changed) + " changed)" +
+                           (done < ords.size() ? "; " + cli::with_commas(ords.size() - done) + " refused, see above" : "") +
+                           cli::stop_note());
     return cli::stop_status(status);
 }

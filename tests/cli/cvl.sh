@@ -295,7 +295,7 @@ A=$tmp/A
 run "$pack" -o "$A" --segment-messages 700 --shards 4 --retrain 2 "$T"
 expect "pack: exit 0" "$rc" 0
 expect_match "pack: summary (5 segments, 3 dictionaries)" "$(cat "$tmp/err")" \
-    "^cvl-pack: 3,000 frames appended \(ordinals up to 3,000\), 5 segments sealed, 3 dictionaries trained; [0-9,]+ bytes in, [0-9,]+ bytes out \(ratio [0-9.]+\)$"
+    "^cvl-pack: 3,000 frames appended \(ordinals 0 to 2,999\), 5 segments sealed, 3 dictionaries trained; $(commas "$(size "$T")") bytes in, [0-9,]+ bytes out \(ratio [0-9.]+\)$"
 expect "pack: layout (5 indexes, 4 shards × 5 data files, 3 dictionaries)" \
     "$(nfiles "$A"/seg/*.idx) $(nfiles "$A"/shard/*/*.dat) $(nfiles "$A"/dict/*.zdict)" "5 20 3"
 run "$ccat" "$A"
@@ -316,7 +316,7 @@ py slice "$T" 1234 $N >"$tmp/T2.frames"
 "$pack" -q -o "$tmp/A2" --segment-messages 700 --shards 4 --retrain 2 "$tmp/T1.frames"
 "$pack" -q -o "$tmp/A2" "$tmp/T2.frames"
 run "$pack" -o "$tmp/A2" </dev/null
-expect "append run with empty input: exit 0, nothing appended" "$rc $(grep -c '^cvl-pack: 0 frames appended (ordinals up to 3,000), 0 segments' "$tmp/err")" "0 1"
+expect "append run with empty input: exit 0, nothing appended" "$rc $(grep -c '^cvl-pack: 0 frames appended (last ordinal 2,999), 0 segments sealed, 0 dictionaries trained; 0 bytes in' "$tmp/err")" "0 1"
 "$ccat" -q "$tmp/A2" >"$tmp/A2.out"
 same "two pack runs (A then B) give cat A B" "$tmp/A2.out" "$T"
 cat "$tmp/T1.frames" "$tmp/T2.frames" | "$pack" -q -o "$tmp/A3" --segment-messages 700 --shards 4 --retrain 2
@@ -351,9 +351,9 @@ if [ -f "$capture" ]; then
     same "capture: cvl-cat gives the relay frames byte for byte" "$tmp/C.out" "$tmp/cap.frames"
     run "$ccat" -q "$tmp/C" --check
     expect "capture: --check exit 0" "$rc" 0
-    run "$ccat" -q "$tmp/C" --from 37 --to 83
+    run "$ccat" -q "$tmp/C" --first-ordinal 37 --last-ordinal 82
     py slice "$tmp/cap.frames" 37 83 >"$tmp/exp"
-    same "capture: --from 37 --to 83" "$tmp/out" "$tmp/exp"
+    same "capture: --first-ordinal 37 --last-ordinal 82" "$tmp/out" "$tmp/exp"
     rm -rf "$tmp/C" "$tmp/C.out"
 else
     echo "SKIP: corpus absent ($corpus): relay capture round trip"
@@ -368,12 +368,13 @@ range_check() {  # NAME EXPECTED-FROM EXPECTED-TO CVL-CAT-ARGS...
     if [ "$rc" = 0 ] && cmp -s "$tmp/out" "$tmp/exp"; then pass "$name"
     else fail "$name" "exit $rc, $(py count "$tmp/out") frames, expected $((t - f))" "$(head -2 "$tmp/err")"; fi
 }
-range_check "--from 650 --to 1450 (three segments)" 650 1450 --from 650 --to 1450
-range_check "--from 2990 (to the end)" 2990 $N --from 2990
-range_check "--to 1" 0 1 --to 1
-range_check "--from 700 --to 1400 (exactly segment 1)" 700 1400 --from 700 --to 1400
-range_check "--from 5 --to 5 is empty" 0 0 --from 5 --to 5
-range_check "--from 3000 is empty" 0 0 --from 3000
+range_check "--first-ordinal 650 --last-ordinal 1449 (three segments)" 650 1450 --first-ordinal 650 --last-ordinal 1449
+range_check "--first-ordinal 2990 (to the end)" 2990 $N --first-ordinal 2990
+range_check "--last-ordinal 0" 0 1 --last-ordinal 0
+range_check "--first-ordinal 700 --last-ordinal 1399 (exactly segment 1)" 700 1400 --first-ordinal 700 --last-ordinal 1399
+range_check "--first-ordinal 5 --last-ordinal 5 is one frame" 5 6 --first-ordinal 5 --last-ordinal 5
+range_check "--first-ordinal 3000 is empty" 0 0 --first-ordinal 3000
+range_check "--last-ordinal 18446744073709551615 (no overflow)" 0 $N --last-ordinal 18446744073709551615
 
 # Random access: 200 random ordinals.
 ords=$(py random 17 $N 200)
@@ -384,10 +385,10 @@ run "$ccat" -q "$A" "${args[@]}"
 py pick "$T" $ords >"$tmp/exp"
 expect "--ordinal ×200: exit 0, $(py count "$tmp/exp") distinct frames" "$rc $(py count "$tmp/out")" "0 $(py count "$tmp/exp")"
 same "--ordinal ×200: the input records, in ordinal order" "$tmp/out" "$tmp/exp"
-run "$ccat" -q "$A" "${args[@]}" --from 1000 --to 2000
+run "$ccat" -q "$A" "${args[@]}" --first-ordinal 1000 --last-ordinal 1999
 # shellcheck disable=SC2046,SC2086
 py pick "$T" $(for o in $ords; do [ "$o" -ge 1000 ] && [ "$o" -lt 2000 ] && echo "$o"; done) >"$tmp/exp"
-same "--ordinal ×200 with --from 1000 --to 2000" "$tmp/out" "$tmp/exp"
+same "--ordinal ×200 with --first-ordinal 1000 --last-ordinal 1999" "$tmp/out" "$tmp/exp"
 run "$ccat" -q "$A" --ordinal 2999 --ordinal 0 --ordinal 99999
 py pick "$T" 0 2999 >"$tmp/exp"
 same "--ordinal 2999 0 99999: the two that exist" "$tmp/out" "$tmp/exp"
@@ -437,7 +438,7 @@ expect "--since yesterday: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
 "$ccat" "$A" 2>"$tmp/err" | head -c 100 >/dev/null
 st=("${PIPESTATUS[@]}")
 expect "EPIPE: cvl-cat | head -c 100 exits 0" "${st[0]}" 0
-expect "EPIPE: no error, the summary only" "$(grep -vc '^cvl-cat: [0-9,]* frames written' "$tmp/err")" 0
+expect "T6 EPIPE: no error and no summary (quietly, DESIGN.md §6)" "$(size "$tmp/err")" 0
 
 # ---- 2. proofs -----------------------------------------------------------------------------------
 
@@ -526,7 +527,7 @@ corrupt() {
     for s in 0 1 2 3 4; do
         case " $bad " in *" $s "*) continue ;; esac
         local f=$((s * 700)) t=$((s == 4 ? 3000 : s * 700 + 700))
-        "$ccat" -q "$X" --from $f --to $t >"$tmp/out" 2>"$tmp/err"
+        "$ccat" -q "$X" --first-ordinal $f --last-ordinal $((t - 1)) >"$tmp/out" 2>"$tmp/err"
         py slice "$T" $f $t >"$tmp/exp"
         if ! cmp -s "$tmp/out" "$tmp/exp"; then fail "$name: segment $s still readable" "$(head -2 "$tmp/err")"; return; fi
     done
@@ -558,7 +559,7 @@ for f in "$A"/shard/*/00000001-0.dat; do
 done
 corrupt "flipped byte in a data file" 1 "^cvl-cat: $tmp/X/$big_dat:[0-9]+: (corrupt cluster|.*Merkle root mismatch)" \
     py flip "$tmp/X/$big_dat" $(($(size "$A/$big_dat") / 2))
-run "$ccat" "$X" --from 700 --to 1400
+run "$ccat" "$X" --first-ordinal 700 --last-ordinal 1399
 expect "flipped data byte: reading that segment exits 1" "$rc" 1
 expect_match "flipped data byte: the read error names the file and offset" "$(cat "$tmp/err")" "^cvl-cat: $tmp/X/$big_dat:[0-9]+: corrupt cluster"
 dat1=shard/00/00000001-0.dat
@@ -577,9 +578,9 @@ expect "tomb-set ORD…: exit 0, summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $
 run "$tomb" "$E" <<<$'20\n21\n\n22'
 expect "tomb-set from stdin: exit 0, summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E: 3 ordinals tombstoned (3 changed)"
 run "$tomb" "$E" 5
-expect "tomb-set of a set bit: 0 changed" "$(cat "$tmp/err")" "tomb-set: $E: 1 ordinals tombstoned (0 changed)"
+expect "tomb-set of a set bit: 0 changed" "$(cat "$tmp/err")" "tomb-set: $E: 1 ordinal tombstoned (0 changed)"
 run "$tomb" "$E" --clear 10
-expect "tomb-set --clear: summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E: 1 ordinals cleared (1 changed)"
+expect "tomb-set --clear: summary" "$rc $(cat "$tmp/err")" "0 tomb-set: $E: 1 ordinal cleared (1 changed)"
 run "$tomb" "$E" --test 5 6 10 20 21 22 1500
 expect "tomb-set --test: one line per ordinal" "$(tr '\n' ',' <"$tmp/out")" "5 deleted,6 present,10 present,20 deleted,21 deleted,22 deleted,1500 deleted,"
 expect "tomb-set --test: exit 0, no summary" "$rc $(size "$tmp/err")" "0 0"
@@ -610,7 +611,7 @@ same "--ordinal of a tombstoned message gives nothing" "$tmp/out" "$tmp/exp"
 run "$ccat" -q "$E" --ordinal 5 --include-deleted
 py pick "$T" 5 >"$tmp/exp"
 same "--ordinal … --include-deleted gives it" "$tmp/out" "$tmp/exp"
-run "$ccat" -q "$E" --from 1400 --to 2100
+run "$ccat" -q "$E" --first-ordinal 1400 --last-ordinal 2099
 # shellcheck disable=SC2046
 py pick "$T" $(seq 1400 1499) $(seq 1501 2099) >"$tmp/exp"
 same "ranges hide tombstones too" "$tmp/out" "$tmp/exp"
@@ -641,7 +642,10 @@ if [ -n "$PD2" ]; then
     expect "another DID's messages on the same path are untouched" "$(grep -c ' present$' "$tmp/out")" "$(echo "$want2" | wc -w)"
 fi
 run "$tomb" "$E2" --test --did "$PD" --path app.bsky.actor.profile/nope
-expect "--did --path with no match: nothing" "$rc $(size "$tmp/out")" "0 0"
+expect "T3 --did --path with no match: exit 1, nothing on stdout" "$rc $(size "$tmp/out")" "1 0"
+expect "T3 … and says so" "$(cat "$tmp/err")" "tomb-set: $E2: no message of $PD touches app.bsky.actor.profile/nope"
+run "$tomb" "$E2" --did "$PD" --path app.bsky.actor.profile/nope
+expect "T3 setting with no match: exit 1, no summary" "$rc $(lines "$tmp/err")" "1 1"
 
 # Compaction: purge, roots and chain unchanged, proofs made before still verify.
 for o in 5 6 1500; do "$ccat" "$E" --proof $o >"$tmp/pre$o.json"; done
@@ -663,16 +667,22 @@ run "$ccat" -q "$E" --include-deleted
 # shellcheck disable=SC2086
 py except "$T" $tombed >"$tmp/exp"
 same "purged content is gone even with --include-deleted" "$tmp/out" "$tmp/exp"
-"$tomb" -q "$E" --clear 5
+run "$tomb" "$E" --clear 5 6
+expect "T3 --clear of a purged ordinal: refused, exit 1 (the other one is cleared)" "$rc" 1
+expect "T3 … names the ordinal and the reason, summary counts the refusal" "$(cat "$tmp/err")" \
+    "tomb-set: ordinal 5 was purged by compaction: its content is gone, the tombstone stays
+tomb-set: $E: 1 ordinal cleared (0 changed); 1 refused, see above"
+run "$tomb" "$E" --test 5 6 1500
+expect "T3 --test after compaction says purged (not present)" "$rc $(tr '\n' ',' <"$tmp/out")" "0 5 purged,6 present,1500 purged,"
 run "$ccat" -q "$E" --ordinal 5 --include-deleted
-expect "a purged message stays gone after its tombstone is cleared" "$rc $(size "$tmp/out")" "0 0"
+expect "a purged message stays gone" "$rc $(size "$tmp/out")" "0 0"
 run "$pack" -o "$E" --compact
 expect "--compact again: nothing to purge" "$(cat "$tmp/err")" "cvl-pack: $E: compacted: 0 tombstoned messages purged"
 expect "old-generation data files are deleted" "$(nfiles "$E"/shard/*/00000000-0.dat) $(nfiles "$E"/shard/*/00000000-1.dat)" "0 4"
 "$pack" -q -o "$E" "$tmp/T1.frames"
 run "$ccat" -q "$E" --check
 expect "appending after compaction: --check passes" "$rc" 0
-run "$ccat" -q "$E" --from 3000
+run "$ccat" -q "$E" --first-ordinal 3000
 same "appending after compaction: new frames readable" "$tmp/out" "$tmp/T1.frames"
 # After compaction, --did/--path must still only name the given DID's messages.
 "$pack" -q -o "$E2" --compact
@@ -1042,6 +1052,158 @@ expect_match "progress: cvl-cat --check shows progress, with % and ETA" "$(tr '\
 python3 "$ttysig" pty --out "$tmp/out" --transcript "$tmp/tty" -- "$ccat" -q "$A" --check
 rc=$?
 expect "progress: cvl-cat -q --check draws nothing" "$rc $(size "$tmp/tty")" "0 0"
+
+# ---- command-line frictions of the archive tools (T1–T6) ------------------------------------------
+
+# T1: --did and --collection repeat and take comma lists, as in frame-cat.
+"$fcat" -q --did "$D" --did "$D2" "$T" >"$tmp/exp"
+run "$ccat" -q "$A" --did "$D" --did "$D2"
+expect "T1 cvl-cat --did A --did B: both DIDs ($(py count "$tmp/exp") frames, more than either alone)" \
+    "$rc $(py count "$tmp/out") $([ "$(py count "$tmp/exp")" -gt "$("$fcat" -q --did "$D" "$T" | py count /dev/stdin)" ] && echo more)" \
+    "0 $(py count "$tmp/exp") more"
+same "T1 cvl-cat --did A --did B equals frame-cat --did A --did B" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$A" --did "$D,$D2"
+same "T1 cvl-cat --did A,B equals --did A --did B" "$tmp/out" "$tmp/exp"
+"$fcat" -q --collection app.bsky.feed.like,app.bsky.graph.follow "$T" >"$tmp/exp"
+run "$ccat" -q "$A" --collection app.bsky.feed.like --collection app.bsky.graph.follow
+same "T1 cvl-cat --collection X --collection Y equals frame-cat ($(py count "$tmp/exp") frames)" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$A" --collection app.bsky.feed.like,app.bsky.graph.follow
+same "T1 cvl-cat --collection X,Y equals --collection X --collection Y" "$tmp/out" "$tmp/exp"
+"$fcat" -q --did "$D" --collection app.bsky.feed.like,app.bsky.feed.post "$T" >"$tmp/exp"
+run "$ccat" -q "$A" --did "$D" --collection app.bsky.feed.like,app.bsky.feed.post
+same "T1 one DID with two collections equals frame-cat" "$tmp/out" "$tmp/exp"
+run "$ccat" -q "$A" --did ,
+expect "T1 --did with an empty list: exit 2" "$rc" 2
+
+# T2: --from/--to are formats (frame-cat); cvl-cat's ordinal range is --first-ordinal/--last-ordinal.
+for old in "--from 5" "--to 7" "--to=7"; do
+    # shellcheck disable=SC2086
+    run "$ccat" "$A" $old
+    expect "T2 cvl-cat $old: exit 2, nothing written" "$rc $(size "$tmp/out")" "2 0"
+    expect_match "T2 cvl-cat $old: names the new options" "$(cat "$tmp/err")" "^cvl-cat: --(from|to) .*--first-ordinal N and --last-ordinal N"
+done
+run "$ccat" "$A" --first-ordinal 10 --last-ordinal 9
+expect "T2 --last-ordinal before --first-ordinal: exit 2" "$rc $(lines "$tmp/err")" "2 1"
+
+# T3: tomb-set validates --did and --path (no match, purged: in section 4).
+run "$tomb" "$A" --did not-a-did --path nopath
+expect "T3 tomb-set --did not-a-did: exit 2" "$rc" 2
+expect_match "T3 … gives the reason" "$(cat "$tmp/err")" "^tomb-set: --did 'not-a-did' is not a DID"
+run "$tomb" "$A" --did "$D" --path nopath
+expect "T3 tomb-set --path nopath: exit 2" "$rc" 2
+expect_match "T3 … gives the reason" "$(cat "$tmp/err")" "^tomb-set: --path 'nopath' is not a record path"
+run "$tomb" "$A" --did "$D" --path app.bsky.feed.post/x 5
+expect "T3 tomb-set with ordinals and --did/--path: exit 2" "$rc" 2
+
+# T4: conflicting or ignored arguments are usage errors (exit 2) naming the reason.
+conflict() {  # NAME REGEX CMD...
+    local name=$1 re=$2
+    shift 2
+    run "$@"
+    expect "T4 $name: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
+    expect_match "T4 $name: says why" "$(cat "$tmp/err")" "$re"
+}
+conflict "cvl-cat --check --stats" "^cvl-cat: --check and --stats exclude each other" "$ccat" "$A" --check --stats
+conflict "cvl-cat --proof 1 --check" "exclude each other" "$ccat" "$A" --proof 1 --check
+conflict "cvl-cat --check --did" "^cvl-cat: --did has no effect with --check" "$ccat" "$A" --check --did "$D"
+conflict "cvl-cat --stats --first-ordinal" "^cvl-cat: --first-ordinal has no effect with --stats" "$ccat" "$A" --stats --first-ordinal 3
+conflict "cvl-cat --root without --verify-proof" "^cvl-cat: --root goes with --verify-proof" "$ccat" "$A" --root 00
+before=$(cd "$A" && find . -type f | sort | xargs cksum | cksum)
+conflict "cvl-pack --compact with an input file" "^cvl-pack: --compact .*reads no input" "$pack" -o "$A" --compact "$T"
+conflict "cvl-pack --compact --level 9" "^cvl-pack: --level has no effect with --compact" "$pack" -o "$A" --compact --level 9
+conflict "cvl-pack --shards 3 on an archive made with 4" "^cvl-pack: $A: --shards 3 differs from this archive's 4" \
+    "$pack" -o "$A" --shards 3 /dev/null
+conflict "cvl-pack --segment-messages 100 on an archive made with 700" "segment-messages 100 differs from this archive's 700" \
+    "$pack" -o "$A" --segment-messages 100 /dev/null
+conflict "cvl-pack --dict-bytes 4096 on an archive made with the default" "dict-bytes 4096 differs from this archive's 112640" \
+    "$pack" -o "$A" --dict-bytes 4096 /dev/null
+expect "T4 refused cvl-pack runs leave the archive untouched" "$(cd "$A" && find . -type f | sort | xargs cksum | cksum)" "$before"
+run "$pack" -o "$tmp/A2" --shards 4 --segment-messages 700 --retrain 2 </dev/null
+expect "T4 cvl-pack with the archive's own --shards/--segment-messages/--retrain: accepted" "$rc" 0
+conflict "mesh-sim gen --corpus /nonexistent" "^mesh-sim: --corpus /nonexistent: not a directory" "$sim" gen --corpus /nonexistent --events 1
+mkdir -p "$tmp/empty-corpus"
+conflict "mesh-sim gen --corpus DIR without CARs" "no \*\.car file" "$sim" gen --corpus "$tmp/empty-corpus" --events 1
+conflict "mesh-sim gen --corpus --no-corpus" "exclude each other" "$sim" gen --corpus "$tmp/empty-corpus" --no-corpus --events 1
+conflict "mesh-sim gen --corpus --entropic-records" "--corpus has no effect with entropic records" \
+    "$sim" gen --corpus "$tmp/empty-corpus" --entropic-records --events 1
+conflict "mesh-sim gen --window" "--window is an option of 'stats'" "$sim" gen --window 10 --events 1
+conflict "mesh-sim stats --events" "--events is an option of 'gen'" "$sim" stats --events 5 "$T"
+conflict "tomb-set --clear --test" "exclude each other" "$tomb" "$A" --clear --test 1
+
+# T5: a wrong input format gets a hint.
+"$fcat" -q --to raw-u32le "$T" >"$tmp/T.raw"
+run "$fcat" "$tmp/T.raw"
+expect "T5 frame-cat of a raw capture: exit 1" "$rc" 1
+expect_match "T5 … hints --from raw" "$(head -1 "$tmp/err")" "^frame-cat: $tmp/T.raw:[0-9]+: .*looks like a raw capture.*frame-cat --from raw"
+run "$pack" -o "$tmp/A6" "$tmp/T.raw"
+expect_match "T5 cvl-pack of a raw capture hints --from raw" "$(head -1 "$tmp/err")" "^cvl-pack: $tmp/T.raw:[0-9]+: .*frame-cat --from raw"
+rm -rf "$tmp/A6"
+run "$fcat" - <"$tmp/T.raw"
+expect_match "T5 frame-cat of a raw capture on stdin: a generic hint" "$(head -1 "$tmp/err")" "^frame-cat: stdin:[0-9]+: .*is this a frame stream\?"
+run "$fcat" --from raw "$T"
+expect "T5 frame-cat --from raw of a frame stream: exit 1" "$rc" 1
+expect_match "T5 … hints the frame stream" "$(head -1 "$tmp/err")" "^frame-cat: $T:0: .*looks like a frame stream"
+run "$fcat" --from json "$T"
+expect_match "T5 frame-cat --from json of a frame stream: hints the frame stream" "$(head -1 "$tmp/err")" "looks like a frame stream"
+head -1 "$tmp/T.jsonl" | python3 -m json.tool >"$tmp/pretty.json"
+run "$fcat" --from json "$tmp/pretty.json"
+expect "T5 frame-cat --from json of pretty-printed JSON: exit 1" "$rc" 1
+expect_match "T5 … hints one object per line, jq -c" "$(head -1 "$tmp/err")" "pretty-printed: JSON input is one object per line \(use jq -c\)"
+{ echo '['; head -2 "$tmp/T.jsonl" | sed '1s/$/,/'; echo ']'; } >"$tmp/array.json"
+run "$fcat" --from json "$tmp/array.json"
+expect_match "T5 frame-cat --from json of a JSON array: hints jq -c '.[]'" "$(head -1 "$tmp/err")" "not an array: use jq -c '\.\[\]'"
+run "$fcat" "$tmp/T.jsonl"
+expect_match "T5 frame-cat of JSON lines: hints --from json" "$(head -1 "$tmp/err")" "looks like JSON text: read it with frame-cat --from json"
+run "$ccat" "$T"
+expect "T5 cvl-cat of a file: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
+expect_match "T5 … says it is a frame stream, not an archive" "$(cat "$tmp/err")" \
+    "^cvl-cat: $T is a file, not an archive directory: it looks like a frame stream"
+run "$tomb" "$tmp/T.jsonl" --test 1
+expect "T5 tomb-set of a file: exit 2" "$rc" 2
+expect_match "T5 … says it is a file" "$(cat "$tmp/err")" "^tomb-set: $tmp/T.jsonl is a file, not an archive directory"
+
+# T6: summaries: plurals, record bytes, the last ordinal, SIGINT.
+py slice "$T" 0 1 >"$tmp/one.frames"
+run "$pack" -o "$tmp/A7" "$tmp/one.frames"
+expect_match "T6 cvl-pack of 1 frame: singular nouns, ordinal 0, record bytes in" "$(cat "$tmp/err")" \
+    "^cvl-pack: 1 frame appended \(ordinal 0\), 1 segment sealed, [01] dictionar(y|ies) trained; $(commas "$(size "$tmp/one.frames")") bytes in, "
+run "$ccat" "$tmp/A7"
+expect "T6 cvl-cat of 1 frame: '1 frame written', record bytes" "$(cat "$tmp/err")" "cvl-cat: 1 frame written ($(commas "$(size "$tmp/one.frames")") bytes)"
+run "$ccat" "$tmp/A7" --check
+expect "T6 --check of 1 segment: '1 of 1 segment'" "$(cat "$tmp/err")" "cvl-cat: $tmp/A7: 1 of 1 segment verified (index, clusters, Merkle roots, chain)"
+run "$pack" -o "$tmp/A7" "$tmp/one.frames"
+expect_match "T6 cvl-pack appending 1 frame to 1: ordinal 1 (the last, not one past it)" "$(cat "$tmp/err")" "^cvl-pack: 1 frame appended \(ordinal 1\), "
+run "$tomb" "$tmp/A7" 1
+expect "T6 tomb-set of 1 ordinal: singular" "$(cat "$tmp/err")" "tomb-set: $tmp/A7: 1 ordinal tombstoned (1 changed)"
+run "$ccat" "$tmp/A7"
+expect "T6 cvl-cat: hidden count" "$(cat "$tmp/err")" "cvl-cat: 1 frame written ($(commas "$(size "$tmp/one.frames")") bytes), 1 hidden by tombstones"
+rm -rf "$tmp/A7"
+# SIGINT while cvl-pack waits for more input: both lines agree with what the archive holds.
+py slice "$T" 0 500 >"$tmp/500.frames"
+rm -rf "$tmp/A8" "$tmp/fifo8"
+mkfifo "$tmp/fifo8"
+"$pack" -o "$tmp/A8" --fsync-interval 0 <"$tmp/fifo8" 2>"$tmp/err8" &
+pp=$!
+bg+=("$pp")
+exec 8>"$tmp/fifo8"
+cat "$tmp/500.frames" >&8
+# Wait (up to 60 s) until the 500 frames are journaled, then interrupt.
+for _ in $(seq 600); do
+    j=$(find "$tmp/A8" -path '*/journal/*' -type f -size +"$(( ($(size "$tmp/500.frames") - 8192) / 1024 ))"k 2>/dev/null | head -1)
+    [ -n "$j" ] && break
+    sleep 0.1
+done
+kill -INT "$pp"
+wait "$pp"
+prc=$?
+exec 8>&-
+got=$("$pack" -q -o "$tmp/A8" </dev/null && "$ccat" -q "$tmp/A8" | py count /dev/stdin)
+expect "T6 after SIGINT: the archive holds the 500 frames" "$got" 500
+expect_match "T6 SIGINT: '500 frames are safe'" "$(cat "$tmp/err8")" "interrupted: 500 frames are safe"
+expect_match "T6 SIGINT: summary says 500 frames appended, ordinals 0 to 499, 0 segments, the record bytes" "$(tail -1 "$tmp/err8")" \
+    "^cvl-pack: 500 frames appended \(ordinals 0 to 499\), 0 segments sealed, 0 dictionaries trained; $(commas "$(size "$tmp/500.frames")") bytes in"
+echo "    (cvl-pack exit status after SIGINT: $prc)"
+rm -rf "$tmp/A8" "$tmp/fifo8" "$tmp/T.raw" "$tmp/pretty.json" "$tmp/array.json"
 
 echo "$passed passed, $failed failed ($((SECONDS - start_s)) s)"
 [ $failed -eq 0 ]

@@ -209,9 +209,9 @@ else
 fi
 expect_match "… the report names the file and the offset" "$(head -1 "$tmp/err")" "^cvl-cat: $victim:[0-9]+: corrupt cluster"
 first_bad=${bad%% *}
-run "$ccat" -q "$A" --from 1000 --to "$first_bad"
+run "$ccat" -q "$A" --first-ordinal 1000 --last-ordinal $((first_bad - 1))
 expect "a range of the damaged segment that avoids the damaged cluster: exit 0, no diagnostic" "$rc $(wc -c <"$tmp/err")" "0 0"
-run "$ccat" -q "$A" --from 0 --to 1000
+run "$ccat" -q "$A" --first-ordinal 0 --last-ordinal 999
 expect "a range in another segment: exit 0" "$rc" 0
 # A point read decompresses only as far as its message (format §4), so it may not reach the damage:
 # then it must give the original message.
@@ -227,9 +227,9 @@ fi
 A=$tmp/ix
 "$pack" -q -o "$A" --segment-messages 1000 --shards 4 "$tmp/in3k.frames"
 truncate -s 50 "$A/seg/00000001.idx"
-run "$ccat" -q "$A" --from 0 --to 1000
+run "$ccat" -q "$A" --first-ordinal 0 --last-ordinal 999
 expect "an index truncated to 50 bytes: a range in the segment before it exits 0" "$rc" 0
-run "$ccat" -q "$A" --from 1000 --to 1500
+run "$ccat" -q "$A" --first-ordinal 1000 --last-ordinal 1499
 expect_match "… a range it may hold exits 1, naming it" "$rc $(head -1 "$tmp/err")" "^1 cvl-cat: $A/seg/00000001.idx:50: "
 run "$ccat" -q "$A" --ordinal 1200
 expect_match "… a point read of an ordinal it may hold exits 1, naming it" "$rc $(head -1 "$tmp/err")" "^1 cvl-cat: $A/seg/00000001.idx:50: "
@@ -355,14 +355,14 @@ for k in 0 2; do
     lo=$((k * 500)); hi=$((k * 500 + 499))
     expect_match "missing index of segment $k: a full read exits 1 (no crash) and names the ordinals not served" \
         "$rc $(grep -c . "$tmp/err") $(head -1 "$tmp/err")" "^1 1 cvl-cat: .*/seg/0000000$k.idx: missing.*ordinals $lo-$hi not served"
-    run "$ccat" -q "$A" --from 1000 --to 1500
+    run "$ccat" -q "$A" --first-ordinal 1000 --last-ordinal 1499
     [ $k = 2 ] && want=1 || want=0
     expect "missing index of segment $k: the range 1000-1499 (segment 2) exits $want" "$rc" "$want"
-    run "$ccat" -q "$A" --from 1500 --to 2000
+    run "$ccat" -q "$A" --first-ordinal 1500 --last-ordinal 1999
     py slice "$tmp/in2k.frames" 1500 2000 >"$tmp/want"
     cmp -s "$tmp/out" "$tmp/want" && same=equal || same=differs
     expect "missing index of segment $k: segment 3 is served whole, exit 0" "$rc $same" "0 equal"
-    run "$ccat" -q "$A" --from 500 --to 1000
+    run "$ccat" -q "$A" --first-ordinal 500 --last-ordinal 999
     py slice "$tmp/in2k.frames" 500 1000 >"$tmp/want"
     cmp -s "$tmp/out" "$tmp/want" && same=equal || same=differs
     expect "missing index of segment $k: segment 1 is served whole, exit 0" "$rc $same" "0 equal"

@@ -272,6 +272,12 @@ expect "SIGINT: mesh-sim gen exits 130" \
 n=$(sed -n 's/^mesh-sim: \([0-9,]*\) messages.*/\1/p' "$tmp/err" | tr -d ,)
 expect "SIGINT: mesh-sim output is valid and holds the count of its summary" "$("$frame_cat" -q --to json "$tmp/out" | wc -l | tr -d ' ')" "$n"
 expect_match "SIGINT: mesh-sim summary says so" "$(tail -1 "$tmp/err")" "; interrupted by SIGINT before the end of the input$"
+# T5: a raw capture given where frames are expected: the framing error carries a hint.
+"$frame_cat" -q --to raw-u32le "$vectors/good.frames" >"$tmp/good.u32le"
+run "$cbor_verify" -q --did-docs "$tmp/no-docs.json" "$tmp/good.u32le"
+expect "T5 cbor-verify of a raw capture: exit 1, nothing written" "$rc $(size "$tmp/out")" "1 0"
+expect_match "T5 cbor-verify of a raw capture: hints frame-cat --from raw" "$(cat "$tmp/err")" \
+    "^cbor-verify: $tmp/good.u32le:[0-9]+: .* \(this looks like a raw capture .*: read it with frame-cat --from raw\)$"
 
 # ---- the real relay capture --------------------------------------------------------------------
 
