@@ -1,4 +1,4 @@
-// cbor-verify — verify frame streams and stamp each frame with a verdict (DESIGN.md §3).
+// cbor-verify — verify frame streams and stamp each frame with a verdict (docs/design.md §3).
 #include "cli.h"
 
 #include "sovereign/did_doc.h"

@@ -1,5 +1,5 @@
 // tools/cli.h — what every tool shares: diagnostics, exit codes, option table → --help,
-// progress on a TTY, the EPIPE rule (DESIGN.md §6). Not part of the library: tools only.
+// progress on a TTY, the EPIPE rule (docs/design.md §6). Not part of the library: tools only.
 #pragma once
 
 #include "sovereign/errc.h"
@@ -14,7 +14,7 @@
 
 namespace cli {
 
-/// Exit statuses of DESIGN.md §6.
+/// Exit statuses of docs/design.md §6.
 enum Exit : int { kOk = 0, kDataRejected = 1, kUsage = 2, kSystem = 2 };
 
 /// The exit status for a failure with code `e`: the one map of every tool (sov::exit_status:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Command-line tests of the CVL archive tools (cvl-pack, cvl-cat, tomb-set; DESIGN.md §4, §6,
+# Command-line tests of the CVL archive tools (cvl-pack, cvl-cat, tomb-set; docs/design.md §4, §6,
 # docs/format-cvl.md): round trips to the byte, filters against frame-cat, proofs, corrupt
 # files, tombstones and compaction, and durability under kill -9 (mid-stream and mid-seal).
 # Usage: tests/cli/cvl.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
@@ -257,7 +257,7 @@ main()
 PY
 py() { python3 "$h" "$@"; }
 
-# ---- conventions (DESIGN.md §6) ------------------------------------------------------------------
+# ---- conventions (docs/design.md §6) ------------------------------------------------------------------
 
 for tool in "$pack" "$ccat" "$tomb"; do
     name=$(basename "$tool")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Command-line tests: real pipelines of the built tools, checking stdout, stderr and exit
-# status (DESIGN.md §2, §3, §6). Usage: tests/cli/run.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
+# status (docs/design.md §2, §3, §6). Usage: tests/cli/run.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
 #
 # Prints one line per check ("ok - …" or "FAIL - …" with details) and exits 1 if any check
 # failed. The hand-made vectors in tests/data/frames are always checked; the pipelines over
@@ -51,7 +51,7 @@ commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3
 
 echo '{}' >"$tmp/no-docs.json"
 
-# ---- conventions (DESIGN.md §6) ----------------------------------------------------------------
+# ---- conventions (docs/design.md §6) ----------------------------------------------------------------
 
 for tool in "$frame_cat" "$cbor_verify"; do
     name=$(basename "$tool")
