@@ -1,4 +1,4 @@
-// crypto.cpp — SHA-256, atproto keys, ECDSA verify / sign (see crypto.h, docs/atproto.md §5).
+// crypto.cpp — SHA-256, atproto keys, ECDSA verify / sign (see crypto.h, docs/protocol.md §5).
 //
 // k256 goes through libsecp256k1. Verification uses secp256k1_context_static: since 0.2.0 the
 // multiplication tables are compiled in, so the static context verifies at full speed, needs no

@@ -1,6 +1,6 @@
 // did_doc.cpp — DID document parsing and the DID -> document store (see did_doc.h).
 //
-// Field rules follow docs/atproto.md §5 "DID document". Choices the spec leaves open:
+// Field rules follow docs/protocol.md §5 "DID document". Choices the spec leaves open:
 // - A verification method / service id matches when it is the bare fragment ("#atproto") or the
 //   document's own DID plus the fragment; an id naming another DID is not ours.
 // - Methods controlled by another DID are skipped; the first matching method controlled by the

@@ -1,5 +1,5 @@
 // The Merkle Search Tree of atproto repositories, written from the repository spec ("MST
-// Structure") and the sync spec / Sync 1.1 proposal (commit inversion); docs/atproto.md §6.
+// Structure") and the sync spec / Sync 1.1 proposal (commit inversion); docs/protocol.md §6.
 //
 // Shape. Every key has a height (leading zero bits of its SHA-256, halved). A node holds the
 // keys of one height h in order, with subtrees of height h-1 between them: reading a node as

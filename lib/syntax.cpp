@@ -22,7 +22,7 @@
 // - Repo path: the "Repository Paths" section lists [A-Za-z0-9/._~-], but a path is defined
 //   as NSID "/" record key and record keys allow ':', so ':' is accepted (as the record-key
 //   spec notes it was de-facto allowed since 2023). NSID (<= 317) + 1 + rkey (<= 512) is
-//   <= 830, so the 1024-byte MST key cap of docs/atproto.md §6 is implied; checked anyway.
+//   <= 830, so the 1024-byte MST key cap of docs/protocol.md §6 is implied; checked anyway.
 // - TID: the syntax admits a first character c..j, which sets bit 63 although the layout says
 //   the top bit is 0. is_tid follows the syntax (the spec's regex); tid_to_micros returns the
 //   53-bit timestamp field and ignores bit 63, so such TIDs still compare by time.

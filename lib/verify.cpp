@@ -119,7 +119,7 @@ struct CommitView {
     const std::uint8_t* sig_end = nullptr;
 };
 
-// Everything about a commit block but its signature (docs/atproto.md §5, §6 step 3).
+// Everything about a commit block but its signature (docs/protocol.md §5, §6 step 3).
 Outcome check_commit_fields(ByteView block, std::string_view did, std::string_view rev, CommitView& cv) {
     using cbor::Kind;
     if (Located v = cbor::validate(block)) return bad(Verdict::bad_commit, at("commit block", v.errc));
@@ -192,7 +192,7 @@ Outcome Verifier::check_commit(ByteView block) {
     data_ = cv.data.as_link();
     Errc e = prepared->verify(digest.data(), sig);
     if (e == Errc::sig_invalid && recv_ > kRotationGraceUs) {
-        // DESIGN.md §3: the key that was current 5 minutes earlier, if it was another one, is
+        // docs/design.md §3: the key that was current 5 minutes earlier, if it was another one, is
         // still accepted (a PDS may sign just before its rotation reaches the directory).
         std::optional<crypto::PublicKey> earlier = keys_.signing_key(msg_.did, recv_ - kRotationGraceUs);
         if (earlier && !(*earlier == *key))
@@ -238,7 +238,7 @@ Outcome Verifier::verify_commit() {
 }
 
 Outcome Verifier::check_proof() {
-    // docs/atproto.md §6 steps 6–10. Inversion needs prevData: a repository's first commit
+    // docs/protocol.md §6 steps 6–10. Inversion needs prevData: a repository's first commit
     // (since = null) inverts to the empty tree; legacy (pre-Sync 1.1) commits lack it and
     // pass unproven only with --lenient, as do legacy ops without `prev`.
     static const cid::Cid kEmptyTree = [] {

@@ -90,7 +90,7 @@ void State::apply(const Facts& f, std::string_view src, std::int64_t recv, Outco
         return;
     }
     if (f.type == msg::Type::sync && s && !s->rev.empty() && f.rev == std::string_view(s->rev)) {
-        // The current state restated (docs/atproto.md §6 "Handling #sync": ignore it): ok when
+        // The current state restated (docs/protocol.md §6 "Handling #sync": ignore it): ok when
         // the commit is the one accepted (version-1 state files kept no commit CID: the MST
         // root stands in), stale-rev when the same rev names another commit.
         bool same = s->commit.empty() ? s->data == f.data : s->commit == f.commit;

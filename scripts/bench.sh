@@ -217,7 +217,7 @@ for name, raw, z, c in (('capture (150 frames)', $capsz, $z19_cap, $capcvl), ('m
   echo
   echo "## How to read this"
   echo
-  echo "- *DAG-CBOR strict validate* is the full rule check of docs/atproto.md §2 over every block of every"
+  echo "- *DAG-CBOR strict validate* is the full rule check of docs/protocol.md §2 over every block of every"
   echo "  CAR slice in the capture. Its limit is reading the bytes at all: a word scan and memcpy."
   echo "- *Full verification* is \`verify::Engine\` exactly as \`cbor-verify\` runs it: message parse, CAR parse,"
   echo "  SHA-256 of every block against its CID, commit checks, signature, MST ops-vs-tree and inversion to"

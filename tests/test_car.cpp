@@ -1,4 +1,4 @@
-// Tests for sovereign/car.h: CAR v1 reading (docs/atproto.md §4) over every real repository
+// Tests for sovereign/car.h: CAR v1 reading (docs/protocol.md §4) over every real repository
 // export in the corpus, hand-made malformed CARs with exact errors and offsets, and real CARs
 // truncated and mutated at many offsets (never a crash, always a located error).
 #include <catch2/catch.hpp>

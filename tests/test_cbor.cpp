@@ -1,4 +1,4 @@
-// Tests for sovereign/cbor.h: strict DAG-CBOR (docs/atproto.md §2).
+// Tests for sovereign/cbor.h: strict DAG-CBOR (docs/protocol.md §2).
 //
 // One hand-made hex vector per rule, each checked for the exact Errc and byte offset; the
 // writer's shortest-form heads at every width boundary; Value/MapIter/ArrayIter accessors;

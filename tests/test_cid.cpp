@@ -1,5 +1,5 @@
 // Tests for sovereign/cid.h: binary CIDv1 parsing, blessed form, SHA-256 computation and the
-// 'b' + base32 text form (docs/atproto.md §3), against known vectors and the interop syntax lists.
+// 'b' + base32 text form (docs/protocol.md §3), against known vectors and the interop syntax lists.
 #include <catch2/catch.hpp>
 
 #include "test_util.h"

@@ -1,5 +1,5 @@
 // Tests for sovereign/crypto.h: the atproto interop signature and did:key fixtures, sign/verify
-// round trips on both curves, low-S / high-S / length rules (docs/atproto.md §5), key parsing
+// round trips on both curves, low-S / high-S / length rules (docs/protocol.md §5), key parsing
 // errors, concurrent verification, and every key and signature of the PLC corpus logs.
 #include <catch2/catch.hpp>
 

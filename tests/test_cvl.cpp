@@ -1059,7 +1059,7 @@ TEST_CASE("a tombstone set by another process is seen by an open Archive without
 // KNOWN GAP (lib/cvl/reader.cpp Archive::open, the bitset::Set it opens read-only with the default
 // recheck of 100 ms): the very first tombstone of an archive creates tomb-00000000.bits; a
 // reader that already looked (and cached "no file") sees it only ~100 ms later, while
-// DESIGN.md §4 says a set bit hides the message from every reader at once.
+// docs/design.md §4 says a set bit hides the message from every reader at once.
 TEST_CASE("the first tombstone of an archive is seen at once by a reader that already looked", "[cvl][tomb]") {
     TempDir d;
     const std::string dir = d.str() + "/arch";

@@ -1,4 +1,4 @@
-// Tests for sovereign/dag_json.h: the atproto JSON mapping of DAG-CBOR (docs/atproto.md §2).
+// Tests for sovereign/dag_json.h: the atproto JSON mapping of DAG-CBOR (docs/protocol.md §2).
 // JSON → CBOR against the interop data-model vectors (valid, invalid, fixtures), CBOR → JSON →
 // CBOR round trips (fixtures and every block of the corpus repositories), string escaping,
 // $bytes / $link forms, key order, number rules and nesting.

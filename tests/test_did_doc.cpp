@@ -1,4 +1,4 @@
-// Tests for sovereign/did_doc.h: DID document field rules (docs/atproto.md §5 "DID document"),
+// Tests for sovereign/did_doc.h: DID document field rules (docs/protocol.md §5 "DID document"),
 // legacy key types, and the KeyStore over the relay capture's did-docs.json.zst.
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-// Frame stream (DESIGN.md §2), raw captures and DAG-JSON frame lines.
+// Frame stream (docs/design.md §2), raw captures and DAG-JSON frame lines.
 //
 // Records are built by hand with cbor::Writer where a test needs bytes the library would
 // never write (keys out of order, floats, wrong types), and read back through parse_record,
@@ -193,7 +193,7 @@ const Bytes kWire = {0xa2, 0x61, 0x74, 0x67, 0x23, 0x63, 0x6f, 0x6d, 0x6d, 0x69,
 // ---------------------------------------------------------------------------------------------
 // Record encoding
 
-TEST_CASE("append_record writes the canonical bytes of DESIGN.md §2", "[frames]") {
+TEST_CASE("append_record writes the canonical bytes of docs/design.md §2", "[frames]") {
     Bytes rec = record("s", std::nullopt, 1, Bytes{0xaa});
     const Bytes expect = {0x14,                                   // varint(20)
                           0xa3,                                   // map(3)

@@ -1,4 +1,4 @@
-// Event-stream messages (docs/atproto.md §1): the real relay capture, and hand-built messages
+// Event-stream messages (docs/protocol.md §1): the real relay capture, and hand-built messages
 // for every type, every required #commit field left out or mistyped, the size limits and
 // the syntax checks.
 #include "sovereign/capture.h"
@@ -697,7 +697,7 @@ TEST_CASE("the other message types", "[message]") {
     }
     SECTION("error frames (op -1)") {
         Bytes eh = map({{"op", integer(-1)}});
-        REQUIRE(eh == (Bytes{0xa1, 0x62, 0x6f, 0x70, 0x20}));  // docs/atproto.md §1, verified bytes
+        REQUIRE(eh == (Bytes{0xa1, 0x62, 0x6f, 0x70, 0x20}));  // docs/protocol.md §1, verified bytes
         Parsed r = parse(wire(eh, map({{"error", text("FutureCursor")}, {"message", text("cursor in the future")}})));
         REQUIRE_FALSE(r.p);
         CHECK(r.m.type == msg::Type::error);
@@ -764,7 +764,7 @@ TEST_CASE("the other message types", "[message]") {
 }
 
 TEST_CASE("regression: #migrate without its required migrateTo is refused", "[message]") {
-    // docs/atproto.md §1 lists migrateTo as required (nullable) for #migrate, and message.h
+    // docs/protocol.md §1 lists migrateTo as required (nullable) for #migrate, and message.h
     // promises every required field of the known types is checked; it once was not.
     Parsed m = parse(wire(header("#migrate"), map({{"seq", integer(2)}, {"did", text(kDid)}, {"time", text(kTime)}})));
     CHECK(m.p.errc == Errc::cbor_missing_field);

@@ -1,4 +1,4 @@
-// MST: key heights, the node codec, tree restructuring, and commit inversion (docs/atproto.md
+// MST: key heights, the node codec, tree restructuring, and commit inversion (docs/protocol.md
 // §6), against the interop vectors, real repositories, the relay capture and randomized
 // property tests whose proofs are built the way a PDS builds them (new nodes plus the nodes
 // around each changed key), independently of the Tree under test.

@@ -1,5 +1,5 @@
 // Tests for sovereign/multibase.h: RFC 4648 vectors, base58btc vectors, strictness rules of
-// docs/atproto.md §3 and §7, cross-checks against slow bit-by-bit reference codecs, and every CID
+// docs/protocol.md §3 and §7, cross-checks against slow bit-by-bit reference codecs, and every CID
 // and signature string of the PLC corpus logs.
 #include <catch2/catch.hpp>
 

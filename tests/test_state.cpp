@@ -137,7 +137,7 @@ const std::uint8_t kCommit2[36] = {1, 0x71, 0x12, 0x20, 0xc2};
 
 TEST_CASE("#sync of the current state is ok; higher rev resets; lower is stale-rev (ref-net #sync)", "[state]") {
     // The reference PDS sends #commit(rev R) then #sync(rev R, same commit) on every account
-    // creation and reactivation (docs/atproto.md §6 "Handling #sync": ignore it, do not reject).
+    // creation and reactivation (docs/protocol.md §6 "Handling #sync": ignore it, do not reject).
     State s;
     const char* did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
     Facts c = commit(did, "3lmxjza3nva27", 1, std::nullopt, nullptr, kData1);

@@ -1,4 +1,4 @@
-// Verification and verdicts (DESIGN.md §3; docs/atproto.md §5, §6 steps 1–4).
+// Verification and verdicts (docs/design.md §3; docs/protocol.md §5, §6 steps 1–4).
 //
 // Every rejection here starts from a real relay message and changes the fewest bytes that
 // provoke it. A change inside the commit block breaks its CID, which would hide the check
@@ -293,7 +293,7 @@ verify::Outcome run(const verify::KeySource& keys, const Bytes& wire) {
 
 // ---------------------------------------------------------------------------------------------
 
-TEST_CASE("verdict strings are those of DESIGN.md §3, in order", "[verify]") {
+TEST_CASE("verdict strings are those of docs/design.md §3, in order", "[verify]") {
     const char* names[] = {"ok",      "ok-gap",  "skip",     "malformed",  "too-big",  "bad-car",  "bad-cid",  "bad-commit",
                            "no-key",  "bad-sig", "bad-proof", "stale-rev", "future-rev", "bad-seq", "inactive"};
     static_assert(std::size(names) == verify::kVerdictCount);
@@ -907,7 +907,7 @@ TEST_CASE("check_commit_block refuses a block that is not valid DAG-CBOR", "[ver
 namespace {
 
 // The envelope re-encoded with `vrd` (and `why`, when given) set, the way cbor-verify wrote it
-// before splicing: every entry but an old vrd and an old why (DESIGN.md §2: the reason of an
+// before splicing: every entry but an old vrd and an old why (docs/design.md §2: the reason of an
 // earlier verdict never survives a new one), plus the new ones, sorted canonically and written
 // out again.
 Bytes reencoded_with_verdict(const sov::frames::Envelope& env, std::string_view vrd,
@@ -1028,7 +1028,7 @@ TEST_CASE("spliced verdicts on real frames equal the re-encoded ones", "[verify]
     }
 }
 
-// ---- which key: (DID, recv) → key (DESIGN.md §3 "Which key") ----------------------------------
+// ---- which key: (DID, recv) → key (docs/design.md §3 "Which key") ----------------------------------
 
 namespace {
 

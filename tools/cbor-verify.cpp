@@ -1,4 +1,4 @@
-// cbor-verify — verify frame streams and stamp each frame with a verdict (DESIGN.md §3).
+// cbor-verify — verify frame streams and stamp each frame with a verdict (docs/design.md §3).
 #include "cli.h"
 
 #include "sovereign/did_doc.h"
@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
                 out.maybe_flush();
                 continue;
             }
-            // Rejected: `why` carries the reason in words beside `vrd` (DESIGN.md §2).
+            // Rejected: `why` carries the reason in words beside `vrd` (docs/design.md §2).
             std::string_view why = o.detail.empty() ? vrd : std::string_view(o.detail);
             // Without `why` when only that makes it too long; not at all when even `vrd` does.
             auto put = [&](sov::frames::Writer& w) {

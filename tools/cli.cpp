@@ -32,7 +32,7 @@ extern "C" void on_stop_signal(int sig) {
 int stop_signal() noexcept { return int(g_stop_signal); }
 
 int stop_status(int status) noexcept {
-    // DESIGN.md §6: SIGINT exits 130 whatever else happened; SIGTERM ends like a completed run.
+    // docs/design.md §6: SIGINT exits 130 whatever else happened; SIGTERM ends like a completed run.
     return g_stop_signal == SIGINT ? 128 + SIGINT : status;
 }
 

@@ -1,5 +1,5 @@
 // tools/cli.h — what every tool shares: diagnostics, exit codes, option table → --help,
-// progress on a TTY, the EPIPE rule (DESIGN.md §6). Not part of the library: tools only.
+// progress on a TTY, the EPIPE rule (docs/design.md §6). Not part of the library: tools only.
 #pragma once
 
 #include "sovereign/errc.h"
@@ -29,7 +29,7 @@
 
 namespace cli {
 
-/// Exit statuses of DESIGN.md §6.
+/// Exit statuses of docs/design.md §6.
 enum Exit : int { kOk = 0, kDataRejected = 1, kUsage = 2, kSystem = 2 };
 
 /// The exit status for a failure with code `e`: the one map of every tool (sov::exit_status:
@@ -54,7 +54,7 @@ void install_stop_handler(std::atomic<bool>& flag);
 /// The signal that stopped the tool (SIGINT or SIGTERM), 0 if none arrived.
 int stop_signal() noexcept;
 
-/// The one exit rule after a stop by signal (DESIGN.md §6), for every tool: SIGINT gives
+/// The one exit rule after a stop by signal (docs/design.md §6), for every tool: SIGINT gives
 /// 130 (128 + SIGINT: the output is valid, the input not finished); SIGTERM gives `status`,
 /// the status of the run so far (0 when clean: a service asked to stop); no signal gives
 /// `status` unchanged. Call it on the final status after writing out everything accepted.

@@ -321,7 +321,7 @@ int main(int argc, char** argv) {
         st);
     progress.finish();
     int wst = cli::finish_output(out, "stdout");
-    // No summary after a closed pipe (DESIGN.md §6: quietly) or a failed write (reported).
+    // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
     // Bytes are record bytes, length prefixes included (as frame-cat counts them).
     if (!quiet && !out.broken_pipe() && wst == cli::kOk)
         cli::diag(cli::count(written, "frame") + " written (" + cli::count(out.bytes_written(), "byte") + ")" +

@@ -1,4 +1,4 @@
-// cvl-pack — append frame streams to a CVL archive (DESIGN.md §4, docs/format-cvl.md).
+// cvl-pack — append frame streams to a CVL archive (docs/design.md §4, docs/format-cvl.md).
 #include "cli.h"
 
 #include "sovereign/cvl.h"

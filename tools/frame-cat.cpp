@@ -1,4 +1,4 @@
-// frame-cat — convert, filter and print frame streams (DESIGN.md §1, §2).
+// frame-cat — convert, filter and print frame streams (docs/design.md §1, §2).
 #include "cli.h"
 
 #include "sovereign/capture.h"
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
             }
             if (r.error() && !g_stop.load()) {
                 status = std::max<int>(status, cli::framing_error(r));
-                break;  // a framing error stops the tool (DESIGN.md §2)
+                break;  // a framing error stops the tool (docs/design.md §2)
             }
         } else if (from == Format::raw_u32le) {
             sov::io::Input in = sov::io::Input::open(path);

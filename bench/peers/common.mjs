@@ -81,7 +81,7 @@ export function* splitFrames(buf) {
   }
 }
 
-// Returns [{did, vm}] pairs: the first verificationMethod whose id ends in '#atproto' (docs/atproto.md §5).
+// Returns [{did, vm}] pairs: the first verificationMethod whose id ends in '#atproto' (docs/protocol.md §5).
 export function loadDidDocs(path) {
   const text = new TextDecoder().decode(readMaybeZstd(path));
   const docs = JSON.parse(text);

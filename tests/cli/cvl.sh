@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Command-line tests of the CVL archive tools (cvl-pack, cvl-cat, tomb-set; DESIGN.md §4, §6,
+# Command-line tests of the CVL archive tools (cvl-pack, cvl-cat, tomb-set; docs/design.md §4, §6,
 # docs/format-cvl.md): round trips to the byte, filters against frame-cat, proofs, corrupt
 # files, tombstones and compaction, and durability under kill -9 (mid-stream and mid-seal).
 # Usage: tests/cli/cvl.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
@@ -257,7 +257,7 @@ main()
 PY
 py() { python3 "$h" "$@"; }
 
-# ---- conventions (DESIGN.md §6) ------------------------------------------------------------------
+# ---- conventions (docs/design.md §6) ------------------------------------------------------------------
 
 for tool in "$pack" "$ccat" "$tomb"; do
     name=$(basename "$tool")
@@ -438,7 +438,7 @@ expect "--since yesterday: exit 2, one line" "$rc $(lines "$tmp/err")" "2 1"
 "$ccat" "$A" 2>"$tmp/err" | head -c 100 >/dev/null
 st=("${PIPESTATUS[@]}")
 expect "EPIPE: cvl-cat | head -c 100 exits 0" "${st[0]}" 0
-expect "T6 EPIPE: no error and no summary (quietly, DESIGN.md §6)" "$(size "$tmp/err")" 0
+expect "T6 EPIPE: no error and no summary (quietly, docs/design.md §6)" "$(size "$tmp/err")" 0
 
 # ---- 2. proofs -----------------------------------------------------------------------------------
 

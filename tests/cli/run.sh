@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Command-line tests: real pipelines of the built tools, checking stdout, stderr and exit
-# status (DESIGN.md §2, §3, §6). Usage: tests/cli/run.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
+# status (docs/design.md §2, §3, §6). Usage: tests/cli/run.sh BUILD_DIR [DEFAULT_CORPUS_DIR]
 #
 # Prints one line per check ("ok - …" or "FAIL - …" with details) and exits 1 if any check
 # failed. The hand-made vectors in tests/data/frames are always checked; the pipelines over
@@ -53,7 +53,7 @@ commas() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3
 
 echo '{}' >"$tmp/no-docs.json"
 
-# ---- conventions (DESIGN.md §6) ----------------------------------------------------------------
+# ---- conventions (docs/design.md §6) ----------------------------------------------------------------
 
 for tool in "$frame_cat" "$cbor_verify"; do
     name=$(basename "$tool")
@@ -261,7 +261,7 @@ expect_match "SIGINT: frame-cat summary says so" "$(tail -1 "$tmp/err")" "2 writ
 expect "SIGINT: cbor-verify exits 130" "$(sig_run INT "$tmp/g.frames" "$cbor_verify" --did-docs "$tmp/no-docs.json")" 130
 expect "SIGINT: cbor-verify wrote every frame it read" "$(cmp -s "$tmp/out" "$tmp/g-verified.frames" && echo same)" same
 expect_match "SIGINT: cbor-verify summary says so" "$(tail -1 "$tmp/err")" "^cbor-verify: 2 frames: 2 passed.*; interrupted by SIGINT before the end of the input$"
-expect "SIGTERM: cbor-verify exits 0 (DESIGN.md §6: a service asked to stop)" \
+expect "SIGTERM: cbor-verify exits 0 (docs/design.md §6: a service asked to stop)" \
     "$(sig_run TERM "$tmp/g.frames" "$cbor_verify" --did-docs "$tmp/no-docs.json")" 0
 expect_match "SIGTERM: cbor-verify summary says so" "$(tail -1 "$tmp/err")" "; stopped by SIGTERM before the end of the input$"
 "$frame_cat" -q --to json "$tmp/g.frames" >"$tmp/g.jsonl"

@@ -1,4 +1,4 @@
-// sovereign/bitset.h — the tombstone bitset of the CVL archive (DESIGN.md §4 "Tombstones").
+// sovereign/bitset.h — the tombstone bitset of the CVL archive (docs/design.md §4 "Tombstones").
 //
 // One bit per message ordinal; a set bit hides that message from every reader at once. The
 // bits live in sparse files memory-mapped MAP_SHARED by one writer (`tomb-set`) and any number

@@ -1,5 +1,5 @@
 // sovereign/car.h — CAR v1 reading (header, zero-copy sections, block lookup) and writing.
-// Source: docs/atproto.md §4 (IPLD CARv1 spec; atproto repository spec "CAR File Serialization").
+// Source: docs/protocol.md §4 (IPLD CARv1 spec; atproto repository spec "CAR File Serialization").
 #pragma once
 
 #include "sovereign/errc.h"

@@ -1,6 +1,6 @@
 // sovereign/cbor.h — strict DAG-CBOR: validator, zero-copy views, canonical writer.
 //
-// Rules enforced (docs/atproto.md §2; IPLD dag-cbor spec; DASL DRISL): definite lengths only,
+// Rules enforced (docs/protocol.md §2; IPLD dag-cbor spec; DASL DRISL): definite lengths only,
 // shortest-form integers and lengths, tag 42 only and over 0x00 + a CIDv1, no floats, simple
 // values false/true/null only, text keys only, keys ordered shorter-first then bytewise, no
 // duplicate keys, valid UTF-8, nesting ≤ 32, integers within signed 64-bit, exactly one

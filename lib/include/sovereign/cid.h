@@ -1,5 +1,5 @@
 // sovereign/cid.h — CIDv1: binary parsing, SHA-256 computation, base32 text form.
-// Source: docs/atproto.md §3 (atproto data-model spec, "Link and CID Formats"; DASL cid.md).
+// Source: docs/protocol.md §3 (atproto data-model spec, "Link and CID Formats"; DASL cid.md).
 #pragma once
 
 #include "sovereign/errc.h"

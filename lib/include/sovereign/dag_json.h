@@ -1,5 +1,5 @@
 // sovereign/dag_json.h — DAG-JSON ↔ DAG-CBOR in the atproto JSON mapping.
-// Source: docs/atproto.md §2 "atproto data model" (links as {"$link": cid}, bytes as
+// Source: docs/protocol.md §2 "atproto data model" (links as {"$link": cid}, bytes as
 // {"$bytes": base64 standard, no padding}); atproto data-model spec; interop/data-model.
 #pragma once
 

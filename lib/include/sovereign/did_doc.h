@@ -1,4 +1,4 @@
-// sovereign/did_doc.h — DID documents (docs/atproto.md §5 "DID document") and an in-memory
+// sovereign/did_doc.h — DID documents (docs/protocol.md §5 "DID document") and an in-memory
 // DID -> document store loaded from JSON (optionally zstd-compressed).
 //
 // Only the atproto view of a document is kept: its signing key, PDS endpoint and claimed

@@ -39,7 +39,7 @@ enum class Errc : std::uint16_t {
     // 100..199 varint (multiformats unsigned-varint)
     varint_overflow = 100,   ///< more bytes than allowed, or value over 2^63
     varint_non_minimal = 101,///< a trailing 0x00 group (not the shortest encoding)
-    // 200..299 DAG-CBOR (docs/atproto.md §2)
+    // 200..299 DAG-CBOR (docs/protocol.md §2)
     cbor_reserved_ai = 200,      ///< additional info 28..30
     cbor_indefinite = 201,       ///< additional info 31 (indefinite length / break)
     cbor_non_minimal_int = 202,  ///< integer not in its shortest form
@@ -64,27 +64,27 @@ enum class Errc : std::uint16_t {
     cid_bad_text = 303,      ///< text form not 'b' + base32 lower, or bad characters
     base_bad_char = 304,     ///< character outside the alphabet
     base_bad_padding = 305,  ///< padding characters or non-zero padding bits
-    // 400..499 CAR v1 (docs/atproto.md §4)
+    // 400..499 CAR v1 (docs/protocol.md §4)
     car_bad_header = 400,    ///< header length 0, not a map, version != 1, bad roots
     car_no_roots = 401,      ///< roots array empty
     car_bad_section = 402,   ///< section shorter than its CID, or its CID is malformed
     car_hash_mismatch = 403, ///< block bytes do not hash to the section CID
     car_block_missing = 404, ///< a block the message names (e.g. an op's record) is not in the CAR
-    // 500..599 frame stream (DESIGN.md §2)
+    // 500..599 frame stream (docs/design.md §2)
     frame_zero_length = 500,     ///< record length 0
     frame_oversized = 501,       ///< record length over 16 MiB
     frame_bad_envelope = 502,    ///< envelope not a canonical DAG-CBOR map
     frame_missing_field = 503,   ///< src, recv or wire absent
     frame_field_type = 504,      ///< src/vrd not text, recv not int, wire not bytes
     frame_src_too_long = 505,    ///< src over 253 bytes
-    // 600..699 crypto / keys (docs/atproto.md §5)
+    // 600..699 crypto / keys (docs/protocol.md §5)
     key_bad_multibase = 600, ///< multikey not 'z' + base58btc
     key_bad_codec = 601,     ///< multicodec prefix not secp256k1-pub or p256-pub
     key_bad_point = 602,     ///< not a valid compressed (or, legacy, uncompressed) point
     sig_bad_length = 603,    ///< signature not exactly 64 bytes
     sig_high_s = 604,        ///< s > n/2
     sig_invalid = 605,       ///< signature does not verify
-    // 700..799 syntax validators (docs/atproto.md §5, interop/syntax)
+    // 700..799 syntax validators (docs/protocol.md §5, interop/syntax)
     syntax_did = 700,
     syntax_handle = 701,
     syntax_nsid = 702,
@@ -99,7 +99,7 @@ enum class Errc : std::uint16_t {
     json_bad_data_model = 801, ///< JSON that does not map onto the atproto data model
     did_doc_no_key = 802,    ///< no usable #atproto verification method
     did_doc_bad = 803,       ///< DID document malformed or id mismatch
-    // 900..999 MST (docs/atproto.md §6)
+    // 900..999 MST (docs/protocol.md §6)
     mst_bad_node = 900,      ///< node block violates the node format or its invariants
     mst_bad_tree = 901,      ///< nodes do not form a valid tree (heights, key ranges)
     mst_proof_missing = 902, ///< a needed node block is absent from the CAR slice

@@ -1,4 +1,4 @@
-// sovereign/frame_stream.h — the frame stream of DESIGN.md §2 (exact bytes:
+// sovereign/frame_stream.h — the frame stream of docs/design.md §2 (exact bytes:
 // docs/format-frame-stream.md): records `uvarint(n) envelope`, 1 ≤ n ≤ 16 MiB, varint ≤ 4
 // bytes and minimal; envelope = canonical DAG-CBOR map {src, vrd?, recv, wire, …unknown}.
 #pragma once
@@ -101,7 +101,7 @@ private:
 };
 
 /// Buffered writer to a file descriptor. A closed pipe (EPIPE) sets broken_pipe() and
-/// silently drops further output so the tool can end quietly (DESIGN.md §6).
+/// silently drops further output so the tool can end quietly (docs/design.md §6).
 class Writer {
 public:
     explicit Writer(int fd, std::size_t buffer = 1u << 20) : fd_(fd) { buf_.reserve(buffer); }

@@ -1,5 +1,5 @@
 // sovereign/message.h — event-stream messages of com.atproto.sync.subscribeRepos.
-// Source: docs/atproto.md §1 (atproto event-stream spec "Framing"; subscribeRepos lexicon,
+// Source: docs/protocol.md §1 (atproto event-stream spec "Framing"; subscribeRepos lexicon,
 // current and deprecated types). A wire message is two concatenated DAG-CBOR objects,
 // header {op, t?} then payload. Parsing validates both strictly and reads every field of the
 // known types into views (no copies); the Message object is reusable so steady-state parsing

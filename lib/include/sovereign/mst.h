@@ -1,6 +1,6 @@
 // sovereign/mst.h — the Merkle Search Tree of atproto repositories: node codec, key heights,
 // a partial (lazily loaded) tree with insert/remove, and commit inversion.
-// Source: docs/atproto.md §6 (atproto repository spec "MST Structure"; sync spec "Commit
+// Source: docs/protocol.md §6 (atproto repository spec "MST Structure"; sync spec "Commit
 // validation"; proposals 0006 "sync iteration"). Design notes are at the top of lib/mst.cpp.
 //
 // Shapes: an MST key is a byte string (atproto: the repo path "collection/rkey"); a value is a
@@ -25,7 +25,7 @@
 
 namespace sov::mst {
 
-inline constexpr std::size_t kMaxKeyLen = 1024;  ///< key cap, bytes (indigo's; docs/atproto.md §6)
+inline constexpr std::size_t kMaxKeyLen = 1024;  ///< key cap, bytes (indigo's; docs/protocol.md §6)
 inline constexpr int kMaxHeight = 128;           ///< 256 hash bits / 2
 
 // TODO(errc): stand-ins until errc.h gets an MST block (900..999). Intended names, meanings:
@@ -259,7 +259,7 @@ private:
 
 // ---- commit inversion ----------------------------------------------------------------------
 
-/// Inductive validation of a #commit (docs/atproto.md §6 steps 6–10): builds the partial tree
+/// Inductive validation of a #commit (docs/protocol.md §6 steps 6–10): builds the partial tree
 /// at `new_root` (the commit's `data`) from `blocks`, checks every create/update op's cid
 /// against the tree, rejects duplicate paths, inverts the ops (deletions first, then by
 /// path: create → remove, old value must be cid; update → put prev, replaced value must be

@@ -1,6 +1,6 @@
 // sovereign/multibase.h — base32 (lower, no padding), base58btc and base64 codecs.
 //
-// base32 is the CID text alphabet (docs/atproto.md §3) and is on the hot path, so it has a
+// base32 is the CID text alphabet (docs/protocol.md §3) and is on the hot path, so it has a
 // table-driven codec that never allocates beyond growing the caller's output. base58btc carries
 // multikeys and did:key (§5). base64 wraps libsodium: strict forms for PLC signatures (§7: no
 // '=', no whitespace, zero padding bits) and a lenient form for DAG-JSON "$bytes" (padding
@@ -30,7 +30,7 @@ namespace sov::multibase {
 constexpr std::size_t base32_encoded_size(std::size_t n) noexcept { return (n * 8 + 4) / 5; }
 /// Bytes a valid unpadded base32 text of n characters decodes to: floor(5n/8).
 constexpr std::size_t base32_decoded_size(std::size_t n) noexcept { return n * 5 / 8; }
-/// Append the lowercase unpadded base32 of `in` to `out` (docs/atproto.md §3).
+/// Append the lowercase unpadded base32 of `in` to `out` (docs/protocol.md §3).
 void base32_encode(ByteView in, std::string& out);
 /// Append the bytes of unpadded lowercase base32 `in` to `out`; base_bad_char (uppercase
 /// included), base_bad_padding ('=' or non-zero trailing bits), truncated (length % 8 in {1,3,6}).
@@ -52,12 +52,12 @@ Errc base58btc_decode(std::string_view in, std::vector<std::uint8_t>& out);
 
 /// Append standard-alphabet base64 without '=' padding (DAG-JSON "$bytes" write form).
 void base64_encode(ByteView in, std::string& out);
-/// Append url-alphabet base64 without '=' padding (PLC "sig", docs/atproto.md §7).
+/// Append url-alphabet base64 without '=' padding (PLC "sig", docs/protocol.md §7).
 void base64url_encode(ByteView in, std::string& out);
 /// Strict standard-alphabet decode: no '=' (base_bad_padding), no whitespace or foreign
 /// characters (base_bad_char), zero padding bits (base_bad_padding), length % 4 != 1 (truncated).
 Errc base64_decode(std::string_view in, std::vector<std::uint8_t>& out);
-/// Strict url-alphabet decode, the PLC signature rules of docs/atproto.md §7; errors as above.
+/// Strict url-alphabet decode, the PLC signature rules of docs/protocol.md §7; errors as above.
 Errc base64url_decode(std::string_view in, std::vector<std::uint8_t>& out);
 /// Standard-alphabet decode accepting optional '=' padding (DAG-JSON "$bytes" read form):
 /// padded input must be a multiple of 4 with at most two '='; otherwise as base64_decode.

@@ -1,4 +1,4 @@
-// sovereign/syntax.h — atproto identifier and string-format syntax (docs/atproto.md §5, §6).
+// sovereign/syntax.h — atproto identifier and string-format syntax (docs/protocol.md §5, §6).
 //
 // Hand-written scanners over std::string_view: no allocation, no regex, no locale. Every
 // validator is a total function (any bytes in, bool out) and agrees with every line of the
@@ -21,7 +21,7 @@ namespace sov::syntax {
 bool is_did(std::string_view s) noexcept;
 
 /// "did:plc:" + 24 of [a-z2-7] (32 bytes); false otherwise. did-method-plc spec v0.3
-/// (docs/atproto.md §7).
+/// (docs/protocol.md §7).
 bool is_did_plc(std::string_view s) noexcept;
 
 /// Hostname of >= 2 labels of [A-Za-z0-9-]{1,63}, no label starting/ending '-', last label
@@ -46,7 +46,7 @@ bool is_tid(std::string_view s) noexcept;
 bool is_record_key(std::string_view s) noexcept;
 
 /// MST key "collection/rkey": NSID '/' record key (chars [A-Za-z0-9/._:~-], <= 1024 bytes);
-/// false otherwise. atproto repository spec, "Repository Paths" (docs/atproto.md §6).
+/// false otherwise. atproto repository spec, "Repository Paths" (docs/protocol.md §6).
 bool is_repo_path(std::string_view s) noexcept;
 
 /// "at://" (DID | handle) ["/" NSID ["/" record key]], no query, fragment or trailing '/',

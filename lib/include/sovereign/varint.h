@@ -1,6 +1,6 @@
 // sovereign/varint.h — unsigned LEB128 varints, minimal encoding enforced.
-// Source: multiformats unsigned-varint README (docs/atproto.md §3); frame records use at
-// most 4 bytes (DESIGN.md §2), CIDs and CAR sections at most 9.
+// Source: multiformats unsigned-varint README (docs/protocol.md §3); frame records use at
+// most 4 bytes (docs/design.md §2), CIDs and CAR sections at most 9.
 #pragma once
 
 #include "sovereign/errc.h"

@@ -1,5 +1,5 @@
-// sovereign/verify.h — message verification and the verdicts of DESIGN.md §3.
-// Source: docs/atproto.md §1 "Consumer checklist", §5 (commit, signature), §6 "Validating a
+// sovereign/verify.h — message verification and the verdicts of docs/design.md §3.
+// Source: docs/protocol.md §1 "Consumer checklist", §5 (commit, signature), §6 "Validating a
 // #commit" steps 1–4 (sizes, CAR and block hashes, commit object, signature).
 #pragma once
 
@@ -20,7 +20,7 @@
 
 namespace sov::verify {
 
-/// The stable verdict strings of DESIGN.md §3, in that table's order. Numeric values are
+/// The stable verdict strings of docs/design.md §3, in that table's order. Numeric values are
 /// stable too (they index per-verdict counters).
 enum class Verdict : std::uint8_t {
     ok, ok_gap, skip, malformed, too_big, bad_car, bad_cid, bad_commit, no_key, bad_sig, bad_proof,
@@ -96,7 +96,7 @@ struct Outcome {
     std::string detail;
 };
 
-/// Checks a commit block against its message and key (docs/atproto.md §5): strict DAG-CBOR
+/// Checks a commit block against its message and key (docs/protocol.md §5): strict DAG-CBOR
 /// (validated here; any bytes are safe to pass), strict commit
 /// object (did, version 3, data link blessed, rev TID, prev present and link-or-null, sig
 /// bytes), did/rev agreement, signature over the unsigned commit (the block with its `sig`

@@ -1,5 +1,5 @@
-// sovereign/verify_state.h — the stateful verdicts of DESIGN.md §3: bad-seq, inactive,
-// stale-rev, future-rev, ok-gap. Source: docs/atproto.md §1 "Sequence and cursor" and
+// sovereign/verify_state.h — the stateful verdicts of docs/design.md §3: bad-seq, inactive,
+// stale-rev, future-rev, ok-gap. Source: docs/protocol.md §1 "Sequence and cursor" and
 // "Consumer checklist" steps 3, 6, 7; §8 (#account).
 //
 // State is per `src` (last seq) and per DID (last accepted rev, commit CID and MST root
@@ -35,7 +35,7 @@ public:
     /// Precedence: malformed/too-big (unchanged) > bad-seq > other stateless rejections >
     /// inactive > stale-rev > future-rev > ok-gap > ok. Only accepted commits and syncs move
     /// the per-DID rev/data; any parsed message with a valid seq moves the src's last seq.
-    /// `#sync` (docs/atproto.md §6 "Handling #sync"): the same rev and commit as the DID's
+    /// `#sync` (docs/protocol.md §6 "Handling #sync"): the same rev and commit as the DID's
     /// last accepted state is `ok` and changes nothing (the reference PDS sends one after
     /// every account creation and reactivation); a higher rev resets the DID's state to it;
     /// a lower rev, or the same rev with another commit, is `stale-rev`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the hand-made frame-stream vectors in this directory (DESIGN.md §2). They are
+# Regenerates the hand-made frame-stream vectors in this directory (docs/design.md §2). They are
 # committed; this script documents their bytes. Every file but good.frames starts with the
 # two records of good.frames (107 bytes) followed by one faulty record; expected.tsv gives the
 # error offset and reason a tool must print for each (`<tool>: <file>:<offset>: <reason>`).

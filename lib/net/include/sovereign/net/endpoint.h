@@ -1,6 +1,6 @@
 // sovereign/net/endpoint.h — where a tap or a client connects: a relay or PDS given as a URL
-// or a bare host, normalised so that one server has one name (DESIGN.md §8 "hosts are
-// normalised"), and the subscribeRepos request path with its cursor (docs/atproto.md §1
+// or a bare host, normalised so that one server has one name (docs/design.md §8 "hosts are
+// normalised"), and the subscribeRepos request path with its cursor (docs/protocol.md §1
 // "Transport", "Sequence and cursor").
 //
 // Part of the network library (lib/net), the only layer that will include libwebsockets and
@@ -25,7 +25,7 @@ struct Endpoint {
     std::uint16_t port = 443;
     std::string path;             ///< "" or the URL's path + query, e.g. "/xrpc/…?cursor=5"
 
-    /// The host as sources are labelled in frames (`src`, DESIGN.md §2): `host`, plus
+    /// The host as sources are labelled in frames (`src`, docs/design.md §2): `host`, plus
     /// ":port" when the port is not the scheme's default. ≤ 253 + 6 bytes.
     std::string source() const;
     /// "wss://host[:port]" + `path`: the URL this endpoint denotes, normalised.
@@ -48,11 +48,11 @@ std::string_view to_string(EndpointError e) noexcept;
 /// "localhost:2583" into an Endpoint. A bare host (no "scheme://") takes `default_tls`
 /// (wss, port 443; ws and port 80 when false). Scheme and host are case-folded; a trailing
 /// "/" alone is dropped from the path; the default port is made explicit. Sets `err` and
-/// returns nullopt on failure. Source: RFC 3986 §3 (authority), DESIGN.md §8.
+/// returns nullopt on failure. Source: RFC 3986 §3 (authority), docs/design.md §8.
 std::optional<Endpoint> parse_endpoint(std::string_view text, bool default_tls, EndpointError& err);
 
 /// "/xrpc/com.atproto.sync.subscribeRepos" with "?cursor=N" when `cursor` is set: the
-/// server replays events with seq > N (the reference PDS; docs/atproto.md §1 "cursor").
+/// server replays events with seq > N (the reference PDS; docs/protocol.md §1 "cursor").
 std::string subscribe_repos_path(std::optional<std::int64_t> cursor);
 
 }  // namespace sov::net
