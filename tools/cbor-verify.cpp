@@ -292,10 +292,11 @@ int main(int argc, char** argv) {
         if (counts[i]) detail += (detail.empty() ? "" : ", ") + std::string(sov::verify::to_string(v)) + " " +
                                  cli::with_commas(counts[i]);
     }
-    if (!quiet)
-        cli::diag(cli::with_commas(frames) + " frames: " + cli::with_commas(passed) + " passed, " +
+    // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
+    if (!quiet && !out.broken_pipe() && wst == cli::kOk)
+        cli::diag(cli::count(frames, "frame") + ": " + cli::with_commas(passed) + " passed, " +
                   cli::with_commas(rejected) + " rejected" + (detail.empty() ? "" : " (" + detail + ")") + "; " +
-                  cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out" + cli::stop_note());
+                  cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out" + cli::stop_note());
     if (strict && rejected && status == cli::kOk) status = cli::kDataRejected;
     return cli::stop_status(std::max(status, wst));
 }

@@ -72,6 +72,16 @@ int main(int argc, char** argv) {
         cli::diag("unknown --to format '" + args["to"].as<std::string>() + "' (try --help)");
         return cli::kUsage;
     }
+    // Options that would do nothing with the formats chosen are refused, not ignored.
+    if (args.count("blocks") && to != Format::json) {
+        cli::diag("--blocks works only with --to json");
+        return cli::kUsage;
+    }
+    for (const char* o : {"src", "recv"})
+        if (args.count(o) && from != Format::raw_u32le) {
+            cli::diag(std::string("--") + o + " labels raw input: it works only with --from raw-u32le (frames keep their own)");
+            return cli::kUsage;
+        }
     std::string src = args["src"].as<std::string>();
     if (src.size() > sov::frames::kMaxSrc) {
         cli::diag("--src is longer than 253 bytes");
@@ -276,9 +286,10 @@ int main(int argc, char** argv) {
     }
     progress.finish();
     int wst = cli::finish_output(out, "stdout");
-    if (!quiet)
-        cli::diag(cli::with_commas(frames_in) + " frames read, " + cli::with_commas(frames_out) + " written (" +
-                  cli::with_commas(bytes_in) + " bytes in, " + cli::with_commas(out.bytes_written()) + " bytes out)" +
+    // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
+    if (!quiet && !out.broken_pipe() && wst == cli::kOk)
+        cli::diag(cli::count(frames_in, "frame") + " read, " + cli::with_commas(frames_out) + " written (" +
+                  cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out)" +
                   (not_in_jetstream ? ", " + cli::with_commas(not_in_jetstream) + " of a type Jetstream does not carry"
                                     : "") +
                   cli::stop_note());

@@ -260,17 +260,17 @@ int main(int argc, char** argv) {
     int st = cli::finish_output(out, args.count("output") ? args["output"].as<std::string>() : "stdout");
     if (fd != 1) ::close(fd);
     const auto& s = gen.stats();
-    if (!args.count("quiet"))
-        cli::diag(cli::with_commas(n) + " messages (" + cli::with_commas(s.commits) + " commits with " +
-                  cli::with_commas(s.ops) + " ops: " + cli::with_commas(s.creates) + " creates, " +
-                  cli::with_commas(s.updates) + " updates, " + cli::with_commas(s.deletes) + " deletes; " +
-                  cli::with_commas(s.syncs) + " syncs, " + cli::with_commas(s.identities) + " identity, " +
-                  cli::with_commas(s.accounts_events) + " account), " + cli::with_commas(s.proof_blocks) +
-                  " MST blocks, " + cli::with_commas(s.corpus_records) + " records from the corpus; " +
-                  cli::with_commas(out.bytes_written()) + " bytes" +
-                  (o.repo_budget_bytes ? "; " + cli::with_commas(s.rebuilds) + " repository builds, " +
-                                             cli::with_commas(s.evictions) + " evictions, " +
-                                             cli::with_commas(s.ops_replaced) + " ops replaced"
+    // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
+    if (!args.count("quiet") && !out.broken_pipe() && st == cli::kOk)
+        cli::diag(cli::count(n, "message") + " (" + cli::count(s.commits, "commit") + " with " +
+                  cli::count(s.ops, "op") + ": " + cli::count(s.creates, "create") + ", " +
+                  cli::count(s.updates, "update") + ", " + cli::count(s.deletes, "delete") + "; " +
+                  cli::count(s.syncs, "sync") + ", " + cli::with_commas(s.identities) + " identity, " +
+                  cli::with_commas(s.accounts_events) + " account), " + cli::count(s.proof_blocks, "MST block") + ", " +
+                  cli::count(s.corpus_records, "record") + " from the corpus; " + cli::count(out.bytes_written(), "byte") +
+                  (o.repo_budget_bytes ? "; " + cli::count(s.rebuilds, "repository build") + ", " +
+                                             cli::count(s.evictions, "eviction") + ", " +
+                                             cli::count(s.ops_replaced, "op") + " replaced"
                                        : std::string()) +
                   cli::stop_note());
     return cli::stop_status(st);

@@ -24,47 +24,6 @@ namespace sov::cvl {
 
 using namespace detail;
 
-namespace {
-
-/// Deletes the data files that no index references (any generation other than the index's
-/// own, of a segment whose index exists) and temporary files of interrupted writes. Only under
-/// the writer lock. `removed` counts the files deleted. Errors: io_* (a file that exists but
-/// cannot be deleted: its content, possibly purged messages, would survive).
-Errc sweep_generations(const std::string& dir, unsigned shards, std::uint64_t& removed, std::string& err) {
-    namespace fs = std::filesystem;
-    removed = 0;
-    std::map<std::uint64_t, std::uint32_t> gen;  // segment → generation its index names
-    for (std::uint64_t n : list_segments(dir)) {
-        index::Header h{};
-        std::string e;
-        if (index::read_header(idx_path(dir, n), h, e) != Errc::ok) continue;  // damaged: leave its files alone
-        gen[n] = h.generation.get();
-    }
-    for (unsigned k = 0; k < shards; ++k) {
-        std::error_code ec;
-        for (auto& ent : fs::directory_iterator(shard_dir(dir, k), ec)) {
-            const std::string name = ent.path().filename().string();
-            bool drop = false;
-            if (name.ends_with(".dat.tmp")) {
-                drop = true;
-            } else if (name.size() > 13 && name.ends_with(".dat") && name[8] == '-' &&
-                       std::all_of(name.begin(), name.begin() + 8, ::isdigit) &&
-                       std::all_of(name.begin() + 9, name.end() - 4, ::isdigit) && name.size() - 13 <= 10) {
-                const std::uint64_t n = std::stoull(name.substr(0, 8));
-                const std::uint64_t g = std::stoull(name.substr(9, name.size() - 13));
-                auto it = gen.find(n);
-                drop = it != gen.end() && g != it->second;
-            }
-            if (!drop) continue;
-            if (::unlink(ent.path().c_str()) != 0 && errno != ENOENT) return sys_error(ent.path().string(), err);
-            ++removed;
-        }
-    }
-    return Errc::ok;
-}
-
-}  // namespace
-
 Errc compact(const std::string& dir, unsigned threads, std::uint64_t& purged_total, std::string& err) {
     return Archive::compact_impl(dir, threads, purged_total, err);
 }

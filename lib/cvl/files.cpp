@@ -1,5 +1,6 @@
 // Paths, cvl.json and the writer lock of a CVL archive (docs/format-cvl.md §1, §2).
 #include "internal/cvl/common.h"
+#include "internal/cvl/index.h"
 
 #include "sovereign/file.h"
 #include "sovereign/syntax.h"
@@ -13,6 +14,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -227,6 +230,47 @@ std::vector<MissingSegment> missing_segments(const std::string& dir, const std::
         if (!now.empty() && (!last || now.back() > *last)) out.resize(gaps);
     }
     return out;
+}
+
+Errc sweep_generations(const std::string& dir, unsigned shards, std::uint64_t& removed, std::string& err) {
+    removed = 0;
+    struct DataFile {
+        std::uint64_t segment;
+        std::uint64_t generation;
+        fs::path path;
+    };
+    std::vector<DataFile> files;
+    std::map<std::uint64_t, std::set<std::uint64_t>> generations;  // segment → generations on disk
+    for (unsigned k = 0; k < shards; ++k) {
+        std::error_code ec;
+        for (auto& ent : fs::directory_iterator(shard_dir(dir, k), ec)) {
+            const std::string name = ent.path().filename().string();
+            if (name.ends_with(".dat.tmp")) {
+                if (::unlink(ent.path().c_str()) != 0 && errno != ENOENT) return sys_error(ent.path().string(), err);
+                ++removed;
+            } else if (name.size() > 13 && name.size() - 13 <= 10 && name.ends_with(".dat") && name[8] == '-' &&
+                       std::all_of(name.begin(), name.begin() + 8, ::isdigit) &&
+                       std::all_of(name.begin() + 9, name.end() - 4, ::isdigit)) {
+                DataFile f{std::stoull(name.substr(0, 8)), std::stoull(name.substr(9, name.size() - 13)), ent.path()};
+                generations[f.segment].insert(f.generation);
+                files.push_back(std::move(f));
+            }
+        }
+    }
+    std::map<std::uint64_t, std::uint64_t> named;  // segment → generation its index names
+    for (const auto& [segment, gens] : generations) {
+        if (gens.size() < 2) continue;
+        index::Header h{};
+        std::string e;
+        if (index::read_header(idx_path(dir, segment), h, e) == Errc::ok) named[segment] = h.generation.get();
+    }
+    for (const auto& f : files) {
+        auto it = named.find(f.segment);
+        if (it == named.end() || it->second == f.generation) continue;
+        if (::unlink(f.path.c_str()) != 0 && errno != ENOENT) return sys_error(f.path.string(), err);
+        ++removed;
+    }
+    return Errc::ok;
 }
 
 void remove_stale_temps(const std::string& dir) {

@@ -302,8 +302,14 @@ std::unique_ptr<Writer> Writer::open(const std::string& dir, const Params& param
     if (Errc e = cfg.load(dir, err); e != Errc::ok) return fail(e);
     im->params = cfg.params;
     im->params.level = params.level;  // the level may change between runs
-    // Temporary files of an interrupted seal or compaction: ours to remove, under the lock.
+    // Temporary files of an interrupted seal or compaction, and the old data files (maybe
+    // holding purged messages) of a compaction killed after switching an index: ours to
+    // remove, under the lock.
     remove_stale_temps(dir);
+    {
+        std::uint64_t swept = 0;
+        if (Errc e = sweep_generations(dir, im->params.shards, swept, err); e != Errc::ok) return fail(e);
+    }
     // The pending segment's buffer, sized once (pages are touched only as it fills).
     im->pending_bytes.reserve(std::size_t(std::min<std::uint64_t>(im->params.segment_bytes, 1ull << 30)) + (16u << 20));
     // Sealed state: the last segment gives the next ordinal, root and dictionary.

@@ -133,6 +133,14 @@ for f in "$A"/shard/*/00000000-1.dat; do zstd -dcq -D "$A/dict/00000001.zdict" "
 expect "D4 no purged envelope of segment 0 is left on disk" "$(py grep-purged "$tmp/in2k.frames" "$tmp/all-seg0.bin" $(seq 0 5 999))" 0
 run "$ccat" -q "$A" --check
 expect "D4 the archive checks clean after the finished compaction" "$rc" 0
+# The next plain append sweeps them too (it takes the same lock), so purged content does not
+# wait for the next --compact.
+for k in 0 1 2 3; do cp "$tmp/gen0/$k.dat" "$A/shard/0$k/00000000-0.dat"; done
+run "$pack" -q -o "$A" /dev/null
+expect "D4 a plain cvl-pack run also deletes a killed compaction's old generation: exit 0, none left" \
+    "$rc $(ls "$A"/shard/*/00000000-0.dat 2>/dev/null | wc -l)" "0 0"
+run "$ccat" -q "$A" --check
+expect "D4 … and the archive still checks clean" "$rc" 0
 if command -v strace >/dev/null && strace -f -qq -o /dev/null -e trace=none true 2>/dev/null; then
     B=$tmp/d4s
     "$pack" -q -o "$B" --segment-messages 1000 --shards 4 "$tmp/in2k.frames"
@@ -367,6 +375,29 @@ for k in 0 2; do
     cmp -s "$tmp/out" "$tmp/want" && same=equal || same=differs
     expect "missing index of segment $k: segment 1 is served whole, exit 0" "$rc $same" "0 equal"
 done
+
+# ---- SIGINT during a read: whole frames, a prefix of the archive, exit 130 ------------------------
+
+A=$tmp/sigread
+"$pack" -q -o "$A" "$tmp/in3k.frames"
+read -r src nout prefix last <<<"$(python3 - "$ccat" "$A" "$tmp/in3k.frames" "$h" <<'PYEOF'
+import signal, subprocess, sys, time
+ccat, arch, inp, helper = sys.argv[1:5]
+sys.argv = [helper, 'none']
+exec(open(helper).read().split("cmd = sys.argv[1]")[0])  # records()
+p = subprocess.Popen([ccat, arch], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+time.sleep(1.0)  # the pipe is full: cvl-cat waits in a write
+p.send_signal(signal.SIGINT)
+out, err = p.stdout.read(), p.stderr.read().decode()
+rc = p.wait()
+got, want = records(out), records(open(inp, 'rb').read())
+print(rc, len(got), 'prefix' if got == want[:len(got)] and 0 < len(got) < len(want) else 'not-prefix',
+      err.strip().splitlines()[-1].replace(' ', '_') if err.strip() else 'none')
+PYEOF
+)"
+expect "SIGINT during a cvl-cat read: exit 130, whole frames, a proper prefix of the archive" "$src $prefix" "130 prefix"
+expect_match "… the summary counts what was written and says it was interrupted" "$last" \
+    "^cvl-cat:_${nout}_frames_written_.*interrupted_by_SIGINT"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

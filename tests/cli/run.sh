@@ -150,7 +150,7 @@ run "$cbor_verify" --did-docs "$tmp/no-docs.json" "$tmp/big.frames"
 expect "D13 cbor-verify: a 16 MiB envelope that cannot carry vrd is written nowhere" "$rc $(size "$tmp/out")" "0 0"
 expect_match "D13 cbor-verify: says why (too-big, size, the record limit)" "$(head -1 "$tmp/err")" \
     "^cbor-verify: $tmp/big.frames:0: too-big: the envelope \(16,777,216 bytes\) with its verdict would exceed the 16 MiB record limit; not written$"
-expect_match "D13 cbor-verify: counted as too-big" "$(tail -1 "$tmp/err")" "1 frames: 0 passed, 1 rejected \(too-big 1\)"
+expect_match "D13 cbor-verify: counted as too-big" "$(tail -1 "$tmp/err")" "1 frame: 0 passed, 1 rejected \(too-big 1\)"
 run "$cbor_verify" --did-docs "$tmp/no-docs.json" --annotate --rejects "$tmp/big-rej.frames" "$tmp/big.frames"
 expect "D13 cbor-verify --annotate --rejects: not written either" "$(size "$tmp/out") $(size "$tmp/big-rej.frames")" "0 0"
 big_env $(((16 << 20) - 9))  # + "vrd":"skip" (9 bytes) = 16 MiB exactly
@@ -185,6 +185,11 @@ kill "$idle_pid" 2>/dev/null
 exec {idle}<&-
 expect "state at start: unwritable --state exits 2 before reading the input" "$rc" 2
 expect_match "state at start: names the path" "$(cat "$tmp/err")" "^cbor-verify: --state: .*/nonexistent/dir/state"
+# D8: --state naming a directory is refused with its name (exit 2), not an abort.
+mkdir -p "$tmp/statedir"
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --state "$tmp/statedir" "$vectors/good.frames"
+expect_match "D8 cbor-verify --state DIR: exit 2, names the directory, nothing written" \
+    "$rc $(size "$tmp/out") $(head -1 "$tmp/err")" "^2 0 cbor-verify: $tmp/statedir: not a regular file"
 
 # ---- terminals: binary output refused, progress (items 2, 3) ------------------------------------
 
@@ -428,13 +433,28 @@ fi
 "$cbor_verify" --did-docs "$docs" "$frames" 2>"$tmp/err" | head -c 100 >/dev/null
 st=("${PIPESTATUS[@]}")
 expect "EPIPE: cbor-verify | head -c 100 exits 0" "${st[0]}" 0
-expect "EPIPE: cbor-verify prints no error (summary only)" "$(grep -vc '^cbor-verify: [0-9,]* frames: ' "$tmp/err")" 0
+expect "EPIPE: cbor-verify prints nothing: no error, no summary claiming frames written" "$(size "$tmp/err")" 0
 "$cbor_verify" -q --did-docs "$docs" "$frames" 2>"$tmp/err" | head -c 100 >/dev/null
 expect "EPIPE: cbor-verify -q | head prints nothing" "${PIPESTATUS[0]} $(size "$tmp/err")" "0 0"
 "$frame_cat" --to json "$frames" 2>"$tmp/err" | head -c 100 >/dev/null
 st=("${PIPESTATUS[@]}")
 expect "EPIPE: frame-cat --to json | head -c 100 exits 0" "${st[0]}" 0
-expect "EPIPE: frame-cat prints no error (summary only)" "$(grep -vc '^frame-cat: [0-9,]* frames read' "$tmp/err")" 0
+expect "EPIPE: frame-cat prints nothing: no error, no summary claiming frames written" "$(size "$tmp/err")" 0
+# Options that would be ignored are refused (exit 2, with the reason), not silently accepted.
+run "$frame_cat" --blocks "$vectors/good.frames"
+expect "ignored options: frame-cat --blocks without --to json exits 2, says why" \
+    "$rc $(size "$tmp/out") $(cat "$tmp/err")" "2 0 frame-cat: --blocks works only with --to json"
+for o in "--src x" "--recv 5"; do
+    run "$frame_cat" $o --to json "$vectors/good.frames"
+    expect_match "ignored options: frame-cat $o without --from raw-u32le exits 2, says why" \
+        "$rc $(size "$tmp/out") $(cat "$tmp/err")" "^2 0 frame-cat: --${o%% *} labels raw input: it works only with --from raw-u32le"
+done
+# Plurals: one frame is "1 frame".
+"$frame_cat" -q --limit 1 "$frames" >"$tmp/one.frames"
+run "$frame_cat" "$tmp/one.frames"
+expect_match "summary: frame-cat says '1 frame read'" "$(cat "$tmp/err")" "^frame-cat: 1 frame read, 1 written \\([0-9,]+ bytes in, [0-9,]+ bytes out\\)$"
+run "$cbor_verify" --did-docs "$docs" "$tmp/one.frames"
+expect_match "summary: cbor-verify says '1 frame:'" "$(cat "$tmp/err")" "^cbor-verify: 1 frame: 1 passed, 0 rejected "
 
 # DAG-JSON lines round trip to the byte.
 "$frame_cat" -q --to json "$frames" | "$frame_cat" -q --from json >"$tmp/rt.frames"

@@ -37,6 +37,15 @@ struct MissingSegment {
 std::vector<MissingSegment> missing_segments(const std::string& dir, const std::vector<std::uint64_t>& numbers,
                                           std::optional<std::uint64_t> last, std::uint64_t sealed_end);
 
+/// Deletes the data files no index references: a generation other than the one its segment's
+/// index names (what a compaction killed between switching an index and deleting the old
+/// data files leaves, possibly with purged messages: format §10), and stale *.dat.tmp. Only
+/// segments with more than one generation on disk have their index header read, so the cost
+/// is one listing of the shard directories. A segment whose index is damaged or missing keeps
+/// its files. Only under the writer lock. `removed` counts the files deleted. Errors: io_* (a
+/// file that exists but cannot be deleted: its content would survive).
+Errc sweep_generations(const std::string& dir, unsigned shards, std::uint64_t& removed, std::string& err);
+
 /// Removes the temporary files an interrupted writer or compaction left (`*.tmp` in seg/,
 /// dict/, journal/ and the shard directories). Only under the writer lock.
 void remove_stale_temps(const std::string& dir);
