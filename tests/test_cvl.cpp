@@ -172,6 +172,7 @@ Params small_params() {
     p.segment_messages = 128;
     p.retrain_every = 2;
     p.dict_bytes = 8192;
+    p.cluster_bytes = 256u << 10;  // no DID of the test traffic fills a cluster: one group per DID
     return p;
 }
 

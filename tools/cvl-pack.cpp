@@ -15,7 +15,8 @@
 namespace {
 std::atomic<bool> g_stop{false};
 
-// The options fixed when an archive is created, with their cvl.json keys and defaults there.
+// The options fixed when an archive is created, with their cvl.json keys and the value a
+// cvl.json without the key means (format §2; not always the default of a new archive).
 struct Fixed {
     const char* option;
     const char* key;
@@ -72,7 +73,7 @@ int main(int argc, char** argv) {
         ("segment-bytes", "…or at this many bytes of envelopes (new archives only)",
          cxxopts::value<std::uint64_t>()->default_value("67108864"))
         ("cluster-bytes", "split a DID's messages in a segment into clusters of at most this many bytes (new archives only)",
-         cxxopts::value<std::uint32_t>()->default_value("262144"))
+         cxxopts::value<std::uint32_t>()->default_value("65536"))
         ("retrain", "train a new zstd dictionary every N segments (new archives only)",
          cxxopts::value<unsigned>()->default_value("8"))
         ("dict-bytes", "dictionary size (new archives only)", cxxopts::value<std::uint32_t>()->default_value("112640"))

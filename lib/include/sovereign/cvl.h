@@ -62,7 +62,10 @@ struct Params {
     int level = 3;
     std::uint32_t segment_messages = 65536;
     std::uint64_t segment_bytes = 64ull << 20;
-    std::uint32_t cluster_bytes = 256u << 10;  ///< 256 KiB: random reads ~140 µs; 4 MiB is ~5% smaller but ~640 µs
+    /// Largest cluster, bytes of envelopes. 64 KiB: on realistic traffic a random read costs
+    /// about half of 256 KiB's CPU for under 1% more stored bytes (docs/PERFORMANCE.md); on
+    /// traffic that repeats a few DIDs heavily, larger clusters compress up to ~20% better.
+    std::uint32_t cluster_bytes = 64u << 10;
     unsigned retrain_every = 8;
     std::uint32_t dict_bytes = 112640;
 };
