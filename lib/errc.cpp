@@ -113,6 +113,17 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::io_not_directory: return "wrong kind of file (directory expected or found)";
     case Errc::io_exists: return "file exists";
     case Errc::io_interrupted: return "interrupted";
+    case Errc::plc_malformed: return "PLC operation malformed";
+    case Errc::plc_limit: return "PLC operation over a size or field limit";
+    case Errc::plc_cid_mismatch: return "cid is not the CID of the PLC operation";
+    case Errc::plc_did_mismatch: return "genesis operation does not hash to the DID";
+    case Errc::plc_bad_prev: return "prev does not name an operation of the DID's log";
+    case Errc::plc_prev_nullified: return "prev names a nullified operation";
+    case Errc::plc_after_tombstone: return "operation after a tombstone";
+    case Errc::plc_nullify_key: return "nullification not by a higher-priority rotation key";
+    case Errc::plc_nullify_late: return "nullification more than 72 h after the nullified operation";
+    case Errc::plc_time_order: return "createdAt not after the previous operation";
+    case Errc::plc_duplicate: return "operation already in the DID's log";
     }
     return "unknown error";
 }

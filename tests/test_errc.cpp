@@ -19,6 +19,8 @@ TEST_CASE("errc: published numbers never change") {
     CHECK(unsigned(Errc::proof_malformed) == 1300);
     CHECK(unsigned(Errc::io_not_found) == 1400);
     CHECK(unsigned(Errc::io_interrupted) == 1405);
+    CHECK(unsigned(Errc::plc_malformed) == 1500);
+    CHECK(unsigned(Errc::plc_duplicate) == 1510);
 }
 
 TEST_CASE("errc: every code has its own phrase") {
@@ -56,7 +58,10 @@ TEST_CASE("errc: exit status of every code (0 ok, 1 data rejected, 2 usage or sy
                    Errc::cvl_bad_dict, Errc::cvl_missing_data, Errc::cvl_bad_cluster, Errc::cvl_no_ordinal,
                    Errc::cvl_purged, Errc::cvl_journal, Errc::tomb_bad_name, Errc::tomb_bad_size,
                    Errc::tomb_not_file, Errc::state_checksum, Errc::proof_malformed, Errc::proof_invalid,
-                   Errc::proof_root_mismatch, Errc::proof_unbound})
+                   Errc::proof_root_mismatch, Errc::proof_unbound, Errc::plc_malformed, Errc::plc_limit,
+                   Errc::plc_cid_mismatch, Errc::plc_did_mismatch, Errc::plc_bad_prev,
+                   Errc::plc_prev_nullified, Errc::plc_after_tombstone, Errc::plc_nullify_key,
+                   Errc::plc_nullify_late, Errc::plc_time_order, Errc::plc_duplicate})
         CHECK(sov::exit_status(e) == 1);
     // Every code maps to 0, 1 or 2.
     for (unsigned v = 0; v < 2000; ++v) {

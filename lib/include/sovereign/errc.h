@@ -152,6 +152,18 @@ enum class Errc : std::uint16_t {
     io_not_directory = 1403, ///< ENOTDIR / EISDIR: a path of the wrong kind
     io_exists = 1404,        ///< EEXIST
     io_interrupted = 1405,   ///< a signal stopped a blocked call
+    // 1500..1599 PLC operations and logs (sovereign/plc.h, docs/protocol.md §7); all exit 1
+    plc_malformed = 1500,    ///< op or export line: a field missing, of the wrong type, unknown op type
+    plc_limit = 1501,        ///< op over a size or field limit (§7 "Limits")
+    plc_cid_mismatch = 1502, ///< the line's cid is not the CID of its op
+    plc_did_mismatch = 1503, ///< the genesis op does not hash to the DID, or a line of another DID
+    plc_bad_prev = 1504,     ///< prev null after genesis, non-null at genesis, or not an op of the log
+    plc_prev_nullified = 1505, ///< prev names a nullified op
+    plc_after_tombstone = 1506, ///< prev names a tombstone
+    plc_nullify_key = 1507,  ///< nullifying op not signed by a strictly higher-priority rotation key
+    plc_nullify_late = 1508, ///< nullifying op more than 72 h after the first op it nullifies
+    plc_time_order = 1509,   ///< createdAt not strictly after the DID's previous op
+    plc_duplicate = 1510,    ///< an op CID already in the DID's log
 };
 
 /// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".
@@ -165,8 +177,8 @@ Errc from_errno(int err) noexcept;
 /// 0 for ok; 2 for usage, I/O and system conditions (bad_argument, io_*, cvl_locked,
 /// cvl_not_archive, cvl_not_empty, tomb_read_only, tomb_range); 1 for everything else,
 /// i.e. input data rejected (framing, a corrupt archive or state file, a missing ordinal,
-/// a proof that does not verify). Tools choose their status from the code only, never from
-/// message text.
+/// a proof that does not verify, a PLC operation that fails validation). Tools choose their
+/// status from the code only, never from message text.
 int exit_status(Errc e) noexcept;
 
 /// A value or an error. Small and trivially movable; no exceptions.
