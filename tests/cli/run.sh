@@ -447,7 +447,7 @@ expect "ignored options: frame-cat --blocks without --to json exits 2, says why"
 for o in "--src x" "--recv 5"; do
     run "$frame_cat" $o --to json "$vectors/good.frames"
     expect_match "ignored options: frame-cat $o without --from raw-u32le exits 2, says why" \
-        "$rc $(size "$tmp/out") $(cat "$tmp/err")" "^2 0 frame-cat: --${o%% *} labels raw input: it works only with --from raw-u32le"
+        "$rc $(size "$tmp/out") $(cat "$tmp/err")" "^2 0 frame-cat: ${o%% *} labels raw input: it works only with --from raw-u32le"
 done
 # Plurals: one frame is "1 frame".
 "$frame_cat" -q --limit 1 "$frames" >"$tmp/one.frames"
