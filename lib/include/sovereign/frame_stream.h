@@ -89,11 +89,28 @@ public:
     /// Total bytes consumed so far.
     std::uint64_t bytes_read() const noexcept { return consumed_; }
 
+    /// Holding, so a batch of records needs no copy of its own: hold() keeps the bytes of the
+    /// record last returned by next() and of every later one in the buffer until release().
+    /// The buffer may still move (compaction, growth), so views from next() are not kept:
+    /// keep each record's position as env.raw.data() − held_data() (taken right after next())
+    /// and resolve it against held_data() when needed. Memory: the held bytes plus one read
+    /// block. hold() without a record returned yet holds from the next one.
+    void hold() noexcept {
+        held_ = rec_start_;
+        holding_ = true;
+    }
+    void release() noexcept { holding_ = false; }
+    /// Start of the held bytes (valid until the next call to next()).
+    const std::uint8_t* held_data() const noexcept { return buf_.data() + held_; }
+
 private:
     bool fill(std::size_t need);  // make ≥ need bytes available from start_; false on EOF/error
     io::Input in_;
     std::vector<std::uint8_t> buf_;
     std::size_t start_ = 0, end_ = 0;
+    std::size_t rec_start_ = 0;  // buffer index of the record last returned (its varint)
+    std::size_t held_ = 0;       // buffer index of the first held byte, while holding_
+    bool holding_ = false;
     std::uint64_t consumed_ = 0;  // absolute offset of buf_[start_]
     std::uint64_t rec_off_ = 0;
     bool eof_ = false;
