@@ -199,13 +199,14 @@ int main(int argc, char** argv) {
             ++counts[std::size_t(o.verdict)];
             std::string_view vrd = sov::verify::to_string(o.verdict);
             bool pass = sov::verify::passes(o.verdict);
-            std::string where = name + ":" + std::to_string(b.records[i].second);
+            // "FILE:OFFSET" for a diagnostic: built only when one is printed, not per frame.
+            auto where = [&] { return name + ":" + std::to_string(b.records[i].second); };
             // D13: a passing frame whose envelope with `vrd` would exceed 16 MiB cannot be
             // written (no reader accepts the record): it is rejected as too-big instead.
             if (pass && !sov::frames::append_record_with_verdict(out.buffer(), env, vrd)) {
                 --counts[std::size_t(o.verdict)];
                 ++counts[std::size_t(sov::verify::Verdict::too_big)];
-                cli::diag(where, "too-big: the envelope (" + cli::with_commas(env.raw.size()) +
+                cli::diag(where(), "too-big: the envelope (" + cli::with_commas(env.raw.size()) +
                                      " bytes) with its verdict would exceed the 16 MiB record limit; not written");
                 continue;
             }
@@ -224,13 +225,13 @@ int main(int argc, char** argv) {
             };
             bool fits = (!annotate || put(out)) && (!rej || put(*rej));
             if (!fits)
-                cli::diag(where, std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
+                cli::diag(where(), std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
                                      " bytes) with its verdict would exceed the 16 MiB record limit; not written");
             if (reported < max_reports) {
                 const auto& f = engine.facts()[i];
                 std::string who = f.did.empty() ? "" : std::string(f.did) + " ";
                 if (f.seq) who += "seq " + std::to_string(f.seq) + ": ";
-                cli::diag(where, std::string(vrd) + ": " + who + o.detail);
+                cli::diag(where(), std::string(vrd) + ": " + who + o.detail);
                 if (++reported == max_reports) cli::diag("further rejections are counted but not shown (--max-reports)");
             }
         }
