@@ -209,10 +209,14 @@ Reader::Reader(io::Input in) : in_(std::move(in)) {
 bool Reader::fill(std::size_t need) {
     while (end_ - start_ < need) {
         if (eof_) return false;
-        if (start_ > 0 && (buf_.size() - start_ < need || start_ > buf_.size() / 2)) {
-            std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
-            end_ -= start_;
-            start_ = 0;
+        // Bytes before `keep` are done with: records already returned and not held.
+        const std::size_t keep = holding_ ? held_ : start_;
+        if (keep > 0 && (buf_.size() - start_ < need || keep > buf_.size() / 2)) {
+            std::memmove(buf_.data(), buf_.data() + keep, end_ - keep);
+            end_ -= keep;
+            start_ -= keep;
+            rec_start_ = rec_start_ >= keep ? rec_start_ - keep : 0;
+            held_ = holding_ ? 0 : held_;
         }
         if (buf_.size() - start_ < need) buf_.resize(std::max(buf_.size() * 2, start_ + need));
         long r = in_.read(buf_.data() + end_, buf_.size() - end_);
@@ -257,6 +261,7 @@ bool Reader::next(Envelope& env) {
         err_ = {pe.errc, rec_off_ + vlen + pe.offset};
         return false;
     }
+    rec_start_ = start_;
     start_ += vlen + std::size_t(n);
     consumed_ += vlen + n;
     return true;

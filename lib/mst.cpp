@@ -442,6 +442,15 @@ ByteView Tree::copy_bytes(ByteView b) {
     return {p, b.size()};
 }
 
+int Tree::op_height(std::string_view key) {
+    // An inversion asks for each op's key twice (checked in the tree, then inverted): one hash.
+    if (height_of_key_ < 0 || key != height_key_) {
+        height_key_.assign(key);
+        height_of_key_ = key_height(key);
+    }
+    return height_of_key_;
+}
+
 std::int32_t Tree::new_node(int height) {
     nodes_.push_back(Node{});
     Node& n = nodes_.back();
@@ -522,8 +531,12 @@ Errc Tree::load(std::int32_t idx) {
     } else {
         const std::string_view k0 = pool_[first].key;
         const std::string_view kn = pool_[first + count - 1].key;
-        if (h < 0) h = key_height(k0);
-        for (std::uint32_t i = 0; i < count; ++i) {
+        std::uint32_t checked = 0;
+        if (h < 0) {
+            h = key_height(k0);  // the root's layer is its first key's
+            checked = 1;
+        }
+        for (std::uint32_t i = checked; i < count; ++i) {
             if (key_height(pool_[first + i].key) != h)
                 return fail_node(idx, kErrBadTree, "key height does not match its layer");
         }
@@ -701,7 +714,7 @@ Errc Tree::get(std::string_view key, ByteView& value) {
     std::int32_t idx = root_;
     int x = nodes_[std::size_t(idx)].height;
     if (x < 0) return Errc::ok;  // empty tree
-    const int h = key_height(key);
+    const int h = op_height(key);
     if (h > x) return Errc::ok;
     for (;;) {
         const Node& n = nodes_[std::size_t(idx)];
@@ -730,7 +743,7 @@ Errc Tree::put(std::string_view key, ByteView value, ByteView& prev) {
         return Errc::bad_argument;
     }
     if (Errc e = load(root_); e != Errc::ok) return e;
-    const int h = key_height(key);
+    const int h = op_height(key);
     Node& r = nodes_[std::size_t(root_)];
     if (r.count == 0 && r.left == kNull) {  // empty tree
         r.first = std::uint32_t(pool_.size());
@@ -817,7 +830,7 @@ Errc Tree::remove(std::string_view key, ByteView& prev) {
     if (Errc e = load(root_); e != Errc::ok) return e;
     const int top = nodes_[std::size_t(root_)].height;
     if (top < 0) return Errc::ok;  // empty tree
-    const int h = key_height(key);
+    const int h = op_height(key);
     if (h > top) return Errc::ok;
     bool changed = false;
     if (Errc e = remove_rec(root_, top, key, h, prev, changed); e != Errc::ok) return e;

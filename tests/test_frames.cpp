@@ -881,6 +881,71 @@ TEST_CASE("Reader: records larger than and straddling its 1 MiB buffer", "[frame
     CHECK(r.error.offset == last);
 }
 
+TEST_CASE("Reader::hold keeps a batch of records in place across reads, compaction and growth", "[frames][reader]") {
+    // Batches (as cbor-verify makes them) of 1 to 40 records, some over the 1 MiB buffer:
+    // each record is located by its offset from held_data() and checked once the whole batch
+    // has been read, after the buffer has moved under it.
+    Bytes stream;
+    std::vector<std::size_t> sizes;
+    for (int i = 0; i < 400; ++i) sizes.push_back(i % 37 == 0 ? 200'003 + std::size_t(i) * 13 : 1 + std::size_t(i) * 97 % 9001);
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+        frames::append_record(stream, "s", std::nullopt, std::int64_t(i), view(pattern(sizes[i], std::uint8_t(i))));
+    auto check_batches = [&](frames::Reader& r) {
+        std::vector<std::pair<std::size_t, frames::EnvelopeLayout>> batch;
+        std::size_t index = 0, batch_len = 1;
+        auto flush = [&] {
+            for (const auto& [off, layout] : batch) {
+                INFO("record " << index);
+                frames::Envelope e = frames::at(layout, r.held_data() + off);
+                CHECK(e.recv == std::int64_t(index));
+                CHECK(Bytes(e.wire.begin(), e.wire.end()) == pattern(sizes[index], std::uint8_t(index)));
+                ++index;
+            }
+            batch.clear();
+            r.release();
+            batch_len = batch_len % 40 + 7;
+        };
+        frames::Envelope env;
+        while (r.next(env)) {
+            if (batch.empty()) r.hold();
+            batch.emplace_back(std::size_t(env.raw.data() - r.held_data()), frames::layout_of(env));
+            if (batch.size() >= batch_len) flush();
+        }
+        if (!batch.empty()) flush();
+        CHECK_FALSE(r.error());
+        CHECK(index == sizes.size());
+        CHECK(r.bytes_read() == stream.size());
+    };
+    SECTION("file") {
+        TempFile f(stream);
+        frames::Reader r = frames::Reader::open(f.path());
+        check_batches(r);
+    }
+    SECTION("pipe, short reads") {
+        static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+        REQUIRE(sigpipe_ignored);
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        std::thread writer([&] {
+            std::size_t off = 0, step = 1;
+            while (off < stream.size()) {
+                ssize_t w = ::write(fds[1], stream.data() + off, std::min(stream.size() - off, step));
+                if (w <= 0) break;
+                off += std::size_t(w);
+                step = step * 5 + 3;
+                if (step > 300000) step = 1;
+            }
+            ::close(fds[1]);
+        });
+        {
+            frames::Reader r(sov::io::Input::from_fd(fds[0], "pipe"));
+            check_batches(r);
+        }
+        ::close(fds[0]);
+        writer.join();
+    }
+}
+
 TEST_CASE("Reader accepts an envelope of exactly 16 MiB", "[frames][reader]") {
     // Envelope = a3 + "src" "s" + "recv" 0 + "wire" + bytes head (5) + wire.
     const std::size_t overhead = 1 + 4 + 2 + 5 + 1 + 5 + 5;

@@ -35,22 +35,22 @@ void widen_pipe(int fd) {
 #endif
 }
 
-// A batch of records copied out of the reader (whose views do not outlive next()). Besides
-// --batch frames, a batch is cut at kBatchBytes so that the copy stays in the core's cache
-// until the verifier reads it (a 1,024-frame batch of commits is ~5 MiB: copied out to
-// memory, faulted in page by page on a fresh buffer, then read back from memory).
+// A batch of records held in the reader's buffer (Reader::hold: no copy of its own), as
+// offsets from its held_data(). Besides --batch frames, a batch is cut at kBatchBytes so that
+// the records stay in the core's cache until the verifier reads them (a 1,024-frame batch of
+// commits is ~5 MiB) and the reader's buffer need not grow.
 constexpr std::size_t kBatchBytes = 256u << 10;
 
 struct Batch {
-    std::vector<std::uint8_t> bytes;
-    std::vector<std::pair<std::size_t, std::uint64_t>> records;  // (envelope offset in bytes, record offset in the input)
+    std::size_t bytes = 0;                                         // envelope bytes held
+    std::vector<std::pair<std::size_t, std::uint64_t>> records;  // (envelope offset from held_data(), record offset in the input)
     std::vector<sov::frames::EnvelopeLayout> layouts;             // field positions: no second parse
 
     std::vector<sov::frames::Envelope> envs;
     std::vector<sov::verify::FrameIn> in;
     std::vector<sov::verify::Outcome> out;
     void clear() {
-        bytes.clear();
+        bytes = 0;
         records.clear();
         layouts.clear();
     }
@@ -179,16 +179,17 @@ int main(int argc, char** argv) {
     int status = cli::kOk;
     std::int64_t last_save = cli::now_micros();
     Batch b;
-    b.bytes.reserve(kBatchBytes + (64u << 10));
 
-    // Verifies and writes the frames collected in `b` (from input `name`).
-    auto flush_batch = [&](const std::string& name) {
+    // Verifies and writes the frames collected in `b` (held by `r`), then releases them.
+    auto flush_batch = [&](sov::frames::Reader& r) {
+        const std::string& name = r.name();
+        const std::uint8_t* held = r.held_data();
         std::size_t n = b.records.size();
         b.envs.resize(n);
         b.in.resize(n);
         b.out.resize(n);
         for (std::size_t i = 0; i < n; ++i) {
-            b.envs[i] = sov::frames::at(b.layouts[i], b.bytes.data() + b.records[i].first);  // validated by the reader
+            b.envs[i] = sov::frames::at(b.layouts[i], held + b.records[i].first);  // validated by the reader
             b.in[i] = sov::verify::FrameIn{b.envs[i].wire, b.envs[i].recv, b.envs[i].src};
         }
         engine.run(b.in, b.out);
@@ -198,13 +199,14 @@ int main(int argc, char** argv) {
             ++counts[std::size_t(o.verdict)];
             std::string_view vrd = sov::verify::to_string(o.verdict);
             bool pass = sov::verify::passes(o.verdict);
-            std::string where = name + ":" + std::to_string(b.records[i].second);
+            // "FILE:OFFSET" for a diagnostic: built only when one is printed, not per frame.
+            auto where = [&] { return name + ":" + std::to_string(b.records[i].second); };
             // D13: a passing frame whose envelope with `vrd` would exceed 16 MiB cannot be
             // written (no reader accepts the record): it is rejected as too-big instead.
             if (pass && !sov::frames::append_record_with_verdict(out.buffer(), env, vrd)) {
                 --counts[std::size_t(o.verdict)];
                 ++counts[std::size_t(sov::verify::Verdict::too_big)];
-                cli::diag(where, "too-big: the envelope (" + cli::with_commas(env.raw.size()) +
+                cli::diag(where(), "too-big: the envelope (" + cli::with_commas(env.raw.size()) +
                                      " bytes) with its verdict would exceed the 16 MiB record limit; not written");
                 continue;
             }
@@ -223,18 +225,19 @@ int main(int argc, char** argv) {
             };
             bool fits = (!annotate || put(out)) && (!rej || put(*rej));
             if (!fits)
-                cli::diag(where, std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
+                cli::diag(where(), std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
                                      " bytes) with its verdict would exceed the 16 MiB record limit; not written");
             if (reported < max_reports) {
                 const auto& f = engine.facts()[i];
                 std::string who = f.did.empty() ? "" : std::string(f.did) + " ";
                 if (f.seq) who += "seq " + std::to_string(f.seq) + ": ";
-                cli::diag(where, std::string(vrd) + ": " + who + o.detail);
+                cli::diag(where(), std::string(vrd) + ": " + who + o.detail);
                 if (++reported == max_reports) cli::diag("further rejections are counted but not shown (--max-reports)");
             }
         }
         frames += n;
         b.clear();
+        r.release();
         progress.update(frames, bytes_in);
         if (!state_path.empty() && cli::now_micros() - last_save > 60'000'000) {
             save_state();
@@ -257,16 +260,17 @@ int main(int argc, char** argv) {
         while (r.next(env)) {
             if (!keys_loaded)
                 if (int st = load_keys(); st != cli::kOk) return st;  // nothing written yet
-            b.records.emplace_back(b.bytes.size(), r.record_offset());
+            if (b.records.empty()) r.hold();
+            b.records.emplace_back(std::size_t(env.raw.data() - r.held_data()), r.record_offset());
             b.layouts.push_back(sov::frames::layout_of(env));
-            b.bytes.insert(b.bytes.end(), env.raw.begin(), env.raw.end());
+            b.bytes += env.raw.size();
             bytes_in = bytes_before + r.bytes_read();
-            if (b.records.size() >= batch_size || b.bytes.size() >= kBatchBytes) {
-                flush_batch(r.name());
+            if (b.records.size() >= batch_size || b.bytes >= kBatchBytes) {
+                flush_batch(r);
                 if (out.broken_pipe() || out.failed()) break;
             }
         }
-        if (!b.records.empty()) flush_batch(r.name());  // frames before an error are kept
+        if (!b.records.empty()) flush_batch(r);  // frames before an error are kept
         bytes_before += r.bytes_read();
         if (r.error() && !g_stop.load()) {
             cli::framing_error(r);

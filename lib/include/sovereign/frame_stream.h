@@ -7,9 +7,11 @@
 #include "sovereign/io.h"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sov::frames {
@@ -70,6 +72,22 @@ bool append_record_raw(std::vector<std::uint8_t>& out, const Envelope& env);
 /// Buffered reader of a frame stream from an io::Input (file, stdin, zstd-decoded if
 /// compressed). Framing errors stop the reader: error() gives the code and the absolute
 /// byte offset of the faulty record (or of the offending byte inside it).
+namespace detail {
+/// An allocator whose value-less construct() default-initialises (no zero-fill on resize).
+template <class T>
+struct NoZeroAlloc : std::allocator<T> {
+    using value_type = T;
+    NoZeroAlloc() noexcept = default;
+    template <class U>
+    NoZeroAlloc(const NoZeroAlloc<U>&) noexcept {}
+    template <class U, class... A>
+    void construct(U* p, A&&... a) {
+        if constexpr (sizeof...(A) == 0) ::new (static_cast<void*>(p)) U;
+        else ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+    }
+};
+}  // namespace detail
+
 class Reader {
 public:
     explicit Reader(io::Input in);
@@ -89,11 +107,30 @@ public:
     /// Total bytes consumed so far.
     std::uint64_t bytes_read() const noexcept { return consumed_; }
 
+    /// Holding, so a batch of records needs no copy of its own: hold() keeps the bytes of the
+    /// record last returned by next() and of every later one in the buffer until release().
+    /// The buffer may still move (compaction, growth), so views from next() are not kept:
+    /// keep each record's position as env.raw.data() − held_data() (taken right after next())
+    /// and resolve it against held_data() when needed. Memory: the held bytes plus one read
+    /// block. hold() without a record returned yet holds from the next one.
+    void hold() noexcept {
+        held_ = rec_start_;
+        holding_ = true;
+    }
+    void release() noexcept { holding_ = false; }
+    /// Start of the held bytes (valid until the next call to next()).
+    const std::uint8_t* held_data() const noexcept { return buf_.data() + held_; }
+
 private:
     bool fill(std::size_t need);  // make ≥ need bytes available from start_; false on EOF/error
     io::Input in_;
-    std::vector<std::uint8_t> buf_;
+    // Grows without zero-filling: read() writes every byte before it is looked at, and a
+    // zeroed 1 MiB would touch all of its pages even for a short input.
+    std::vector<std::uint8_t, detail::NoZeroAlloc<std::uint8_t>> buf_;
     std::size_t start_ = 0, end_ = 0;
+    std::size_t rec_start_ = 0;  // buffer index of the record last returned (its varint)
+    std::size_t held_ = 0;       // buffer index of the first held byte, while holding_
+    bool holding_ = false;
     std::uint64_t consumed_ = 0;  // absolute offset of buf_[start_]
     std::uint64_t rec_off_ = 0;
     bool eof_ = false;

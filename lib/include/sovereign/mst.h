@@ -244,6 +244,7 @@ private:
     Errc hash_rec(std::int32_t idx, void* ctx, Sink sink);
     std::string_view copy_key(std::string_view key);
     ByteView copy_bytes(ByteView b);
+    int op_height(std::string_view key);  // key_height, remembered for the last key asked
 
     std::vector<Node> nodes_;
     std::vector<Entry> pool_;
@@ -255,6 +256,8 @@ private:
     bool check_hashes_ = true;
     std::size_t loaded_ = 0;
     std::string detail_;
+    std::string height_key_;  // op_height's last key (a copy: callers' keys may not live on)
+    int height_of_key_ = -1;  // its height; -1 = none yet
 };
 
 // ---- commit inversion ----------------------------------------------------------------------
