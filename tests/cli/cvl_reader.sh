@@ -317,8 +317,9 @@ fi
 
 A=$tmp/d9
 gen 600 "$tmp/in600.frames"
-"$pack" -q -o "$A" --shards 2 "$tmp/in600.frames"
-py fcs "$A/shard/00/00000000-0.dat"
+# Clusters over 64 KiB: their zstd frames carry a 4-byte content size field to corrupt.
+"$pack" -q -o "$A" --shards 2 --cluster-bytes 262144 "$tmp/in600.frames"
+py fcs "$A/shard/00/00000000-0.dat" || fail "D9 setup: the first cluster has no 4-byte content size field"
 # 1.5 GB of address space: the tombstone map (512 MiB) fits, a 4 GiB buffer does not.
 run bash -c "ulimit -v 1572864; exec '$ccat' -q '$A' --check"
 s1=$rc
