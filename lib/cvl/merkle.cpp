@@ -62,11 +62,7 @@ Hash node_hash(const Hash& l, const Hash& r) {
     buf[0] = 1;
     std::memcpy(buf + 1, l.data(), 32);
     std::memcpy(buf + 33, r.data(), 32);
-    blake3::Hasher h;
-    h.update({buf, sizeof buf});
-    Hash out;
-    h.finalize(out.data(), out.size());
-    return out;
+    return blake3::hash({buf, sizeof buf});
 }
 
 Hash segment_anchor(std::uint64_t segment, std::uint64_t first, std::uint64_t count, const Hash& root) {
@@ -78,11 +74,7 @@ Hash segment_anchor(std::uint64_t segment, std::uint64_t first, std::uint64_t co
         buf[17 + i] = std::uint8_t(count >> (8 * i));
     }
     std::memcpy(buf + 25, root.data(), 32);
-    blake3::Hasher h;
-    h.update({buf, sizeof buf});
-    Hash out;
-    h.finalize(out.data(), out.size());
-    return out;
+    return blake3::hash({buf, sizeof buf});
 }
 
 namespace {
