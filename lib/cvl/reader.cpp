@@ -254,15 +254,13 @@ void Archive::Impl::load_all() {
     for (auto& m : missing_segments(dir, numbers, last, idx.empty() ? 0 : expect_first)) {
         ProblemInfo pi;
         pi.range_known = true;
-        for (const Loaded* L : idx) {
-            if (L->x.number() < m.number) pi.first = L->x.first() + L->x.n();
-        }
         std::uint64_t end = UINT64_MAX;
-        for (const Loaded* L : idx) {
+        for (const Loaded* L : idx) {  // ascending segment numbers
             if (L->x.number() > m.number) {
                 end = L->x.first();
                 break;
             }
+            pi.first = L->x.first() + L->x.n();
         }
         pi.count = end > pi.first ? end - pi.first : 0;
         problems.push_back(std::move(m.text));
