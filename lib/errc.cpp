@@ -124,6 +124,20 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::plc_nullify_late: return "nullification more than 72 h after the nullified operation";
     case Errc::plc_time_order: return "createdAt not after the previous operation";
     case Errc::plc_duplicate: return "operation already in the DID's log";
+    case Errc::cache_bad_magic: return "not a DID cache file";
+    case Errc::cache_bad_version: return "DID cache format version not supported";
+    case Errc::cache_truncated: return "DID cache file truncated";
+    case Errc::cache_corrupt: return "DID cache file corrupt";
+    case Errc::cache_dirty: return "DID cache left mid-update by its writer";
+    case Errc::cache_busy: return "DID cache slot locked by a writer that is gone";
+    case Errc::cache_locked: return "DID cache held by another writer";
+    case Errc::cache_bad_did: return "DID not cacheable (not did:plc or did:web)";
+    case Errc::mirror_corrupt: return "PLC mirror file corrupt";
+    case Errc::mirror_locked: return "PLC mirror held by another plc-sync";
+    case Errc::net_bad_url: return "URL not supported";
+    case Errc::net_transport: return "network transport failure";
+    case Errc::net_http_status: return "unexpected HTTP status";
+    case Errc::net_protocol: return "answer breaks the protocol";
     }
     return "unknown error";
 }
@@ -152,6 +166,12 @@ int exit_status(Errc e) noexcept {
     if (e == Errc::io_error || e == Errc::bad_argument || (v >= 1400 && v < 1500)) return kSystem;
     switch (e) {
     case Errc::cvl_locked:
+    case Errc::cache_locked:
+    case Errc::mirror_locked:
+    case Errc::net_bad_url:
+    case Errc::net_transport:
+    case Errc::net_http_status:
+    case Errc::net_protocol:
     case Errc::cvl_not_archive:
     case Errc::cvl_not_empty:
     case Errc::tomb_read_only:

@@ -21,6 +21,10 @@ TEST_CASE("errc: published numbers never change") {
     CHECK(unsigned(Errc::io_interrupted) == 1405);
     CHECK(unsigned(Errc::plc_malformed) == 1500);
     CHECK(unsigned(Errc::plc_duplicate) == 1510);
+    CHECK(unsigned(Errc::cache_bad_magic) == 1600);
+    CHECK(unsigned(Errc::cache_bad_did) == 1607);
+    CHECK(unsigned(Errc::mirror_corrupt) == 1700);
+    CHECK(unsigned(Errc::net_protocol) == 1705);
 }
 
 TEST_CASE("errc: every code has its own phrase") {
@@ -49,7 +53,9 @@ TEST_CASE("errc: exit status of every code (0 ok, 1 data rejected, 2 usage or sy
     // Usage, I/O and system conditions.
     for (Errc e : {Errc::io_error, Errc::bad_argument, Errc::io_not_found, Errc::io_permission, Errc::io_no_space,
                    Errc::io_not_directory, Errc::io_exists, Errc::io_interrupted, Errc::cvl_locked,
-                   Errc::cvl_not_archive, Errc::cvl_not_empty, Errc::tomb_read_only, Errc::tomb_range})
+                   Errc::cvl_not_archive, Errc::cvl_not_empty, Errc::tomb_read_only, Errc::tomb_range,
+                   Errc::cache_locked, Errc::mirror_locked, Errc::net_bad_url, Errc::net_transport,
+                   Errc::net_http_status, Errc::net_protocol})
         CHECK(sov::exit_status(e) == 2);
     // Input data rejected: framing, a corrupt archive, tombstone or state file, a bad proof.
     for (Errc e : {Errc::truncated, Errc::frame_oversized, Errc::cbor_key_order, Errc::cvl_bad_config,
@@ -61,7 +67,10 @@ TEST_CASE("errc: exit status of every code (0 ok, 1 data rejected, 2 usage or sy
                    Errc::proof_root_mismatch, Errc::proof_unbound, Errc::plc_malformed, Errc::plc_limit,
                    Errc::plc_cid_mismatch, Errc::plc_did_mismatch, Errc::plc_bad_prev,
                    Errc::plc_prev_nullified, Errc::plc_after_tombstone, Errc::plc_nullify_key,
-                   Errc::plc_nullify_late, Errc::plc_time_order, Errc::plc_duplicate})
+                   Errc::plc_nullify_late, Errc::plc_time_order, Errc::plc_duplicate,
+                   Errc::cache_bad_magic, Errc::cache_bad_version, Errc::cache_truncated,
+                   Errc::cache_corrupt, Errc::cache_dirty, Errc::cache_busy, Errc::cache_bad_did,
+                   Errc::mirror_corrupt})
         CHECK(sov::exit_status(e) == 1);
     // Every code maps to 0, 1 or 2.
     for (unsigned v = 0; v < 2000; ++v) {

@@ -164,6 +164,22 @@ enum class Errc : std::uint16_t {
     plc_nullify_late = 1508, ///< nullifying op more than 72 h after the first op it nullifies
     plc_time_order = 1509,   ///< createdAt not strictly after the DID's previous op
     plc_duplicate = 1510,    ///< an op CID already in the DID's log
+    // 1600..1699 DID cache (sovereign/did_cache.h, docs/format-did-cache.md)
+    cache_bad_magic = 1600,  ///< not a DID cache file
+    cache_bad_version = 1601,///< a cache format version this code does not read
+    cache_truncated = 1602,  ///< the file is shorter than its header says
+    cache_corrupt = 1603,    ///< a field inconsistent with the file (an offset outside it, bad flags)
+    cache_dirty = 1604,      ///< the writer stopped in the middle of an update: rebuild the cache
+    cache_busy = 1605,       ///< a slot stayed locked by a writer that is gone
+    cache_locked = 1606,     ///< another writer holds the cache
+    cache_bad_did = 1607,    ///< a DID the cache cannot hold (not did:plc or did:web)
+    // 1700..1799 the PLC mirror (plc-sync, docs/design.md §9) and the network layer
+    mirror_corrupt = 1700,   ///< a mirror file (export chunk, op store, cursor) is damaged
+    mirror_locked = 1701,    ///< another plc-sync holds the mirror directory
+    net_bad_url = 1702,      ///< a URL the network layer does not accept
+    net_transport = 1703,    ///< connection refused, reset, timed out, TLS failure
+    net_http_status = 1704,  ///< an HTTP answer with a status the caller cannot use
+    net_protocol = 1705,     ///< an answer that breaks the protocol (bad body, bad frame)
 };
 
 /// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".
@@ -175,7 +191,8 @@ Errc from_errno(int err) noexcept;
 
 /// Exit status of a tool that stops on `e` (the conventions of every tool, DESIGN §6):
 /// 0 for ok; 2 for usage, I/O and system conditions (bad_argument, io_*, cvl_locked,
-/// cvl_not_archive, cvl_not_empty, tomb_read_only, tomb_range); 1 for everything else,
+/// cvl_not_archive, cvl_not_empty, tomb_read_only, tomb_range, cache_locked, mirror_locked,
+/// net_*); 1 for everything else,
 /// i.e. input data rejected (framing, a corrupt archive or state file, a missing ordinal,
 /// a proof that does not verify, a PLC operation that fails validation). Tools choose their
 /// status from the code only, never from message text.
