@@ -4,6 +4,8 @@
 #include "sovereign/cid.h"
 #include "sovereign/syntax.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 
 
@@ -12,7 +14,7 @@ namespace sov::verify {
 namespace {
 constexpr std::string_view kNames[kVerdictCount] = {
     "ok", "ok-gap", "skip", "malformed", "too-big", "bad-car", "bad-cid", "bad-commit",
-    "no-key", "bad-sig", "bad-proof", "stale-rev", "future-rev", "bad-seq", "inactive",
+    "no-key", "bad-sig", "bad-proof", "stale-rev", "future-rev", "bad-seq", "inactive", "wrong-pds",
 };
 
 Outcome bad(Verdict v, std::string detail) { return Outcome{v, std::move(detail)}; }
@@ -49,6 +51,49 @@ crypto::PreparedKey* PreparedKeys::get(const crypto::PublicKey& key) {
     if (prepared.reset(key) != Errc::ok) return nullptr;
     if (map_.size() >= kMaxKeys) map_.clear();
     return &map_.emplace(key, std::move(prepared)).first->second;
+}
+
+std::optional<std::string> source_of_endpoint(std::string_view url) {
+    std::string_view rest;
+    unsigned default_port;
+    auto starts_ci = [&](std::string_view prefix) {
+        if (url.size() < prefix.size()) return false;
+        for (std::size_t i = 0; i < prefix.size(); ++i)
+            if (char(std::tolower(static_cast<unsigned char>(url[i]))) != prefix[i]) return false;
+        return true;
+    };
+    if (starts_ci("https://")) rest = url.substr(8), default_port = 443;
+    else if (starts_ci("http://")) rest = url.substr(7), default_port = 80;
+    else return std::nullopt;
+    rest = rest.substr(0, std::min(rest.find('/'), std::min(rest.find('?'), rest.find('#'))));
+    if (rest.find('@') != std::string_view::npos) return std::nullopt;  // userinfo: not a PDS endpoint
+    std::string_view host = rest, port;
+    if (!rest.empty() && rest[0] == '[') {  // IPv6 literal
+        std::size_t close = rest.find(']');
+        if (close == std::string_view::npos) return std::nullopt;
+        host = rest.substr(0, close + 1);
+        if (close + 1 < rest.size()) {
+            if (rest[close + 1] != ':') return std::nullopt;
+            port = rest.substr(close + 2);
+        }
+    } else if (std::size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+        host = rest.substr(0, colon);
+        port = rest.substr(colon + 1);
+    }
+    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+    if (host.empty()) return std::nullopt;
+    std::string out;
+    for (char c : host) out += char(std::tolower(static_cast<unsigned char>(c)));
+    if (!port.empty()) {
+        unsigned p = 0;
+        for (char c : port) {
+            if (c < '0' || c > '9' || p > 65535) return std::nullopt;
+            p = p * 10 + unsigned(c - '0');
+        }
+        if (p == 0 || p > 65535) return std::nullopt;
+        if (p != default_port) out += ":" + std::to_string(p);
+    }
+    return out;
 }
 
 std::optional<Verdict> verdict_from_string(std::string_view s) noexcept {

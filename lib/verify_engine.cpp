@@ -6,7 +6,8 @@ namespace {
 constexpr std::size_t kChunk = 16;  // frames claimed per atomic increment
 }
 
-Engine::Engine(const KeySource& keys, std::size_t threads, bool lenient, std::size_t max_dids) : state_(max_dids) {
+Engine::Engine(const KeySource& keys, std::size_t threads, bool lenient, std::size_t max_dids, bool check_pds)
+    : keys_(keys), check_pds_(check_pds), state_(max_dids) {
     if (threads == 0) threads = 1;
     for (std::size_t i = 0; i < threads; ++i) verifiers_.push_back(std::make_unique<Verifier>(keys, lenient));
     for (std::size_t i = 1; i < threads; ++i) pool_.emplace_back([this, i] { work(i); });
@@ -27,7 +28,14 @@ void Engine::stateless_range(std::size_t worker) {
         std::size_t start = next_.fetch_add(kChunk, std::memory_order_relaxed);
         if (start >= frames_.size()) return;
         std::size_t end = std::min(start + kChunk, frames_.size());
-        for (std::size_t i = start; i < end; ++i) out_[i] = v.verify(frames_[i].wire, frames_[i].recv, facts_[i]);
+        for (std::size_t i = start; i < end; ++i) {
+            out_[i] = v.verify(frames_[i].wire, frames_[i].recv, facts_[i]);
+            const Facts& f = facts_[i];
+            if (check_pds_ && passes(out_[i].verdict) && (f.type == msg::Type::commit || f.type == msg::Type::sync))
+                if (auto host = keys_.pds_source(f.did); host && *host != frames_[i].src)
+                    out_[i] = Outcome{Verdict::wrong_pds, "src " + std::string(frames_[i].src) + " is not the PDS of " +
+                                                             std::string(f.did) + " (" + *host + ")"};
+        }
     }
 }
 

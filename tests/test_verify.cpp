@@ -15,6 +15,7 @@
 #include "sovereign/message.h"
 #include "sovereign/varint.h"
 #include "sovereign/verify.h"
+#include "sovereign/verify_engine.h"
 
 #include "test_util.h"
 
@@ -295,7 +296,8 @@ verify::Outcome run(const verify::KeySource& keys, const Bytes& wire) {
 
 TEST_CASE("verdict strings are those of docs/design.md §3, in order", "[verify]") {
     const char* names[] = {"ok",      "ok-gap",  "skip",     "malformed",  "too-big",  "bad-car",  "bad-cid",  "bad-commit",
-                           "no-key",  "bad-sig", "bad-proof", "stale-rev", "future-rev", "bad-seq", "inactive"};
+                           "no-key",  "bad-sig", "bad-proof", "stale-rev", "future-rev", "bad-seq", "inactive",
+                           "wrong-pds"};
     static_assert(std::size(names) == verify::kVerdictCount);
     for (std::size_t i = 0; i < verify::kVerdictCount; ++i) {
         INFO(names[i]);
@@ -307,6 +309,7 @@ TEST_CASE("verdict strings are those of docs/design.md §3, in order", "[verify]
     }
     CHECK(int(Verdict::ok) == 0);
     CHECK(int(Verdict::inactive) == 14);
+    CHECK(int(Verdict::wrong_pds) == 15);
     CHECK(verify::passes(Verdict::ok));
     CHECK(verify::passes(Verdict::ok_gap));
     CHECK(verify::passes(Verdict::skip));
@@ -1090,4 +1093,72 @@ TEST_CASE("the key is the one valid at recv, with 5 minutes of grace after a rot
         CHECK(store_keys.signing_key(msg.m.did, t) == real);
         CHECK_FALSE(store_keys.signing_key("did:plc:unknownunknownunknown", t));
     }
+}
+
+// ---- wrong-pds: the src of a commit against the DID's PDS (docs/design.md §3) ----------------------
+
+TEST_CASE("source_of_endpoint: a PDS URL as a frame's src label", "[verify]") {
+    using verify::source_of_endpoint;
+    CHECK(source_of_endpoint("https://pds.example.com") == "pds.example.com");
+    CHECK(source_of_endpoint("https://Pds.Example.COM./") == "pds.example.com");
+    CHECK(source_of_endpoint("HTTPS://pds.example.com:443/xrpc") == "pds.example.com");
+    CHECK(source_of_endpoint("https://pds.example.com:8443") == "pds.example.com:8443");
+    CHECK(source_of_endpoint("http://127.0.0.1:2583") == "127.0.0.1:2583");
+    CHECK(source_of_endpoint("http://localhost:80") == "localhost");
+    CHECK(source_of_endpoint("http://[::1]:2583/") == "[::1]:2583");
+    CHECK(source_of_endpoint("https://[2001:db8::1]") == "[2001:db8::1]");
+    CHECK_FALSE(source_of_endpoint("pds.example.com"));
+    CHECK_FALSE(source_of_endpoint("wss://pds.example.com"));
+    CHECK_FALSE(source_of_endpoint("https://"));
+    CHECK_FALSE(source_of_endpoint("https://host:0"));
+    CHECK_FALSE(source_of_endpoint("https://host:99999"));
+    CHECK_FALSE(source_of_endpoint("https://host:12a"));
+    CHECK_FALSE(source_of_endpoint("https://user@host"));
+    CHECK_FALSE(source_of_endpoint("https://[::1"));
+}
+
+namespace {
+// The corpus keys, plus one PDS source for every DID.
+class PdsKeys final : public verify::KeySource {
+public:
+    PdsKeys(const sov::KeyStore& store, std::optional<std::string> pds) : keys_(store), pds_(std::move(pds)) {}
+    std::optional<sov::crypto::PublicKey> signing_key(std::string_view did, std::int64_t recv_us) const override {
+        return keys_.signing_key(did, recv_us);
+    }
+    std::optional<std::string> pds_source(std::string_view) const override { return pds_; }
+
+private:
+    verify::StoreKeys keys_;
+    std::optional<std::string> pds_;
+};
+}  // namespace
+
+TEST_CASE("Engine check_pds: a commit from another host than its DID's PDS is wrong-pds", "[verify][corpus]") {
+    REQUIRE_CORPUS(dir);
+    const Corpus& c = *corpus_data(dir);
+    const Bytes& w = c.msgs.at(commits_of(c).at(0));
+    auto run = [&](const verify::KeySource& ks, bool check, std::string_view src) {
+        verify::Engine e(ks, 1, false, 100, check);
+        verify::FrameIn in{view(w), 0, src};
+        verify::Outcome out;
+        e.run({&in, 1}, {&out, 1});
+        return out;
+    };
+    PdsKeys at_pds(c.keys, "pds.example.com"), unknown(c.keys, std::nullopt);
+    CHECK(run(at_pds, true, "pds.example.com").verdict == Verdict::ok);
+    verify::Outcome o = run(at_pds, true, "bsky.network");
+    CHECK(o.verdict == Verdict::wrong_pds);
+    CHECK(o.detail.find("bsky.network") != std::string::npos);
+    CHECK(o.detail.find("pds.example.com") != std::string::npos);
+    CHECK(run(at_pds, false, "bsky.network").verdict == Verdict::ok);  // off unless asked
+    CHECK(run(unknown, true, "bsky.network").verdict == Verdict::ok);  // PDS unknown: not checked
+    // A frame that fails for another reason keeps that verdict.
+    Bytes bad = w;
+    bad[bad.size() - 5] ^= 1;
+    verify::Engine e(at_pds, 1, false, 100, true);
+    verify::FrameIn in{view(bad), 0, "bsky.network"};
+    verify::Outcome out;
+    e.run({&in, 1}, {&out, 1});
+    CHECK(out.verdict != Verdict::wrong_pds);
+    CHECK_FALSE(verify::passes(out.verdict));
 }

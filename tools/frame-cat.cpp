@@ -6,6 +6,7 @@
 #include "sovereign/jetstream.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
+#include "sovereign/syntax.h"
 
 #include <algorithm>
 #include <atomic>
@@ -45,6 +46,9 @@ int main(int argc, char** argv) {
         ("src", "src label for raw-u32le input", cxxopts::value<std::string>()->default_value("capture"))
         ("recv", "recv (µs since the epoch) for raw-u32le input; 0 = unknown",
          cxxopts::value<std::int64_t>()->default_value("0"))
+        ("recv-from", "for raw-u32le input: 'payload-time' stamps recv from each message's own `time` field "
+                      "(trusts the sender's clock; for old captures that recorded no receive time)",
+         cxxopts::value<std::string>())
         ("blocks", "with --to json: add the CAR blocks of each message decoded (blocks_json)")
         ("type", "keep only these message types (commit,sync,identity,account,info,error,…); repeatable",
          cxxopts::value<std::vector<std::string>>())
@@ -77,7 +81,7 @@ int main(int argc, char** argv) {
         cli::diag("--blocks works only with --to json");
         return cli::kUsage;
     }
-    for (const char* o : {"src", "recv"})
+    for (const char* o : {"src", "recv", "recv-from"})
         if (args.count(o) && from != Format::raw_u32le) {
             cli::diag(std::string("--") + o + " labels raw input: it works only with --from raw-u32le (frames keep their own)");
             return cli::kUsage;
@@ -88,6 +92,19 @@ int main(int argc, char** argv) {
         return cli::kUsage;
     }
     std::int64_t recv = args["recv"].as<std::int64_t>();
+    bool recv_from_time = false;
+    if (args.count("recv-from")) {
+        if (args["recv-from"].as<std::string>() != "payload-time") {
+            cli::diag("unknown --recv-from '" + args["recv-from"].as<std::string>() + "' (the one choice is payload-time)");
+            return cli::kUsage;
+        }
+        if (args.count("recv")) {
+            cli::diag("--recv and --recv-from both set recv: choose one");
+            return cli::kUsage;
+        }
+        recv_from_time = true;
+    }
+    std::uint64_t untimed = 0;  // --recv-from payload-time: messages without a usable `time` (recv 0)
     bool decode_blocks = args.count("blocks") > 0;
     bool quiet = args.count("quiet") > 0;
     std::uint64_t limit = args.count("limit") ? args["limit"].as<std::uint64_t>() : UINT64_MAX;
@@ -203,7 +220,17 @@ int main(int argc, char** argv) {
                 rec.clear();
                 sov::frames::Envelope env;
                 sov::Located e{sov::Errc::frame_oversized, 0};  // append_record refuses only a message near 16 MiB
-                if (!sov::frames::append_record(rec, src, std::nullopt, recv, msg) ||
+                std::int64_t msg_recv = recv;
+                if (recv_from_time) {
+                    // The sender's clock, by explicit choice: a message with no parseable `time`
+                    // (#info, error frames, malformed) keeps recv 0 = unknown, and is counted.
+                    sov::msg::Message m;
+                    std::optional<std::int64_t> t;
+                    if (!sov::msg::parse(msg, m) && !m.time.empty()) t = sov::syntax::parse_datetime_micros(m.time);
+                    msg_recv = t.value_or(0);
+                    if (!t) ++untimed;
+                }
+                if (!sov::frames::append_record(rec, src, std::nullopt, msg_recv, msg) ||
                     (e = sov::frames::parse_record(rec, env))) {
                     cli::diag(path + ":" + std::to_string(r.offset()),
                               "message of " + std::to_string(msg.size()) + " bytes does not fit a frame record: " +
@@ -292,6 +319,7 @@ int main(int argc, char** argv) {
                   cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out)" +
                   (not_in_jetstream ? ", " + cli::with_commas(not_in_jetstream) + " of a type Jetstream does not carry"
                                     : "") +
+                  (untimed ? ", " + cli::count(untimed, "message") + " without a time (recv 0)" : "") +
                   cli::stop_note());
     return cli::stop_status(std::max(status, wst));
 }

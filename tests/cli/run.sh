@@ -449,6 +449,31 @@ for o in "--src x" "--recv 5"; do
     expect_match "ignored options: frame-cat $o without --from raw-u32le exits 2, says why" \
         "$rc $(size "$tmp/out") $(cat "$tmp/err")" "^2 0 frame-cat: ${o%% *} labels raw input: it works only with --from raw-u32le"
 done
+run "$frame_cat" --recv-from payload-time --to json "$vectors/good.frames"
+expect_match "ignored options: frame-cat --recv-from without --from raw-u32le exits 2, says why" \
+    "$rc $(size "$tmp/out") $(cat "$tmp/err")" "^2 0 frame-cat: --recv-from labels raw input"
+run "$frame_cat" --from raw-u32le --recv-from clock "$capture"
+expect "--recv-from clock: exit 2, names the one choice" "$rc $(cat "$tmp/err")" \
+    "2 frame-cat: unknown --recv-from 'clock' (the one choice is payload-time)"
+run "$frame_cat" --from raw-u32le --recv 5 --recv-from payload-time "$capture"
+expect "--recv with --recv-from: exit 2" "$rc $(cat "$tmp/err")" "2 frame-cat: --recv and --recv-from both set recv: choose one"
+# --recv-from payload-time: every frame's recv is its message's own time, to the microsecond.
+run "$frame_cat" --from raw-u32le --recv-from payload-time --to json "$capture"
+expect "--recv-from payload-time: exit 0, no message without a time" "$rc $(cat "$tmp/err")" \
+    "0 frame-cat: 150 frames read, 150 written (819,376 bytes in, $(commas "$(size "$tmp/out")") bytes out)"
+expect "--recv-from payload-time: recv = payload time on every frame" "$(python3 -c '
+import json, sys, datetime
+bad = 0
+for line in open(sys.argv[1]):
+    f = json.loads(line)
+    t = datetime.datetime.fromisoformat(f["payload"]["time"].replace("Z", "+00:00"))
+    us = (t - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)) // datetime.timedelta(microseconds=1)
+    bad += f["recv"] != us
+print(bad)' "$tmp/out")" 0
+printf '\x0d\x00\x00\x00\xa2\x61\x74\x65\x23\x69\x6e\x66\x6f\x62\x6f\x70\x01' >"$tmp/info-only.u32le"
+run "$frame_cat" --from raw-u32le --recv-from payload-time --to json "$tmp/info-only.u32le"
+expect_match "--recv-from payload-time: a message without a time gets recv 0 and is counted" \
+    "$rc $(cut -c1-30 "$tmp/out") $(cat "$tmp/err")" '^0 \{"src":"capture","recv":0,.* 1 message without a time \(recv 0\)$'
 # Plurals: one frame is "1 frame".
 "$frame_cat" -q --limit 1 "$frames" >"$tmp/one.frames"
 run "$frame_cat" "$tmp/one.frames"

@@ -24,9 +24,9 @@ namespace sov::verify {
 /// stable too (they index per-verdict counters).
 enum class Verdict : std::uint8_t {
     ok, ok_gap, skip, malformed, too_big, bad_car, bad_cid, bad_commit, no_key, bad_sig, bad_proof,
-    stale_rev, future_rev, bad_seq, inactive,
+    stale_rev, future_rev, bad_seq, inactive, wrong_pds,
 };
-inline constexpr std::size_t kVerdictCount = 15;
+inline constexpr std::size_t kVerdictCount = 16;
 
 /// "ok", "ok-gap", "skip", "malformed", "too-big", … exactly as written into `vrd`.
 std::string_view to_string(Verdict v) noexcept;
@@ -53,7 +53,19 @@ public:
     /// rotation (kRotationGraceUs) is the Verifier's: when a signature fails it asks again for
     /// recv_us − kRotationGraceUs.
     virtual std::optional<crypto::PublicKey> signing_key(std::string_view did, std::int64_t recv_us) const = 0;
+
+    /// The frame source (`src`, docs/design.md §2: host, plus ":port" when not the scheme's
+    /// default) of the DID's current PDS endpoint, for the wrong-pds check (Engine::check_pds);
+    /// nullopt when the source does not know it (then nothing is checked). The default knows
+    /// nothing: DID documents without history, test sources.
+    virtual std::optional<std::string> pds_source(std::string_view /*did*/) const { return std::nullopt; }
 };
+
+/// The `src` label of a PDS endpoint URL: "https://Pds.Example.com/" → "pds.example.com",
+/// "http://127.0.0.1:2583" → "127.0.0.1:2583" (host lowercased, a trailing dot dropped, the
+/// port kept only when it is not the scheme's default, 443 for https, 80 for http). nullopt for
+/// anything but an http(s) URL with a host.
+std::optional<std::string> source_of_endpoint(std::string_view url);
 
 /// A key replaced less than this long before a frame's `recv` still verifies the frame (a PDS
 /// may sign just before its rotation reaches the directory): 5 minutes, in µs.

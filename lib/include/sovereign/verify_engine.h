@@ -29,8 +29,11 @@ struct FrameIn {
 class Engine {
 public:
     /// `threads` ≥ 1 (the calling thread counts as one); `lenient` as in Verifier;
-    /// `max_dids` bounds the state's DID table.
-    Engine(const KeySource& keys, std::size_t threads, bool lenient, std::size_t max_dids);
+    /// `max_dids` bounds the state's DID table; `check_pds`: a #commit or #sync that would pass
+    /// but whose `src` is not KeySource::pds_source of its DID gets wrong-pds (docs/design.md
+    /// §3; for streams tapped directly from PDSes). DIDs whose PDS the source does not know are
+    /// not checked.
+    Engine(const KeySource& keys, std::size_t threads, bool lenient, std::size_t max_dids, bool check_pds = false);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -46,6 +49,8 @@ private:
     void work(std::size_t worker);
     void stateless_range(std::size_t worker);
     std::vector<std::unique_ptr<Verifier>> verifiers_;
+    const KeySource& keys_;
+    bool check_pds_ = false;
     State state_;
     std::vector<Facts> facts_;
     std::vector<std::thread> pool_;
