@@ -362,7 +362,7 @@ Errc decompress_all(ByteView in, std::string& out, const std::string& path, std:
     ZSTD_inBuffer ib{in.data(), in.size(), 0};
     std::vector<char> buf(ZSTD_DStreamOutSize());
     std::size_t last = 0;
-    while (ib.pos < ib.size) {
+    for (;;) {
         ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
         last = ZSTD_decompressStream(d, &ob, &ib);
         if (ZSTD_isError(last)) {
@@ -371,14 +371,7 @@ Errc decompress_all(ByteView in, std::string& out, const std::string& path, std:
             return Errc::mirror_corrupt;
         }
         out.append(buf.data(), ob.pos);
-        if (ob.pos == 0 && ib.pos == ib.size) break;
-    }
-    // Drain what the decoder still holds.
-    for (;;) {
-        ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-        last = ZSTD_decompressStream(d, &ob, &ib);
-        if (ZSTD_isError(last) || ob.pos == 0) break;
-        out.append(buf.data(), ob.pos);
+        if (ib.pos == ib.size && ob.pos < ob.size) break;  // all input read, nothing held back
     }
     ZSTD_freeDCtx(d);
     if (last != 0) {
