@@ -185,6 +185,24 @@ didcache::Record record_of_ops(const std::string& did, const std::vector<OpRec>&
     return r;
 }
 
+/// The Errc's identifier, as rejected.jsonl names it: every code parsing and validating an
+/// export line can give (errc.h has only descriptions); others as "errc_<number>".
+std::string errc_name(Errc e) {
+    switch (e) {
+#define SOV_NAME(x) \
+    case Errc::x: return #x;
+        SOV_NAME(truncated) SOV_NAME(trailing_bytes) SOV_NAME(too_large) SOV_NAME(json_parse)
+        SOV_NAME(json_bad_data_model) SOV_NAME(base_bad_char) SOV_NAME(base_bad_padding) SOV_NAME(key_bad_multibase)
+        SOV_NAME(key_bad_codec) SOV_NAME(key_bad_point) SOV_NAME(sig_bad_length) SOV_NAME(sig_high_s)
+        SOV_NAME(sig_invalid) SOV_NAME(cid_bad_text) SOV_NAME(syntax_datetime) SOV_NAME(plc_malformed)
+        SOV_NAME(plc_limit) SOV_NAME(plc_cid_mismatch) SOV_NAME(plc_did_mismatch) SOV_NAME(plc_bad_prev)
+        SOV_NAME(plc_prev_nullified) SOV_NAME(plc_after_tombstone) SOV_NAME(plc_nullify_key)
+        SOV_NAME(plc_nullify_late) SOV_NAME(plc_time_order) SOV_NAME(plc_duplicate)
+#undef SOV_NAME
+        default: return "errc_" + std::to_string(int(e));
+    }
+}
+
 // ---------------------------------------------------------------- op store records
 
 void put_u16(std::string& b, std::uint16_t v) {
@@ -429,6 +447,8 @@ Errc Mirror::Impl::write_cursor(std::string& err) const {
     j["created_at"] = cur.created_at;
     j["boundary_cids"] = cur.boundary_cids;
     j["lines"] = cur.lines;
+    j["source"] = cur.source;
+    j["source_offset"] = cur.source_offset;
     j["ops_per_chunk"] = opt.ops_per_chunk;
     j["sealed_chunks"] = sealed;
     j["chunk_bytes"] = chunk_bytes;
@@ -462,12 +482,14 @@ Errc Mirror::Impl::read_cursor(std::string& err) {
     if (!u64("seq", cur.seq) || !u64("lines", cur.lines) || !u64("ops_per_chunk", opc) || opc == 0 ||
         !u64("sealed_chunks", sealed) || !u64("chunk_bytes", chunk_bytes) || !u64("ops_bytes", ops_bytes) ||
         !u64("rejected_bytes", rejected_bytes) || !u64("accepted", totals.accepted) || !u64("rejected", totals.rejected) ||
-        !u64("duplicates", totals.duplicates))
+        !u64("duplicates", totals.duplicates) || !u64("source_offset", cur.source_offset))
         return bad("a counter is missing or not an unsigned integer");
     auto ca = j.find("created_at");
     auto bc = j.find("boundary_cids");
     if (ca == j.end() || !ca->is_string() || bc == j.end() || !bc->is_array()) return bad("created_at or boundary_cids missing");
     cur.created_at = ca->get<std::string>();
+    if (auto src = j.find("source"); src != j.end() && src->is_string()) cur.source = src->get<std::string>();
+    else return bad("source missing");
     cur.created_at_us = 0;
     if (!cur.created_at.empty()) {
         auto us = syntax::parse_datetime_micros(cur.created_at);
@@ -582,7 +604,8 @@ void Mirror::Impl::reject(std::string& out, std::string_view line, std::uint64_t
         j["cid"] = el->cid;
         j["createdAt"] = el->created_at;
     }
-    j["error"] = std::string(to_string(e));
+    j["error"] = errc_name(e);
+    j["code"] = int(e);
     j["reason"] = reason;
     j["line"] = std::string(line);
     out += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -681,7 +704,8 @@ Errc Mirror::open(const std::string& dir, Mirror& out, std::string& err, MirrorO
     return Errc::ok;
 }
 
-Errc Mirror::ingest_page(std::string_view body, PageStats& stats, std::string& err) {
+Errc Mirror::ingest_page(std::string_view body, PageStats& stats, std::string& err,
+                         const std::pair<std::string, std::uint64_t>* source) {
     stats = PageStats{};
     if (!impl_) {
         err = "mirror not open";
@@ -785,6 +809,10 @@ Errc Mirror::ingest_page(std::string_view body, PageStats& stats, std::string& e
         m.failed_err = err;
         return e;
     };
+    if (source) {
+        nc.source = source->first;
+        nc.source_offset = source->second;
+    }
     const std::uint64_t open_chunk = nc.lines / opc;
     std::uint64_t chunk_bytes = open_chunk == m.cur.lines / opc ? m.chunk_bytes : 0;
     bool new_file = false;

@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "sovereign/did_cache.h"
@@ -49,6 +50,11 @@ struct Cursor {
     std::vector<std::string> boundary_cids;   ///< CIDs of the lines mirrored at exactly created_at
     std::uint64_t lines = 0;                  ///< lines in the export chunks (duplicates excluded)
     std::int64_t created_at_us = 0;           ///< created_at in µs since the epoch (0 when empty)
+    /// Where the input of the last committed page ended, as its caller named it (plc-sync
+    /// --from-file: the dump's absolute path and the byte offset, in its decompressed text,
+    /// after the page). Lets a restarted file import resume at the same page boundaries.
+    std::string source;
+    std::uint64_t source_offset = 0;
 };
 
 /// Counts of one ingest_page call (or of a whole mirror: Mirror::totals).
@@ -85,7 +91,10 @@ public:
     /// rejected.jsonl), never stops the sync; empty lines (e.g. "\r\n" ends) are not lines.
     /// Errors only for I/O or a damaged mirror; after an error the Mirror refuses further
     /// pages (close it and open again: recovery redoes the page).
-    Errc ingest_page(std::string_view body, PageStats& stats, std::string& err);
+    /// `source`, when not null, is stored in the cursor with the commit (Cursor::source,
+    /// source_offset): where the caller's input stands after this page.
+    Errc ingest_page(std::string_view body, PageStats& stats, std::string& err,
+                     const std::pair<std::string, std::uint64_t>* source = nullptr);
 
     /// Seals nothing early; syncs the cache; unlocks. Idempotent.
     Errc close(std::string& err);
