@@ -571,7 +571,7 @@ Errc Mirror::Impl::rebuild_cache(std::string& err) {
     cache_open = false;
     const std::string p = path(didcache::kFileName);
     if (::unlink(p.c_str()) != 0 && errno != ENOENT) return sys_fail(p, "unlink", err);
-    std::uint64_t slots = 1024;
+    std::uint64_t slots = std::max<std::uint64_t>(opt.cache_slots, 1024);
     while (slots < logs.size() * 2) slots *= 2;
     if (Errc e = didcache::Writer::open(p, cache, err, slots); e != Errc::ok) return e;
     cache_open = true;
@@ -582,7 +582,7 @@ Errc Mirror::Impl::rebuild_cache(std::string& err) {
 
 Errc Mirror::Impl::open_cache(std::string& err) {
     const std::string p = path(didcache::kFileName);
-    Errc e = didcache::Writer::open(p, cache, err);
+    Errc e = didcache::Writer::open(p, cache, err, opt.cache_slots);
     if (e == Errc::cache_locked || (int(e) >= 1400 && int(e) < 1500) || e == Errc::io_error) return e;
     if (e == Errc::ok) {
         cache_open = true;
@@ -698,6 +698,8 @@ Errc Mirror::open(const std::string& dir, Mirror& out, std::string& err, MirrorO
             return e;
     }
     if (Errc e = truncate_to(impl->path("rejected.jsonl"), impl->rejected_bytes, err); e != Errc::ok) return e;
+    bool created = false;  // an empty rejected.jsonl from the start, for readers
+    if (Errc e = append_file(impl->path("rejected.jsonl"), {}, created, err); e != Errc::ok) return e;
     if (Errc e = impl->open_cache(err); e != Errc::ok) return e;
     guard.i = nullptr;
     out.impl_ = std::move(impl);

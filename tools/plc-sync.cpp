@@ -183,6 +183,8 @@ int main(int argc, char** argv) {
         ("page-lines", "lines per committed page when reading a file (default 1000)", cxxopts::value<std::uint64_t>())
         ("ops-per-chunk", "lines per export chunk of a new mirror (default 100000; fixed once created)",
          cxxopts::value<std::uint64_t>())
+        ("cache-slots", "initial slots of a new DID cache (default 65536; it grows by itself)",
+         cxxopts::value<std::uint64_t>())
         ("q,quiet", "no progress and no summary line")
         ("args", "lookup|docs and DIDs", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"args"});
@@ -195,7 +197,7 @@ int main(int argc, char** argv) {
     if (!pos.empty() && (pos[0] == "lookup" || pos[0] == "docs")) {
         const std::string cmd = pos[0];
         pos.erase(pos.begin());
-        if (!cli::not_with(a, "args", {"from-file", "page-lines", "ops-per-chunk"}, cmd)) return cli::kUsage;
+        if (!cli::not_with(a, "args", {"from-file", "page-lines", "ops-per-chunk", "cache-slots"}, cmd)) return cli::kUsage;
         if (dir.empty() && cmd == "docs" && pos.size() == 1) {  // also `plc-sync docs DIR`
             dir = pos[0];
             pos.clear();
@@ -236,6 +238,7 @@ int main(int argc, char** argv) {
     }
     sov::plc::MirrorOptions mo;
     if (a.count("ops-per-chunk")) mo.ops_per_chunk = a["ops-per-chunk"].as<std::uint64_t>();
+    if (a.count("cache-slots")) mo.cache_slots = a["cache-slots"].as<std::uint64_t>();
     if (mo.ops_per_chunk == 0) {
         cli::diag("--ops-per-chunk must be at least 1");
         return cli::kUsage;

@@ -35,11 +35,13 @@ namespace sov::plc {
 /// How a Mirror validates and stores. `ops_per_chunk` is fixed when the mirror is created
 /// (cursor.json keeps it; a different value given later is ignored, so chunk boundaries never
 /// move). `rebuild_cache_ok`: open() may rebuild a dirty or stale did.cache from the op store
-/// (false: it answers cache_dirty instead).
+/// (false: it answers cache_dirty instead). `cache_slots`: initial slots of a new did.cache
+/// (didcache::Writer::open; it grows by itself).
 struct MirrorOptions {
     Limits limits{};
     std::uint64_t ops_per_chunk = 100000;
     bool rebuild_cache_ok = true;
+    std::uint64_t cache_slots = 1 << 16;
 };
 
 /// Where the next page starts: seq (sequenced export) or createdAt + the op CIDs already
