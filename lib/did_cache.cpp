@@ -1194,6 +1194,18 @@ Errc check_file(ByteView file, std::string& err) {
         }
         DidRecordView v;
         if (Errc e = did_record(m, ref, v, err); e != Errc::ok) return e;
+        // No earlier slot of its probe chain holds the same DID (a duplicate would hide it).
+        for (std::uint64_t j = k.hash() & m.mask(); j != i; j = (j + 1) & m.mask()) {
+            const std::uint8_t* o = m.slot(j);
+            if ((o[kSFlags] & kFWeb) != (f & kFWeb) || std::memcmp(o + kSId, k.id, 15) != 0) continue;
+            DidRecordView ov;
+            const std::uint32_t oref = le::get<std::uint32_t>(o + kSRef);
+            if ((f & kFWeb) && (std::uint64_t(oref) * 8 >= heap_used || starts[oref] != kKindDid ||
+                                did_record(m, oref, ov, err) != Errc::ok || ov.name != v.name))
+                continue;  // another did:web with the same hash, or a slot reported on its own turn
+            err = at(name, so, "DID also held by slot " + std::to_string(j));
+            return Errc::cache_corrupt;
+        }
         if (bool(f & kFWeb) != !v.name.empty()) {
             err = at(name, so + kSFlags, "did:web flag disagrees with the record's name");
             return Errc::cache_corrupt;
