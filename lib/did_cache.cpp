@@ -724,10 +724,13 @@ Errc Writer::open(const std::string& path, Writer& out, std::string& err, std::u
             errno = e;
             return sys(path, "flock", err);
         }
-        struct stat st {};
+        struct stat st {}, at_path{};
         if (::fstat(w->fd, &st) != 0) {
             return sys(path, "fstat", err);
         }
+        // Locked, but is it still the file at the path? (A rebuild may have renamed a new
+        // one over it between our open and our flock.)
+        if (::stat(path.c_str(), &at_path) != 0 || at_path.st_ino != st.st_ino || at_path.st_dev != st.st_dev) continue;
         if (st.st_size == 0) {
             if (Errc e = init_file(w->fd, path, slots, heap_for(slots, 0), 1, w->base, w->bytes, err); e != Errc::ok) return e;
             if (::msync(w->base, w->bytes, MS_SYNC) != 0 || ::fsync(w->fd) != 0) {
@@ -867,11 +870,9 @@ Errc Writer::Impl::rebuild(std::uint64_t slots, std::uint64_t heap, std::string&
         return fail(sys(tmp, "fsync", err));
     }
     if (Errc e = file::rename(tmp, w.path, err); e != Errc::ok) return fail(e);
-    if (Errc e = file::fsync_dir(dir_of(w.path), err); e != Errc::ok) {
-        // The new file is in place; carry on with it (the rename is done, only its durability
-        // is in doubt) but report the error.
-        (void)e;
-    }
+    // The new file is in place whatever the directory fsync says: switch to it, then report
+    // a failed fsync (the caller's put is not done; its content is the same either way).
+    const Errc dir_error = file::fsync_dir(dir_of(w.path), err);
     w.store(kOffSuperseded, n.g.generation);
     (void)::msync(w.base, kHeaderBytes, MS_SYNC);
     w.close();
@@ -885,7 +886,7 @@ Errc Writer::Impl::rebuild(std::uint64_t slots, std::uint64_t heap, std::string&
     w.interned = std::move(n.interned);
     n.fd = -1;
     n.base = nullptr;
-    return Errc::ok;
+    return dir_error;
 }
 
 Errc Writer::sync(std::uint64_t applied, std::string& err) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "sovereign/did_cache.h"
 #include "sovereign/file.h"
@@ -312,6 +313,46 @@ TEST_CASE("did cache: growth across generations while a reader stays open", "[di
     for (int i = 0; i < 2000; ++i) REQUIRE(w.put(big, err) == Errc::ok);
     CHECK(w.file_bytes() <= 2 * bytes);
     CHECK(rd.get(plc(1)) == big);
+}
+
+TEST_CASE("did cache: many threads share one Reader while the writer grows the file", "[did_cache]") {
+    TempDir t;
+    std::string err;
+    Writer w;
+    REQUIRE(Writer::open(t.file(), w, err, 1) == Errc::ok);
+    constexpr std::uint64_t kFirst = 300, kTotal = 5000;
+    auto rec = [](std::uint64_t i) {
+        Record r;
+        r.did = plc(i);
+        r.pds = "https://pds" + std::to_string(i % 3) + ".example";
+        r.history = {{kT0, pub(crypto::Curve::k256, std::uint8_t(i % 4))}};
+        return r;
+    };
+    for (std::uint64_t i = 0; i < kFirst; ++i) REQUIRE(w.put(rec(i), err) == Errc::ok);
+    Reader rd;
+    REQUIRE(Reader::open(t.file(), rd, err) == Errc::ok);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> bad{0}, reads{0};
+    std::vector<std::thread> th;
+    for (int k = 0; k < 4; ++k)
+        th.emplace_back([&, k] {
+            std::mt19937_64 rng{std::uint64_t(k)};
+            // At least 20,000 lookups each, and on until the writer is done.
+            for (std::uint64_t n = 0; n < 20000 || !stop.load(); ++n) {
+                const std::uint64_t i = rng() % kFirst;
+                const auto key = rd.key_at(plc(i), 0);
+                if (!key || *key != pub(crypto::Curve::k256, std::uint8_t(i % 4))) ++bad;
+                ++reads;
+            }
+        });
+    for (std::uint64_t i = kFirst; i < kTotal; ++i) REQUIRE(w.put(rec(i), err) == Errc::ok);
+    stop = true;
+    for (auto& x : th) x.join();
+    CHECK(bad == 0);
+    CHECK(reads >= 80000);
+    CHECK(w.generation() >= 4);
+    CHECK(rd.generation() == w.generation());
+    CHECK(rd.status() == Errc::ok);
 }
 
 TEST_CASE("did cache: a second writer gets cache_locked", "[did_cache]") {
