@@ -103,8 +103,8 @@ std::uint64_t counter(const std::uint8_t* p) noexcept {
     return le::get<std::uint64_t>(p);
 }
 
-std::string at(const std::string& name, std::uint64_t off, std::string_view why) {
-    return name + ": offset " + std::to_string(off) + ": " + std::string(why);
+std::string at(std::string_view name, std::uint64_t off, std::string_view why) {
+    return std::string(name) + ": offset " + std::to_string(off) + ": " + std::string(why);
 }
 
 // Sets `err` to "<path>: <call>: <errno text>" and returns the errno's Errc.
@@ -184,7 +184,7 @@ struct Geometry {
     std::uint64_t file_bytes() const noexcept { return heap_offset + heap_size; }
 };
 
-Errc check_header(ByteView f, const std::string& name, Geometry& g, std::string& err) {
+Errc check_header(ByteView f, std::string_view name, Geometry& g, std::string& err) {
     if (f.size() < sizeof(kMagic)) {
         err = at(name, f.size(), "file ends inside the magic number");
         return f.empty() || std::memcmp(f.data(), kMagic, f.size()) == 0 ? Errc::cache_truncated : Errc::cache_bad_magic;
@@ -249,7 +249,8 @@ struct Map {
     const std::uint8_t* base = nullptr;
     std::uint64_t bytes = 0;
     Geometry g;
-    std::string name;  // for messages
+    std::string_view name;  // for messages: the path (owned by the Map's owner) or "did cache"
+    std::string path;       // the Reader's own copy of the path, which `name` views (Maps never move)
     std::uint64_t mask() const noexcept { return g.slots - 1; }
     const std::uint8_t* slot(std::uint64_t i) const noexcept { return base + kHeaderBytes + i * kSlotBytes; }
     const std::uint8_t* heap() const noexcept { return base + g.heap_offset; }
@@ -494,7 +495,7 @@ struct Writer::Impl {
     bool dirty = false;
     std::unordered_map<std::string, std::uint32_t> interned;  // PDS endpoint → string record ref
 
-    Map view() const { return Map{base, bytes, g, path}; }
+    Map view() const { return Map{base, bytes, g, path, {}}; }
     std::uint8_t* slot(std::uint64_t i) const noexcept { return base + kHeaderBytes + i * kSlotBytes; }
     std::uint8_t* heap() const noexcept { return base + g.heap_offset; }
 
@@ -944,7 +945,8 @@ struct Reader::Impl {
         auto m = std::make_unique<Map>();
         m->base = base;
         m->bytes = bytes;
-        m->name = path;
+        m->path = path;
+        m->name = m->path;
         if ((e = check_header(ByteView(base, bytes), path, m->g, err)) != Errc::ok) {
             if (base) ::munmap(base, bytes);
             return e;
