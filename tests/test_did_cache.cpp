@@ -541,37 +541,97 @@ TEST_CASE("did cache: corrupt and truncated files give the right error with an o
     }
 }
 
-TEST_CASE("did cache: record_of a corpus audit log", "[did_cache]") {
-    const std::string path = testutil::corpus_path("plc/log_bskyapp.json");
-    if (path.empty()) return;
-    const auto bytes = testutil::read_file(path);
-    std::vector<sov::plc::ExportLine> lines;
-    sov::plc::Problem why;
-    REQUIRE(sov::plc::parse_audit_log(sov::as_chars(bytes), lines, why) == Errc::ok);
-    REQUIRE(!lines.empty());
-    sov::plc::Log log(lines.front().did);
-    for (const auto& l : lines) REQUIRE(log.apply(l, why) == Errc::ok);
-    const auto st = log.state();
-    const Record r = record_of(st);
-    CHECK(r.did == lines.front().did);
-    CHECK(r.handle == st.handle);
-    CHECK(r.pds == st.pds);
-    CHECK_FALSE(r.deactivated);
-    REQUIRE(r.history.size() == st.key_history.size());
-    REQUIRE(!r.history.empty());
-    CHECK(r.history.back().key == st.signing_public_key);
-    for (std::size_t i = 0; i < r.history.size(); ++i) CHECK(r.history[i].valid_from_us == st.key_history[i].valid_from_us);
-
+TEST_CASE("did cache: record_of every valid corpus audit log, through the cache and back", "[did_cache]") {
+    REQUIRE_CORPUS(dir);
+    std::vector<fs::path> logs;
+    for (const auto& e : fs::directory_iterator(dir / "plc")) {
+        const std::string name = e.path().filename().string();
+        if (name.starts_with("log_") && name.ends_with(".json") && !name.starts_with("log_invalid_")) logs.push_back(e.path());
+    }
+    std::sort(logs.begin(), logs.end());
+    REQUIRE(logs.size() >= 9);
     TempDir t;
     std::string err;
     Writer w;
     REQUIRE(Writer::open(t.file(), w, err) == Errc::ok);
-    REQUIRE(w.put(r, err) == Errc::ok);
+    std::vector<std::pair<Record, sov::plc::State>> seen;
+    bool some_tombstoned = false, some_rotated = false;
+    for (const auto& path : logs) {
+        INFO(path.filename().string());
+        const auto bytes = testutil::read_file(path);
+        std::vector<sov::plc::ExportLine> lines;
+        sov::plc::Problem why;
+        REQUIRE(sov::plc::parse_audit_log(sov::as_chars(bytes), lines, why) == Errc::ok);
+        REQUIRE(!lines.empty());
+        sov::plc::Log log(lines.front().did);
+        for (const auto& l : lines) REQUIRE(log.apply(l, why) == Errc::ok);
+        const auto st = log.state();
+        const Record r = record_of(st);
+        CHECK(r.did == st.did);
+        CHECK(r.tombstoned == st.tombstoned);
+        CHECK(r.handle == st.handle);
+        CHECK(r.pds == st.pds);
+        CHECK_FALSE(r.deactivated);
+        REQUIRE(r.history.size() == st.key_history.size());
+        REQUIRE(!r.history.empty());
+        for (std::size_t i = 0; i < r.history.size(); ++i) {
+            CHECK(r.history[i].valid_from_us == st.key_history[i].valid_from_us);
+            CHECK(r.history[i].key == st.key_history[i].key);
+        }
+        if (!st.tombstoned) CHECK(r.history.back().key == st.signing_public_key);
+        some_tombstoned = some_tombstoned || st.tombstoned;
+        some_rotated = some_rotated || r.history.size() > 1;
+        REQUIRE(w.put(r, err) == Errc::ok);
+        seen.emplace_back(r, st);
+    }
+    CHECK(some_tombstoned);
+    CHECK(some_rotated);
+    REQUIRE(w.sync(1, err) == Errc::ok);
     Reader rd;
     REQUIRE(Reader::open(t.file(), rd, err) == Errc::ok);
-    CHECK(rd.get(r.did) == r);
-    CHECK(rd.key_at(r.did, 0) == st.signing_public_key);
-    for (const auto& e : r.history) CHECK(rd.key_at(r.did, e.valid_from_us) == e.key);
+    for (const auto& [r, st] : seen) {
+        INFO(r.did);
+        CHECK(rd.get(r.did) == r);
+        // The current key is the log's, none when tombstoned; each epoch answers from its start.
+        CHECK(rd.key_at(r.did, 0) == (st.tombstoned ? std::nullopt : st.signing_public_key));
+        for (std::size_t i = 0; i + 1 < r.history.size(); ++i)
+            if (r.history[i + 1].valid_from_us > r.history[i].valid_from_us)
+                CHECK(rd.key_at(r.did, r.history[i].valid_from_us) == r.history[i].key);
+    }
+    CHECK(check(slurp(t.file()), err) == Errc::ok);
+}
+
+TEST_CASE("did cache: a reopened writer reuses the interned PDS strings", "[did_cache]") {
+    TempDir t;
+    std::string err;
+    auto heap_used = [&] {
+        const auto b = slurp(t.file());
+        std::uint64_t v = 0;
+        std::memcpy(&v, b.data() + 152, 8);
+        return v;
+    };
+    {
+        Writer w;
+        REQUIRE(Writer::open(t.file(), w, err) == Errc::ok);
+        REQUIRE(w.put(full_record(plc(1)), err) == Errc::ok);
+        REQUIRE(w.sync(1, err) == Errc::ok);
+    }
+    const std::uint64_t before = heap_used();
+    Writer w;
+    REQUIRE(Writer::open(t.file(), w, err) == Errc::ok);
+    REQUIRE(w.put(full_record(plc(2)), err) == Errc::ok);  // same PDS
+    REQUIRE(w.sync(2, err) == Errc::ok);
+    // One DID record: 8 + 16 + 3 × 42 + 17 (handle) = 167 → 168 bytes; no new string record.
+    CHECK(heap_used() - before == 168);
+    Reader rd;
+    REQUIRE(Reader::open(t.file(), rd, err) == Errc::ok);
+    CHECK(rd.get(plc(2)) == full_record(plc(2)));
+    // A file that is not a cache is refused, not overwritten.
+    const std::string other = (t.dir / "not-a-cache").string();
+    spit(other, std::vector<std::uint8_t>(8192, 'x'));
+    Writer w2;
+    CHECK(Writer::open(other, w2, err) == Errc::cache_bad_magic);
+    CHECK(slurp(other) == std::vector<std::uint8_t>(8192, 'x'));
 }
 
 // ---- the hammer
