@@ -182,6 +182,14 @@ public:
     std::optional<crypto::PublicKey> signing_key(std::string_view did, std::int64_t recv_us) const override {
         return reader_.key_at(did, recv_us);
     }
+    /// The src label of the DID's current PDS endpoint (verify::source_of_endpoint); nullopt
+    /// for an unknown DID or one without a usable http(s) endpoint. Copies the record: for
+    /// --check-pds, not the signature hot path.
+    std::optional<std::string> pds_source(std::string_view did) const override {
+        std::optional<Record> r = reader_.get(did);
+        if (!r || r->pds.empty()) return std::nullopt;
+        return verify::source_of_endpoint(r->pds);
+    }
 
 private:
     const Reader& reader_;
