@@ -1,6 +1,7 @@
 // cbor-verify — verify frame streams and stamp each frame with a verdict (docs/design.md §3).
 #include "cli.h"
 
+#include "sovereign/did_cache.h"
 #include "sovereign/did_doc.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/verify.h"
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <thread>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -62,10 +64,13 @@ int main(int argc, char** argv) {
     cli::init("cbor-verify");
     cxxopts::Options opts("cbor-verify",
                           "Verify frame streams: writes passing frames (ok, ok-gap, skip) with `vrd` set.\n"
-                          "Usage: cbor-verify --did-docs FILE [OPTIONS] [FILE...]   (no FILE or '-' reads stdin)\n");
+                          "Usage: cbor-verify (--did-docs FILE | --cache DIR) [OPTIONS] [FILE...]   (no FILE or '-' reads stdin)\n");
     opts.add_options()
         ("did-docs", "JSON object DID → DID document giving signing keys (*.zst accepted)",
          cxxopts::value<std::string>())
+        ("cache", "signing keys from the DID cache of a PLC mirror (plc-sync -o DIR): the key each DID had "
+                  "at the frame's recv time", cxxopts::value<std::string>())
+        ("check-pds", "with --cache: a #commit/#sync whose src is not its DID's PDS host is wrong-pds")
         ("annotate", "write every frame, rejected ones too, each with its verdict")
         ("rejects", "also write rejected frames (with their verdict) to FILE", cxxopts::value<std::string>())
         ("strict", "exit 1 if any frame is rejected")
@@ -121,8 +126,35 @@ int main(int argc, char** argv) {
         }
         return cli::kOk;
     };
-    if (!args.count("did-docs")) cli::diag("no --did-docs given: every commit will be no-key");
-    sov::verify::StoreKeys keys(store);
+    if (args.count("cache") && args.count("did-docs")) {
+        cli::diag("--cache and --did-docs both give keys: choose one");
+        return cli::kUsage;
+    }
+    if (args.count("check-pds") && !args.count("cache")) {
+        cli::diag("--check-pds needs --cache (DID documents carry no PDS history here)");
+        return cli::kUsage;
+    }
+    // --cache: the mirror's memory-mapped DID cache, opened now (plc-sync may keep updating it;
+    // the reader follows). DIR or the cache file itself.
+    sov::didcache::Reader cache;
+    std::string cache_path;
+    if (args.count("cache")) {
+        cache_path = args["cache"].as<std::string>();
+        struct stat st;
+        if (::stat(cache_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+            cache_path += "/" + std::string(sov::didcache::kFileName);
+        std::string err;
+        if (sov::Errc e = sov::didcache::Reader::open(cache_path, cache, err); e != sov::Errc::ok) {
+            cli::diag(err.empty() ? cache_path + ": " + std::string(sov::to_string(e)) : err);
+            return cli::status(e);
+        }
+    }
+    if (!args.count("did-docs") && !args.count("cache"))
+        cli::diag("neither --did-docs nor --cache given: every commit will be no-key");
+    sov::verify::StoreKeys doc_keys(store);
+    sov::didcache::CacheKeys cache_keys(cache);
+    const sov::verify::KeySource& keys =
+        args.count("cache") ? static_cast<const sov::verify::KeySource&>(cache_keys) : doc_keys;
 
     int rejects_fd = -1;
     if (args.count("rejects")) {
@@ -141,7 +173,8 @@ int main(int argc, char** argv) {
         return cli::kUsage;
     }
     std::size_t batch_size = std::max<std::size_t>(1, args["batch"].as<std::size_t>());
-    sov::verify::Engine engine(keys, threads, args.count("lenient") > 0, args["max-dids"].as<std::size_t>());
+    sov::verify::Engine engine(keys, threads, args.count("lenient") > 0, args["max-dids"].as<std::size_t>(),
+                               args.count("check-pds") > 0);
     std::string state_path = args.count("state") ? args["state"].as<std::string>() : "";
     if (!state_path.empty()) {
         std::string err;
@@ -280,6 +313,14 @@ int main(int argc, char** argv) {
     }
     if (int st = load_keys(); st != cli::kOk) status = std::max(status, st);  // no frame came: still check it
     if (g_stop.load()) cli::diag("interrupted: stopping after the frames already read");
+    if (args.count("cache")) {
+        // A lookup that met a damaged record or a slot left locked gave no-key: say so, exit 1.
+        std::string err;
+        if (sov::Errc e = cache.status(&err); e != sov::Errc::ok) {
+            cli::diag(err.empty() ? cache_path + ": " + std::string(sov::to_string(e)) : err);
+            status = std::max(status, cli::status(e));
+        }
+    }
     if (!save_state()) status = std::max<int>(status, cli::kSystem);
     progress.finish();
     int wst = cli::finish_output(out, "stdout");

@@ -5,11 +5,14 @@
 #include "sovereign/capture.h"
 #include "sovereign/car.h"
 #include "sovereign/cbor.h"
+#include "sovereign/did_cache.h"
+#include "sovereign/file.h"
 #include "sovereign/frame_json.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -60,6 +63,43 @@ int main(int argc, char** argv) {
                 ++k;
             }
         }
+    }
+    // DID cache files (made here, not from the corpus): a plc, a web, a tombstoned and a
+    // keyless DID with shared PDS strings, as written by Writer.
+    {
+        namespace dc = sov::didcache;
+        const std::string path = (out / "did_cache.tmp").string();
+        fs::remove(path);
+        {
+            dc::Writer w;
+            if (dc::Writer::open(path, w, err, 1) == sov::Errc::ok) {
+                std::array<std::uint8_t, 32> seed{};
+                const auto k1 = *sov::crypto::public_key_of(sov::crypto::generate_from_seed(sov::crypto::Curve::k256, seed));
+                const auto k2 = *sov::crypto::public_key_of(sov::crypto::generate_from_seed(sov::crypto::Curve::p256, seed));
+                dc::Record r;
+                r.did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+                r.handle = "atproto.com";
+                r.pds = "https://pds.example";
+                r.history = {{1682000000000000, k1}, {1690000000000000, k2}};
+                (void)w.put(r, err);
+                r.did = "did:web:example.com";
+                r.history = {{1682000000000000, k2}};
+                (void)w.put(r, err);
+                r.did = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+                r.tombstoned = true;
+                r.history = {{1682000000000000, k1}, {1690000000000000, std::nullopt}};
+                (void)w.put(r, err);
+                r.did = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
+                r.tombstoned = false;
+                r.pds.clear();
+                r.history.clear();
+                (void)w.put(r, err);
+                (void)w.sync(1, err);
+            }
+        }
+        std::vector<std::uint8_t> bytes;
+        if (sov::file::read_file(path, bytes, err) == sov::Errc::ok) put(out / "did_cache_file", "four_dids", bytes);
+        fs::remove(path);
     }
     std::ofstream(argv[3]) << "seeds\n";
     return 0;

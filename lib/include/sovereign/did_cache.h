@@ -119,7 +119,8 @@ private:
 /// A read-only view of a cache file, for any number of processes and threads. Follows the
 /// writer's growth: every call checks the mapped header's superseded mark (one shared cache
 /// line) and remaps the path when it is set. All const calls are safe from many threads at
-/// once.
+/// once. Superseded mappings stay mapped (pages released with MADV_DONTNEED) until the Reader
+/// is destroyed, since another thread may still be reading one.
 class Reader {
 public:
     Reader();
@@ -140,7 +141,8 @@ public:
     std::optional<crypto::PublicKey> key_at(std::string_view did, std::int64_t time_us) const;
 
     /// key_at for many DIDs at once, prefetching every slot before reading any (the batched
-    /// path of the benchmarks). `out` has dids.size() entries; `times_us` one per DID.
+    /// path of the benchmarks; the slot 16 DIDs ahead is prefetched). Precondition:
+    /// times_us.size() and out.size() are at least dids.size().
     void key_at_batch(std::span<const std::string_view> dids, std::span<const std::int64_t> times_us,
                       std::span<std::optional<crypto::PublicKey>> out) const;
 
@@ -179,6 +181,14 @@ public:
     explicit CacheKeys(const Reader& reader) noexcept : reader_(reader) {}
     std::optional<crypto::PublicKey> signing_key(std::string_view did, std::int64_t recv_us) const override {
         return reader_.key_at(did, recv_us);
+    }
+    /// The src label of the DID's current PDS endpoint (verify::source_of_endpoint); nullopt
+    /// for an unknown DID or one without a usable http(s) endpoint. Copies the record: for
+    /// --check-pds, not the signature hot path.
+    std::optional<std::string> pds_source(std::string_view did) const override {
+        std::optional<Record> r = reader_.get(did);
+        if (!r || r->pds.empty()) return std::nullopt;
+        return verify::source_of_endpoint(r->pds);
     }
 
 private:
