@@ -678,7 +678,10 @@ Errc Mirror::open(const std::string& dir, Mirror& out, std::string& err, MirrorO
         }
     } guard{impl.get()};
 
+    // Leftovers of a killed atomic replace or cache growth (we hold the lock: no writer is
+    // mid-growth now). didcache::Writer reuses its temporary file but does not delete it.
     ::unlink(impl->path("cursor.json.tmp").c_str());
+    ::unlink((impl->path(didcache::kFileName) + ".tmp").c_str());
     if (file_size(impl->path("cursor.json")) >= 0) {
         if (Errc e = impl->read_cursor(err); e != Errc::ok) return e;
     }

@@ -512,3 +512,21 @@ TEST_CASE("plc_mirror: damaged files are mirror_corrupt with file and offset; a 
         CHECK(!err.empty());
     }
 }
+
+TEST_CASE("plc_mirror: leftovers of a killed cache growth or cursor replace are removed at open", "[plc_mirror]") {
+    TempDir t;
+    const std::string dir = t.sub("m");
+    std::string err;
+    {
+        Mirror m;
+        REQUIRE(Mirror::open(dir, m, err) == Errc::ok);
+    }
+    spit(dir + "/did.cache.tmp", "partial growth");
+    spit(dir + "/cursor.json.tmp", "{");
+    spit(dir + "/export/00000000.jsonl.zst.tmp", "partial seal");
+    Mirror m;
+    REQUIRE(Mirror::open(dir, m, err) == Errc::ok);
+    CHECK(!fs::exists(dir + "/did.cache.tmp"));
+    CHECK(!fs::exists(dir + "/cursor.json.tmp"));
+    CHECK(!fs::exists(dir + "/export/00000000.jsonl.zst.tmp"));
+}
