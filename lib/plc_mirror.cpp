@@ -16,9 +16,11 @@
 //  - After any error inside ingest_page the in-memory state may be ahead of the files, so the
 //    Mirror refuses further pages; reopening recovers.
 //
-// Memory: validation needs every DID's history. Each accepted op is one 64-byte OpRec (CID
-// digest, createdAt, flags, signer, and four ids into one interned string table: rotation
-// keys joined by '\n', signing did:key, PDS endpoint, handle) in its DID's vector.
+// Memory: validation needs every DID's history. Each accepted op is one 56-byte OpRec (CID
+// digest, createdAt, flags, signer, the id of its rotation keys joined by '\n' in one interned
+// string table, and the offset of its record in ops.bin) in its DID's vector. What only the
+// cache needs (signing key, PDS, handle) is read back from ops.bin when a DID's record is
+// built: after each page for the DIDs it touched, and for every DID when rebuilding.
 #include "sovereign/plc_mirror.h"
 
 #include <algorithm>
@@ -36,6 +38,7 @@
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -86,11 +89,19 @@ private:
 struct OpRec {
     Digest digest{};
     std::int64_t created_at_us = 0;
-    std::uint32_t rotation = 0, signing = 0, pds = 0, handle = 0;  // ids in Strings
+    std::uint64_t at = 0;        // offset of its record in ops.bin
+    std::uint32_t rotation = 0;  // id in Strings of the rotation keys joined by '\n'
     std::uint8_t flags = 0, signer = 0;
 };
 
 using Logs = std::unordered_map<std::string, std::vector<OpRec>>;
+
+/// Appends with a slow growth: most DIDs have one to three ops, and a doubling vector would
+/// leave a quarter to a half of their OpRecs unused.
+void append_op(std::vector<OpRec>& log, const OpRec& o) {
+    if (log.size() == log.capacity()) log.reserve(log.size() < 4 ? log.size() + 1 : log.size() + log.size() / 2);
+    log.push_back(o);
+}
 
 std::optional<Digest> digest_of(std::string_view cid_text) {
     cid::Cid c;
@@ -158,31 +169,42 @@ struct CompactHistory {
     }
 };
 
+/// What an op sets for the cache, read back from its op store record.
+struct CacheFields {
+    std::string signing, pds, handle;
+};
+
 /// The cache record of a DID's compact log: the rules of plc::Log::state + didcache::record_of.
-didcache::Record record_of_ops(const std::string& did, const std::vector<OpRec>& ops, const Strings& strings) {
-    didcache::Record r;
+/// `fields(op, out)` reads an op's CacheFields; its error is returned.
+template <class Fields>
+Errc record_of_ops(const std::string& did, const std::vector<OpRec>& ops, Fields&& fields, didcache::Record& r) {
+    r = didcache::Record{};
     r.did = did;
     const OpRec* head = nullptr;
-    std::uint32_t last_key = kNone;
+    CacheFields f, head_fields;
+    std::string last_key;
     for (const OpRec& o : ops) {
         if (o.flags & kNullified) continue;
         head = &o;
-        const std::uint32_t key = (o.flags & kTombstone) ? 0 : o.signing;
-        if (r.history.empty() || key != last_key) {
+        f = CacheFields{};
+        if (!(o.flags & kTombstone))
+            if (Errc e = fields(o, f); e != Errc::ok) return e;
+        if (r.history.empty() || f.signing != last_key) {
             didcache::KeyEpoch e;
             e.valid_from_us = o.created_at_us;
-            if (key != 0)
-                if (auto k = crypto::parse_did_key(strings.get(key))) e.key = *k;
+            if (!f.signing.empty())
+                if (auto k = crypto::parse_did_key(f.signing)) e.key = *k;
             r.history.push_back(std::move(e));
-            last_key = key;
+            last_key = f.signing;
         }
+        head_fields = f;
     }
     if (head && (head->flags & kTombstone)) r.tombstoned = true;
     else if (head) {
-        r.pds = strings.get(head->pds);
-        r.handle = strings.get(head->handle);
+        r.pds = std::move(head_fields.pds);
+        r.handle = std::move(head_fields.handle);
     }
-    return r;
+    return Errc::ok;
 }
 
 /// The Errc's identifier, as rejected.jsonl names it: every code parsing and validating an
@@ -237,9 +259,9 @@ std::string op_store_header() {
     return h;
 }
 
-/// Appends the record of one accepted op (docs/format-plc-mirror.md §4) to `out`.
+/// Appends the record of one accepted op (docs/format-plc-mirror.md §5) to `out`.
 void encode_record(std::string& out, const std::string& did, const OpRec& o, std::uint32_t nullify_from,
-                   const Strings& strings) {
+                   std::string_view rotation, const CacheFields& f) {
     std::string p;
     p.push_back(char(1));  // kind: accepted op
     p.push_back(char(o.flags & (kTombstone | kLegacyCreate)));
@@ -249,10 +271,10 @@ void encode_record(std::string& out, const std::string& did, const OpRec& o, std
     put_u64(p, std::uint64_t(o.created_at_us));
     p.append(reinterpret_cast<const char*>(o.digest.data()), 32);
     put_str(p, did);
-    put_str(p, strings.get(o.rotation));
-    put_str(p, strings.get(o.signing));
-    put_str(p, strings.get(o.pds));
-    put_str(p, strings.get(o.handle));
+    put_str(p, rotation);
+    put_str(p, f.signing);
+    put_str(p, f.pds);
+    put_str(p, f.handle);
     put_u32(out, std::uint32_t(p.size()));
     put_u32(out, checksum(ByteView(reinterpret_cast<const std::uint8_t*>(p.data()), p.size())));
     out += p;
@@ -304,10 +326,8 @@ Errc load_ops(ByteView file, const std::string& name, Logs& logs, Strings& strin
         }
         if (!log.empty() && o.created_at_us <= log.back().created_at_us) return bad(off + 16, "createdAt not after the previous op of the DID");
         o.rotation = strings.intern(s[1]);
-        o.signing = strings.intern(s[2]);
-        o.pds = strings.intern(s[3]);
-        o.handle = strings.intern(s[4]);
-        log.push_back(o);
+        o.at = off;
+        append_op(log, o);
         ++ops;
         off += 8 + len;
     }
@@ -422,8 +442,13 @@ struct Mirror::Impl {
     Strings strings;
     Logs logs;
     std::uint64_t ops = 0;
+    int ops_fd = -1;  // ops.bin, read-only: CacheFields of committed records
     didcache::Writer cache;
     bool cache_open = false;
+
+    ~Impl() {
+        if (ops_fd >= 0) ::close(ops_fd);
+    }
     Errc failed = Errc::ok;
     std::string failed_err;
 
@@ -431,6 +456,10 @@ struct Mirror::Impl {
     std::string chunk_path(std::uint64_t k) const { return dir + "/export/" + chunk_name(k); }
 
     Errc write_cursor(std::string& err) const;
+    Errc read_fields(const OpRec& o, CacheFields& f, std::string& err) const;
+    Errc record(const std::string& did, const std::vector<OpRec>& ops, didcache::Record& r, std::string& err) const {
+        return record_of_ops(did, ops, [&](const OpRec& o, CacheFields& f) { return read_fields(o, f, err); }, r);
+    }
     Errc read_cursor(std::string& err);
     Errc seal(std::uint64_t k, std::string& err) const;
     Errc recover_export(std::string& err);
@@ -439,6 +468,34 @@ struct Mirror::Impl {
     void reject(std::string& out, std::string_view line, std::uint64_t index, const ExportLine* el, Errc e,
                 const std::string& reason) const;
 };
+
+Errc Mirror::Impl::read_fields(const OpRec& o, CacheFields& f, std::string& err) const {
+    const std::string p = path("ops.bin");
+    std::uint8_t head[8];
+    if (Errc e = file::pread_all(ops_fd, o.at, head, 8, p, err); e != Errc::ok) return e == Errc::truncated ? Errc::mirror_corrupt : e;
+    const std::uint32_t len = get_u32(head);
+    if (len < 58 || len > kMaxRecordBytes) {
+        err = p + ": offset " + std::to_string(o.at) + ": record length " + std::to_string(len) + " out of range";
+        return Errc::mirror_corrupt;
+    }
+    std::vector<std::uint8_t> b(len);
+    if (Errc e = file::pread_all(ops_fd, o.at + 8, b.data(), len, p, err); e != Errc::ok) return e == Errc::truncated ? Errc::mirror_corrupt : e;
+    std::size_t at = 48;
+    std::string_view s[5];
+    for (auto& str : s) {
+        const std::size_t n = at + 2 <= len ? std::size_t(b[at]) | std::size_t(b[at + 1]) << 8 : len;
+        if (at + 2 + n > len) {
+            err = p + ": offset " + std::to_string(o.at) + ": record changed since it was loaded";
+            return Errc::mirror_corrupt;
+        }
+        str = std::string_view(reinterpret_cast<const char*>(b.data() + at + 2), n);
+        at += 2 + n;
+    }
+    f.signing = s[2];
+    f.pds = s[3];
+    f.handle = s[4];
+    return Errc::ok;
+}
 
 Errc Mirror::Impl::write_cursor(std::string& err) const {
     nlohmann::ordered_json j;
@@ -575,8 +632,11 @@ Errc Mirror::Impl::rebuild_cache(std::string& err) {
     while (slots < logs.size() * 2) slots *= 2;
     if (Errc e = didcache::Writer::open(p, cache, err, slots); e != Errc::ok) return e;
     cache_open = true;
-    for (const auto& [did, ops] : logs)
-        if (Errc e = cache.put(record_of_ops(did, ops, strings), err); e != Errc::ok) return e;
+    didcache::Record r;
+    for (const auto& [did, ops] : logs) {
+        if (Errc e = record(did, ops, r, err); e != Errc::ok) return e;
+        if (Errc e = cache.put(r, err); e != Errc::ok) return e;
+    }
     return cache.sync(cur.lines, err);
 }
 
@@ -642,7 +702,10 @@ std::optional<didcache::Record> Mirror::record(std::string_view did) const {
     if (!impl_) return std::nullopt;
     auto it = impl_->logs.find(std::string(did));
     if (it == impl_->logs.end()) return std::nullopt;
-    return record_of_ops(it->first, it->second, impl_->strings);
+    didcache::Record r;
+    std::string err;
+    if (impl_->record(it->first, it->second, r, err) != Errc::ok) return std::nullopt;
+    return r;
 }
 
 Errc Mirror::open(const std::string& dir, Mirror& out, std::string& err, MirrorOptions opt) {
@@ -695,10 +758,17 @@ Errc Mirror::open(const std::string& dir, Mirror& out, std::string& err, MirrorO
         impl->ops_bytes = kOpHeaderBytes;
     } else {
         if (Errc e = truncate_to(ops_path, impl->ops_bytes, err); e != Errc::ok) return e;
-        std::vector<std::uint8_t> bytes;
-        if (Errc e = file::read_file(ops_path, bytes, err); e != Errc::ok) return e;
-        if (Errc e = load_ops(ByteView(bytes.data(), bytes.size()), ops_path, impl->logs, impl->strings, impl->ops, err); e != Errc::ok)
-            return e;
+    }
+    impl->ops_fd = ::open(ops_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (impl->ops_fd < 0) return sys_fail(ops_path, "open", err);
+    {   // One linear scan of the mapped file: its pages are the page cache's, not our heap.
+        void* map = ::mmap(nullptr, impl->ops_bytes, PROT_READ, MAP_PRIVATE, impl->ops_fd, 0);
+        if (map == MAP_FAILED) return sys_fail(ops_path, "mmap", err);
+        ::madvise(map, impl->ops_bytes, MADV_SEQUENTIAL);
+        const Errc e = load_ops(ByteView(static_cast<const std::uint8_t*>(map), impl->ops_bytes), ops_path, impl->logs,
+                                impl->strings, impl->ops, err);
+        ::munmap(map, impl->ops_bytes);
+        if (e != Errc::ok) return e;
     }
     if (Errc e = truncate_to(impl->path("rejected.jsonl"), impl->rejected_bytes, err); e != Errc::ok) return e;
     bool created = false;  // an empty rejected.jsonl from the start, for readers
@@ -778,31 +848,33 @@ Errc Mirror::ingest_page(std::string_view body, PageStats& stats, std::string& e
         o.digest = *digest_of(v.cid);
         o.created_at_us = el.created_at_us;
         o.signer = std::uint8_t(v.signer);
+        std::string rot;
+        CacheFields cf;
         if (el.op.type == OpType::tombstone) o.flags |= kTombstone;
         else {
             if (el.op.type == OpType::legacy_create) o.flags |= kLegacyCreate;
             const Operation n = normalise(el.op);
-            std::string rot;
             for (const auto& k : n.rotation_keys) {
                 if (!rot.empty()) rot.push_back('\n');
                 rot += k;
             }
             o.rotation = m.strings.intern(rot);
             for (const auto& [id, key] : n.verification_methods)
-                if (id == "atproto") o.signing = m.strings.intern(key);
+                if (id == "atproto") cf.signing = key;
             for (const auto& sv : n.services)
-                if (sv.id == "atproto_pds" && sv.type == "AtprotoPersonalDataServer") o.pds = m.strings.intern(sv.endpoint);
+                if (sv.id == "atproto_pds" && sv.type == "AtprotoPersonalDataServer") cf.pds = sv.endpoint;
             for (const auto& aka : n.also_known_as)
                 if (aka.starts_with("at://")) {
-                    o.handle = m.strings.intern(std::string_view(aka).substr(5));
+                    cf.handle = aka.substr(5);
                     break;
                 }
         }
         std::vector<OpRec>& log = it == m.logs.end() ? m.logs[el.did] : it->second;
         if (v.nullify_from != std::size_t(-1))
             for (std::size_t i = v.nullify_from; i < log.size(); ++i) log[i].flags |= kNullified;
-        encode_record(op_records, el.did, o, v.nullify_from == std::size_t(-1) ? kNone : std::uint32_t(v.nullify_from), m.strings);
-        log.push_back(o);
+        o.at = m.ops_bytes + op_records.size();
+        encode_record(op_records, el.did, o, v.nullify_from == std::size_t(-1) ? kNone : std::uint32_t(v.nullify_from), rot, cf);
+        append_op(log, o);
         ++m.ops;
         touched.insert(el.did);
         ++stats.accepted;
@@ -859,7 +931,11 @@ Errc Mirror::ingest_page(std::string_view body, PageStats& stats, std::string& e
     }
     if (m.cache_open) {
         for (const std::string& did : touched)
-            if (Errc e = m.cache.put(record_of_ops(did, m.logs[did], m.strings), err); e != Errc::ok) return fail(e);
+        {
+            didcache::Record r;
+            if (Errc e = m.record(did, m.logs[did], r, err); e != Errc::ok) return fail(e);
+            if (Errc e = m.cache.put(r, err); e != Errc::ok) return fail(e);
+        }
         if (Errc e = m.cache.sync(m.cur.lines, err); e != Errc::ok) return fail(e);
     }
     return Errc::ok;
