@@ -256,11 +256,17 @@ int main(int argc, char** argv) {
         errno = in.open_errno();
         return cli::fail(sov::from_errno(in.open_errno()), from + ": " + std::strerror(in.open_errno()));
     }
-    // A restart of the same file import resumes after the last committed page.
+    // A restart of the same import resumes after the last committed page. "The same" is the
+    // same path, size and modification time: a dump replaced at the same path (a cron job's)
+    // is read from its start, its mirrored lines skipped as duplicates, never skipped by offset.
     std::string source = from;
     if (from != "-") {
         char buf[PATH_MAX];
         if (::realpath(from.c_str(), buf)) source = buf;
+        struct stat st {};
+        if (::stat(from.c_str(), &st) == 0)
+            source += "|" + std::to_string(st.st_size) + "|" + std::to_string(st.st_mtim.tv_sec) + "." +
+                      std::to_string(st.st_mtim.tv_nsec);
     }
     std::uint64_t skip = m.cursor().source == source && from != "-" ? m.cursor().source_offset : 0;
     std::uint64_t offset = 0;  // bytes of the (decompressed) input consumed into pages
