@@ -29,13 +29,12 @@
 #include "sovereign/cid.h"
 #include "sovereign/multibase.h"
 #include "sovereign/syntax.h"
+#include "internal/plc_apply.h"
 
 namespace sov::plc {
 namespace {
 
 namespace od = simdjson::ondemand;
-
-constexpr std::int64_t kRecoveryWindowUs = std::int64_t{72} * 3600 * 1000000;
 
 // ---------------------------------------------------------------- JSON parsing helpers
 
@@ -551,76 +550,28 @@ Errc parse_audit_log(std::string_view json, std::vector<ExportLine>& out, Proble
 
 // ---------------------------------------------------------------- the log state machine
 
+namespace {
+// The History of internal/plc_apply.h over a Log's whole entries.
+struct EntryHistory {
+    const std::vector<Entry>& e;
+    std::size_t size() const { return e.size(); }
+    bool cid_is(std::size_t i, const std::string& cid) const { return e[i].cid == cid; }
+    std::string cid(std::size_t i) const { return e[i].cid; }
+    bool nullified(std::size_t i) const { return e[i].nullified; }
+    bool tombstone(std::size_t i) const { return e[i].op.type == OpType::tombstone; }
+    std::int64_t created_at_us(std::size_t i) const { return e[i].created_at_us; }
+    std::string created_at(std::size_t i) const { return e[i].created_at; }
+    std::size_t signer(std::size_t i) const { return e[i].signer; }
+    std::vector<std::string> rotation_keys(std::size_t i) const { return normalise(e[i].op).rotation_keys; }
+};
+}  // namespace
+
 Errc Log::apply(const ExportLine& line, Problem& why) {
-    why = Problem{};
-    auto reject = [&](Errc e, std::string reason) {
-        if (e == Errc::sig_invalid && is_der_signature(line.op.sig)) reason += "; the sig is DER-encoded, not 64-byte r||s";
-        why.reason = std::move(reason);
-        return e;
-    };
-    const Operation& op = line.op;
-    if (line.did != did_) return reject(Errc::plc_did_mismatch, "line of " + line.did + " applied to the log of " + did_);
-    if (Errc e = check_limits(op, limits_, why); e != Errc::ok) return e;
-    const std::string cid = op_cid(op);
-    if (cid != line.cid) return reject(Errc::plc_cid_mismatch, "cid " + line.cid + " but the operation hashes to " + cid);
-    for (const Entry& en : entries_)
-        if (en.cid == cid) return reject(Errc::plc_duplicate, "operation " + cid + " is already in the log");
-
-    Entry entry{op, cid, line.created_at, line.created_at_us, false, 0};
-
-    if (entries_.empty()) {  // genesis
-        if (op.prev) return reject(Errc::plc_bad_prev, "genesis operation with prev " + *op.prev);
-        if (op.type == OpType::tombstone) return reject(Errc::plc_malformed, "genesis operation is a plc_tombstone");
-        const std::string derived = did_of_genesis(op);
-        if (derived != did_) return reject(Errc::plc_did_mismatch, "genesis operation hashes to " + derived + ", not " + did_);
-        if (Errc e = verify_signature(op, normalise(op).rotation_keys, entry.signer); e != Errc::ok)
-            return reject(e, "genesis sig: " + std::string(sov::to_string(e)) + " (by its own rotationKeys)");
-        entries_.push_back(std::move(entry));
-        return Errc::ok;
-    }
-
-    if (!op.prev) return reject(Errc::plc_bad_prev, "prev is null after the genesis operation");
-    if (op.type == OpType::legacy_create) return reject(Errc::plc_bad_prev, "a create operation after the genesis operation");
-    std::size_t x = entries_.size();
-    for (std::size_t i = 0; i < entries_.size(); ++i)
-        if (entries_[i].cid == *op.prev) x = i;
-    if (x == entries_.size()) return reject(Errc::plc_bad_prev, "prev " + *op.prev + " is not an operation of the log");
-    if (entries_[x].nullified) return reject(Errc::plc_prev_nullified, "prev " + *op.prev + " was nullified");
-    if (entries_[x].op.type == OpType::tombstone)
-        return reject(Errc::plc_after_tombstone, "prev " + *op.prev + " is a plc_tombstone");
-    if (line.created_at_us <= entries_.back().created_at_us)
-        return reject(Errc::plc_time_order, "createdAt " + line.created_at + " not after " + entries_.back().created_at);
-
-    const std::vector<std::string> keys = normalise(entries_[x].op).rotation_keys;
-    // The ops after x that are still canonical: the ones this op would nullify.
-    std::size_t first = entries_.size();
-    for (std::size_t i = x + 1; i < entries_.size(); ++i)
-        if (!entries_[i].nullified) { first = i; break; }
-
-    if (first == entries_.size()) {  // x is the head: a plain update
-        if (Errc e = verify_signature(op, keys, entry.signer); e != Errc::ok)
-            return reject(e, "sig: " + std::string(sov::to_string(e)) + " (by the rotationKeys of " + *op.prev + ")");
-        entries_.push_back(std::move(entry));
-        return Errc::ok;
-    }
-
-    // Nullification (§7): a strictly higher-priority key, within 72 h of the first op it undoes.
-    const Entry& disputed = entries_[first];
-    if (Errc e = verify_signature(op, keys, entry.signer); e != Errc::ok)
-        return reject(e, "sig: " + std::string(sov::to_string(e)) + " (by the rotationKeys of " + *op.prev + ")");
-    // With a duplicated key, the disputed signer's first index decides (as the reference does).
-    std::size_t disputed_index = disputed.signer;
-    for (std::size_t i = 0; i < disputed.signer; ++i)
-        if (keys[i] == keys[disputed.signer]) { disputed_index = i; break; }
-    if (entry.signer >= disputed_index)
-        return reject(Errc::plc_nullify_key, "nullifies " + disputed.cid + " (signed by rotationKeys[" +
-                                                 std::to_string(disputed_index) + "]) with rotationKeys[" +
-                                                 std::to_string(entry.signer) + "], not a higher-priority key");
-    if (line.created_at_us - disputed.created_at_us > kRecoveryWindowUs)
-        return reject(Errc::plc_nullify_late, "nullifies " + disputed.cid + " of " + disputed.created_at + " at " +
-                                                  line.created_at + ", more than 72 h later");
-    for (std::size_t i = first; i < entries_.size(); ++i) entries_[i].nullified = true;
-    entries_.push_back(std::move(entry));
+    detail::Verdict v;
+    if (Errc e = detail::apply_op(EntryHistory{entries_}, did_, limits_, line, why, v); e != Errc::ok) return e;
+    if (v.nullify_from != std::size_t(-1))
+        for (std::size_t i = v.nullify_from; i < entries_.size(); ++i) entries_[i].nullified = true;
+    entries_.push_back(Entry{line.op, std::move(v.cid), line.created_at, line.created_at_us, false, v.signer});
     return Errc::ok;
 }
 
