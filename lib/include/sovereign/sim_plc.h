@@ -1,0 +1,113 @@
+// sovereign/sim_plc.h — a simulated PLC directory: deterministic accounts with real signed op
+// histories, the export lines, DID documents and audit logs a directory serves for them, and the
+// ground truth a mirror must reach (issue 9 item 4; model: man/mesh-sim.1.md "PLC").
+//
+// Every account is drawn from (seed, account index) alone, so a seed gives the same bytes on
+// every run and platform: keys are derived from the seed, k256 signatures are RFC 6979
+// deterministic, and p256 signatures use a nonce derived from the key and the digest (see
+// sim_plc.cpp). An account's history:
+//  - genesis, signed by its second rotation key (rotationKeys = [recovery k256, everyday k256
+//    or p256]);
+//  - updates signed by the everyday key: signing-key rotations, handle changes, PDS migrations
+//    (new PDS and new signing key);
+//  - nullifications: the recovery key (index 0) undoing the last update within 72 h (sometimes
+//    exactly 72 h, the inclusive limit);
+//  - tombstones (the last valid op of the account);
+//  - for a share of accounts one invalid op, as the real directory serves them: a signature by a
+//    key that is not a rotation key (sig_invalid), a high-S signature (sig_high_s), a DER
+//    signature (sig_bad_length), an op after a tombstone (plc_after_tombstone), a nullification
+//    more than 72 h late (plc_nullify_late), a line whose cid is not its op's (plc_cid_mismatch).
+// Ops are listed in (createdAt, cid) order — the reference server's export order — with seq
+// 1, 2, … in that order; every account's createdAts are distinct milliseconds.
+#pragma once
+
+#include "sovereign/errc.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace sov::sim {
+
+struct PlcOptions {
+    std::size_t accounts = 1000;
+    std::uint64_t seed = 1;
+    std::int64_t start_us = 1704067200000000;     ///< 2024-01-01T00:00:00Z: earliest genesis
+    std::int64_t span_us = 30LL * 86400 * 1000000;  ///< geneses are spread over [start, start + span)
+    double mean_gap_s = 3 * 86400;  ///< mean time between an account's updates (exponential, ≥ 1 ms)
+    double p256_share = 0.2;        ///< accounts whose everyday rotation key and signing keys are p256
+    double nullify_share = 0.05;    ///< accounts whose last update is undone by the recovery key
+    double tombstone_share = 0.03;  ///< accounts ending with a tombstone
+    double invalid_share = 0.05;    ///< accounts with one invalid op
+    unsigned threads = 0;           ///< generator threads; 0 = hardware concurrency (output identical)
+};
+
+/// One op as the directory serves it.
+struct PlcOp {
+    std::string did;
+    std::string cid;             ///< as served (for plc_cid_mismatch: not the op's own CID)
+    std::string created_at;      ///< "YYYY-MM-DDTHH:MM:SS.mmmZ"
+    std::int64_t created_at_us = 0;  ///< µs since the epoch, a whole millisecond
+    std::uint64_t seq = 0;       ///< 1-based, in (createdAt, cid) order
+    std::string operation;       ///< the op's JSON object, keys in PostgreSQL jsonb order (as served)
+    bool nullified = false;      ///< undone by a later valid op (the legacy form's flag)
+    Errc expected = Errc::ok;    ///< ok for a valid op, else the error plc::Log::apply must give
+};
+
+/// What a mirror must hold for one DID after every op: the state of plc::Log::state().
+struct PlcAccountTruth {
+    std::string did;
+    bool tombstoned = false;
+    std::vector<std::string> rotation_keys;  ///< did:key, priority order (empty when tombstoned)
+    std::string signing_key;                 ///< did:key ("" when tombstoned)
+    std::string pds;                         ///< endpoint URL ("" when tombstoned)
+    std::string handle;                      ///< without "at://" ("" when tombstoned)
+    /// (valid from µs, signing did:key or "" for none) along the canonical chain, oldest first.
+    std::vector<std::pair<std::int64_t, std::string>> key_history;
+    std::vector<std::size_t> ops;  ///< indexes into PlcDirectory::ops(), createdAt order
+};
+
+/// The simulated directory: ops in export order, accounts in index order (account i's DID is
+/// accounts()[i].did), and the invalid ops by served CID.
+class PlcDirectory {
+public:
+    /// Builds it (about the cost of 3 signatures per account, spread over `threads`).
+    /// bad_argument when an option is out of range (accounts 0, shares outside [0, 1],
+    /// span or gap not positive).
+    static Result<PlcDirectory> generate(const PlcOptions& options);
+
+    const std::vector<PlcOp>& ops() const noexcept { return ops_; }
+    const std::vector<PlcAccountTruth>& accounts() const noexcept { return accounts_; }
+    /// Served CID → expected error, for every invalid op.
+    const std::unordered_map<std::string, Errc>& invalid() const noexcept { return invalid_; }
+    /// The account of `did`, or nullptr.
+    const PlcAccountTruth* find(std::string_view did) const;
+
+    /// `/export?after=<seq>` line of ops()[i] (reference field order: did, cid, seq, createdAt,
+    /// operation, type), no newline.
+    std::string sequenced_line(std::size_t i) const;
+    /// `/export?after=<createdAt>` line (did, operation, cid, nullified, createdAt), no newline.
+    std::string legacy_line(std::size_t i) const;
+    /// `/<did>/log/audit`: a JSON array of the account's legacy-form entries, createdAt order.
+    std::string audit_log(const PlcAccountTruth& a) const;
+    /// `/<did>`: the DID document of a live account (the reference's formatDidDoc shape).
+    std::string did_document(const PlcAccountTruth& a) const;
+    /// One JSON line of ground truth for the account (plc-truth): did, tombstoned, rotationKeys,
+    /// signingKey, pds, handle, keyHistory [{validFrom (createdAt text), key}], nullified [cid],
+    /// invalid [{cid, error}] (the Errc name).
+    std::string truth_line(const PlcAccountTruth& a) const;
+
+private:
+    std::vector<PlcOp> ops_;
+    std::vector<PlcAccountTruth> accounts_;
+    std::unordered_map<std::string, Errc> invalid_;
+    std::unordered_map<std::string, std::size_t> by_did_;
+};
+
+}  // namespace sov::sim
