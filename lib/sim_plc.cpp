@@ -15,6 +15,7 @@
 #include <openssl/obj_mac.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -586,6 +587,199 @@ std::string PlcDirectory::truth_line(const PlcAccountTruth& a) const {
     j["nullified"] = nullified;
     j["invalid"] = invalid;
     return j.dump();
+}
+
+}  // namespace sov::sim
+
+// ---- the directory's HTTP routes
+
+namespace sov::sim {
+
+namespace {
+
+// JavaScript's parseInt(s, 10) as the reference applies it to `count`: leading whitespace, an
+// optional sign, then the longest run of digits; nullopt (NaN) when there is none.
+std::optional<std::int64_t> js_parse_int(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n' || s.front() == '\r')) s.remove_prefix(1);
+    bool neg = false;
+    if (!s.empty() && (s.front() == '+' || s.front() == '-')) {
+        neg = s.front() == '-';
+        s.remove_prefix(1);
+    }
+    std::size_t i = 0;
+    std::int64_t v = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+        if (v < 1000000000000LL) v = v * 10 + (s[i] - '0');
+        ++i;
+    }
+    if (i == 0) return std::nullopt;
+    return neg ? -v : v;
+}
+
+bool all_digits(std::string_view s) {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (c < '0' || c > '9') return false;
+    return true;
+}
+
+// `new Date(after)` for the forms a client sends: an RFC 3339 datetime (fraction optional),
+// a bare date "YYYY-MM-DD" (UTC midnight), or — legacy-only servers, which read every `after`
+// as a date — a bare number, which V8 takes as a year (0–49 → 2000–2049, 50–99 → 1950–1999).
+// Milliseconds since the epoch (Date's precision); nullopt for an invalid date.
+std::optional<std::int64_t> js_date_ms(std::string_view s) {
+    if (all_digits(s)) {
+        if (s.size() > 6) return std::nullopt;
+        int y = std::stoi(std::string(s));
+        if (y < 50) y += 2000;
+        else if (y < 100) y += 1900;
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%04d-01-01T00:00:00Z", y);
+        if (y > 9999) return std::nullopt;
+        auto us = syntax::parse_datetime_micros(buf);
+        return us ? std::optional<std::int64_t>(*us / 1000) : std::nullopt;
+    }
+    std::string text(s);
+    if (text.size() == 10) text += "T00:00:00Z";
+    auto us = syntax::parse_datetime_micros(text);
+    if (!us) return std::nullopt;
+    return *us >= 0 ? *us / 1000 : -((-*us + 999) / 1000);
+}
+
+PlcAnswer message(int status, std::string text) {
+    PlcAnswer a;
+    a.status = status;
+    a.body = "{\"message\":";
+    json_string(a.body, text);
+    a.body += "}";
+    return a;
+}
+
+}  // namespace
+
+PlcService::PlcService(const PlcDirectory& directory, PlcFaults faults)
+    : d_(directory), f_(faults), rng_(mix(faults.seed, 0x5eed)) {}
+
+// GET /export, after did-method-plc packages/server/src/routes.ts and db/index.ts (v0.0.x to
+// the 2025-12 sequenced version, read at commit cc1bd18):
+//  - count: absent or empty → 1000; else parseInt(count, 10); NaN or < 1 → 400 {"message":
+//    "Invalid count parameter"}; above 1000 → 1000 (clamped, not refused);
+//  - after matching /^\d+$/ → the sequenced form: ops with seq > after, ascending seq, lines
+//    {did, cid, seq, createdAt, operation, type:"sequenced_op"};
+//  - any other non-empty after → `new Date(after)`: invalid → 400 {"message":"Invalid after
+//    parameter"}; else the legacy form: createdAt > after (exclusive, millisecond precision),
+//    ordered by createdAt then cid bytewise (COLLATE "C"), lines {did, operation, cid,
+//    nullified, createdAt}; absent or empty after → the legacy form from the first op;
+//  - 200, content-type application/jsonlines, lines joined by "\n", no trailing newline (an
+//    empty page is an empty body).
+// With legacy_only (the reference before sequencing) every after is a date (js_date_ms).
+PlcAnswer PlcService::do_export(const std::vector<std::pair<std::string, std::string>>& params) {
+    const std::string* count_p = nullptr;
+    const std::string* after_p = nullptr;
+    // A repeated parameter reaches the reference as an array, which its `typeof ... ===
+    // 'string'` test turns into "absent".
+    std::size_t n_count = 0, n_after = 0;
+    for (const auto& [k, v] : params) {
+        if (k == "count" && n_count++ == 0) count_p = &v;
+        if (k == "after" && n_after++ == 0) after_p = &v;
+    }
+    if (n_count > 1) count_p = nullptr;
+    if (n_after > 1) after_p = nullptr;
+    std::int64_t count = 1000;
+    if (count_p && !count_p->empty()) {
+        auto c = js_parse_int(*count_p);
+        if (!c || *c < 1) return message(400, "Invalid count parameter");
+        count = std::min<std::int64_t>(*c, 1000);
+    }
+    const auto& ops = d_.ops();
+    PlcAnswer a;
+    a.content_type = "application/jsonlines";
+    const bool has_after = after_p && !after_p->empty();
+    if (has_after && !f_.legacy_only && all_digits(*after_p)) {
+        std::uint64_t after = 0;
+        auto [p, ec] = std::from_chars(after_p->data(), after_p->data() + after_p->size(), after);
+        if (ec != std::errc()) after = ~std::uint64_t(0);  // beyond every seq
+        (void)p;
+        // seq = index + 1, so the first op with seq > after is at index `after`.
+        for (std::uint64_t i = after; i < ops.size() && i < after + std::uint64_t(count); ++i) {
+            if (i > after) a.body += '\n';
+            a.body += d_.sequenced_line(std::size_t(i));
+        }
+        return a;
+    }
+    std::size_t from = 0;
+    if (has_after) {
+        auto ms = js_date_ms(*after_p);
+        if (!ms) return message(400, "Invalid after parameter");
+        const std::int64_t after_us = *ms * 1000;
+        from = std::size_t(std::upper_bound(ops.begin(), ops.end(), after_us,
+                                            [](std::int64_t t, const PlcOp& op) { return t < op.created_at_us; }) -
+                           ops.begin());
+    }
+    for (std::size_t i = from; i < ops.size() && i < from + std::size_t(count); ++i) {
+        if (i > from) a.body += '\n';
+        a.body += d_.legacy_line(i);
+    }
+    return a;
+}
+
+PlcAnswer PlcService::answer(std::string_view path, const std::vector<std::pair<std::string, std::string>>& params,
+                             std::int64_t now_us) {
+    ++counters_.requests;
+    auto draw = [&] {
+        rng_ = rng_ * 6364136223846793005ULL + 1442695040888963407ULL;
+        return double(rng_ >> 11) * 0x1.0p-53;
+    };
+    if (f_.max_rps > 0) {
+        window_.push_back(now_us);
+        window_.erase(window_.begin(),
+                      std::find_if(window_.begin(), window_.end(), [&](std::int64_t t) { return t > now_us - 1000000; }));
+        if (double(window_.size()) > f_.max_rps) {
+            ++counters_.rate_limited;
+            PlcAnswer a = message(429, "Too Many Requests");
+            a.headers.emplace_back("Retry-After", "1");
+            return a;
+        }
+    }
+    if (f_.p_5xx > 0 && draw() < f_.p_5xx) {
+        ++counters_.server_errors;
+        return draw() < 0.5 ? message(500, "Internal Server Error") : message(503, "Service Unavailable");
+    }
+    PlcAnswer a;
+    if (path == "/export") {
+        a = do_export(params);
+    } else if (path == "/export/stream") {
+        a = message(426, "upgrade required");
+    } else if (path == "/_health") {
+        a.body = "{\"version\":\"mesh-sim\"}";
+    } else if (path.starts_with("/did:")) {
+        std::string_view rest = path.substr(1);
+        bool audit = false;
+        if (rest.ends_with("/log/audit")) {
+            rest.remove_suffix(std::string_view("/log/audit").size());
+            audit = true;
+        }
+        const PlcAccountTruth* acc = d_.find(rest);
+        if (!acc) a = message(404, "DID not registered: " + std::string(rest));
+        else if (audit) a.body = d_.audit_log(*acc);
+        // The reference's code answers 404 "DID not available" for a tombstoned DID;
+        // plc.directory answers 410 Gone, which this follows.
+        else if (acc->tombstoned) a = message(410, "DID not available: " + std::string(rest));
+        else {
+            a.content_type = "application/did+ld+json";
+            a.body = d_.did_document(*acc);
+        }
+    } else {
+        a = message(404, "not found");
+    }
+    if (a.status >= 400) ++counters_.client_errors;
+    else ++counters_.ok;
+    a.delay_ms = f_.slow_ms;
+    if (a.status == 200 && !a.body.empty() && f_.p_drop > 0 && draw() < f_.p_drop) {
+        ++counters_.dropped;
+        a.drop_after = a.body.size() / 2;
+    }
+    return a;
 }
 
 }  // namespace sov::sim

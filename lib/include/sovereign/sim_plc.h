@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -108,6 +109,55 @@ private:
     std::vector<PlcAccountTruth> accounts_;
     std::unordered_map<std::string, Errc> invalid_;
     std::unordered_map<std::string, std::size_t> by_did_;
+};
+
+}  // namespace sov::sim
+
+namespace sov::sim {
+
+/// Faults a simulated directory injects on request (mesh-sim serve --plc --fault-*).
+struct PlcFaults {
+    double max_rps = 0;         ///< > 0: 429 + Retry-After: 1 when the last second saw more requests
+    double p_5xx = 0;           ///< probability of a 500 / 503 answer
+    std::uint32_t slow_ms = 0;  ///< every answer delayed by this much
+    double p_drop = 0;          ///< probability that a 200 answer's connection closes mid-body
+    bool legacy_only = false;   ///< /export answers only the createdAt form (like @did-plc/server 0.0.1)
+    std::uint64_t seed = 1;     ///< for the fault draws
+};
+
+/// One answer of the directory (the HTTP layer is the caller's).
+struct PlcAnswer {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    std::uint32_t delay_ms = 0;
+    std::optional<std::size_t> drop_after;  ///< close after this many body bytes
+};
+
+/// The directory's HTTP routes over a PlcDirectory (which must outlive it). Not thread-safe.
+///  - GET /export?count=&after= : the reference server's rules (see sim_plc.cpp);
+///  - GET /<did>, /<did>/log/audit, /_health; everything else 404; /export/stream 426.
+class PlcService {
+public:
+    PlcService(const PlcDirectory& directory, PlcFaults faults);
+    /// Answers `path` (decoded) with `params` (decoded, in order), at `now_us` (any monotonic
+    /// clock; only the rate fault uses it).
+    PlcAnswer answer(std::string_view path, const std::vector<std::pair<std::string, std::string>>& params,
+                     std::int64_t now_us);
+
+    struct Counters {
+        std::uint64_t requests = 0, ok = 0, rate_limited = 0, server_errors = 0, dropped = 0, client_errors = 0;
+    };
+    const Counters& counters() const noexcept { return counters_; }
+
+private:
+    PlcAnswer do_export(const std::vector<std::pair<std::string, std::string>>& params);
+    const PlcDirectory& d_;
+    PlcFaults f_;
+    std::vector<std::int64_t> window_;  // request times in the last second
+    std::uint64_t rng_;
+    Counters counters_;
 };
 
 }  // namespace sov::sim
