@@ -10,9 +10,6 @@
 #include "sovereign/syntax.h"
 
 #include <nlohmann/json.hpp>
-#include <openssl/bn.h>
-#include <openssl/ec.h>
-#include <openssl/obj_mac.h>
 
 #include <algorithm>
 #include <charconv>
@@ -54,63 +51,6 @@ void negate_s(crypto::Curve curve, std::uint8_t* s) {
         s[i] = std::uint8_t(d + (borrow ? 256 : 0));
     }
 }
-
-// Deterministic p256 ECDSA for the simulation only: the nonce is sha256(secret ‖ digest ‖
-// counter) (redrawn until in [1, n-1]) instead of OpenSSL's random one, so a seed gives the same
-// signatures, CIDs and DIDs on every run. Low-S. Real keys never sign this way.
-class P256Signer {
-public:
-    P256Signer()
-        : group_(EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1)), ctx_(BN_CTX_new()) {}
-    ~P256Signer() {
-        EC_GROUP_free(group_);
-        BN_CTX_free(ctx_);
-    }
-    P256Signer(const P256Signer&) = delete;
-    P256Signer& operator=(const P256Signer&) = delete;
-
-    std::array<std::uint8_t, 64> sign(const crypto::PrivateKey& priv, const std::uint8_t digest[32]) {
-        std::array<std::uint8_t, 64> out{};
-        BN_CTX_start(ctx_);
-        BIGNUM *n = BN_CTX_get(ctx_), *d = BN_CTX_get(ctx_), *z = BN_CTX_get(ctx_), *k = BN_CTX_get(ctx_),
-               *x = BN_CTX_get(ctx_), *r = BN_CTX_get(ctx_), *s = BN_CTX_get(ctx_), *kinv = BN_CTX_get(ctx_),
-               *half = BN_CTX_get(ctx_);
-        EC_POINT* p = EC_POINT_new(group_);
-        BN_bin2bn(kOrderP256, 32, n);
-        BN_bin2bn(priv.secret.data(), 32, d);
-        BN_bin2bn(digest, 32, z);
-        BN_rshift1(half, n);
-        for (std::uint32_t counter = 0;; ++counter) {
-            std::uint8_t buf[32 + 32 + 4];
-            std::memcpy(buf, priv.secret.data(), 32);
-            std::memcpy(buf + 32, digest, 32);
-            for (int i = 0; i < 4; ++i) buf[64 + i] = std::uint8_t(counter >> (24 - 8 * i));
-            auto h = crypto::sha256(ByteView(buf, sizeof buf));
-            BN_bin2bn(h.data(), 32, k);
-            if (BN_is_zero(k) || BN_cmp(k, n) >= 0) continue;
-            EC_POINT_mul(group_, p, k, nullptr, nullptr, ctx_);
-            EC_POINT_get_affine_coordinates(group_, p, x, nullptr, ctx_);
-            BN_nnmod(r, x, n, ctx_);
-            if (BN_is_zero(r)) continue;
-            BN_mod_inverse(kinv, k, n, ctx_);
-            BN_mod_mul(s, r, d, n, ctx_);
-            BN_mod_add(s, s, z, n, ctx_);
-            BN_mod_mul(s, s, kinv, n, ctx_);
-            if (BN_is_zero(s)) continue;
-            if (BN_cmp(s, half) > 0) BN_sub(s, n, s);
-            BN_bn2binpad(r, out.data(), 32);
-            BN_bn2binpad(s, out.data() + 32, 32);
-            break;
-        }
-        EC_POINT_free(p);
-        BN_CTX_end(ctx_);
-        return out;
-    }
-
-private:
-    EC_GROUP* group_;
-    BN_CTX* ctx_;
-};
 
 // r‖s as strict DER: SEQUENCE { INTEGER r, INTEGER s } (what §7 forbids in a PLC op).
 std::vector<std::uint8_t> der_of(const std::array<std::uint8_t, 64>& rs) {
@@ -221,8 +161,7 @@ std::uint64_t mix(std::uint64_t seed, std::uint64_t index) {
 
 class AccountGen {
 public:
-    AccountGen(const PlcOptions& o, std::size_t index, P256Signer& p256)
-        : o_(o), index_(index), rng_(mix(o.seed, index)), p256_(p256) {}
+    AccountGen(const PlcOptions& o, std::size_t index) : o_(o), index_(index), rng_(mix(o.seed, index)) {}
 
     AccountOut run();
 
@@ -244,8 +183,7 @@ private:
 
     std::array<std::uint8_t, 64> raw_sign(const Operation& op, const Key& k) {
         const auto digest = crypto::sha256(plc::encode(op, false));
-        return k.priv.curve == crypto::Curve::k256 ? crypto::sign(k.priv, digest.data())
-                                                   : p256_.sign(k.priv, digest.data());
+        return crypto::sign(k.priv, digest.data());  // RFC 6979 nonces on both curves: deterministic
     }
     void sign(Operation& op, const Key& k) {
         op.sig.clear();
@@ -311,7 +249,6 @@ private:
     const PlcOptions& o_;
     std::size_t index_;
     Rng rng_;
-    P256Signer& p256_;
     std::uint32_t key_counter_ = 0;
     Key recovery_, everyday_, signing_;
     crypto::Curve curve_ = crypto::Curve::k256;
@@ -471,8 +408,7 @@ Result<PlcDirectory> PlcDirectory::generate(const PlcOptions& o) {
     unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
     threads = unsigned(std::min<std::size_t>(threads, o.accounts));
     auto work = [&](unsigned w) {
-        P256Signer p256;
-        for (std::size_t i = w; i < o.accounts; i += threads) outs[i] = AccountGen(o, i, p256).run();
+        for (std::size_t i = w; i < o.accounts; i += threads) outs[i] = AccountGen(o, i).run();
     };
     std::vector<std::thread> pool;
     for (unsigned w = 1; w < threads; ++w) pool.emplace_back(work, w);

@@ -3,9 +3,8 @@
 // ground truth a mirror must reach (issue 9 item 4; model: man/mesh-sim.1.md "PLC").
 //
 // Every account is drawn from (seed, account index) alone, so a seed gives the same bytes on
-// every run and platform: keys are derived from the seed, k256 signatures are RFC 6979
-// deterministic, and p256 signatures use a nonce derived from the key and the digest (see
-// sim_plc.cpp). An account's history:
+// every run and platform: keys are derived from the seed and crypto::sign uses RFC 6979 nonces
+// on both curves. An account's history:
 //  - genesis, signed by its second rotation key (rotationKeys = [recovery k256, everyday k256
 //    or p256]);
 //  - updates signed by the everyday key: signing-key rotations, handle changes, PDS migrations
