@@ -659,6 +659,33 @@ PlcAnswer PlcService::do_export(const std::vector<std::pair<std::string, std::st
     return a;
 }
 
+PlcService::Stream PlcService::stream(const std::vector<std::pair<std::string, std::string>>& params) const {
+    Stream st;
+    const std::string* cursor = nullptr;
+    std::size_t n = 0;
+    for (const auto& [k, v] : params)
+        if (k == "cursor" && n++ == 0) cursor = &v;
+    const auto& ops = d_.ops();
+    st.from = st.end = ops.size();
+    if (!cursor || n > 1 || cursor->empty()) return st;  // live only
+    auto c = js_parse_int(*cursor);
+    if (!c || *c < 0) {
+        st.status = 400;
+        st.message = "Invalid cursor parameter";
+        return st;
+    }
+    if (std::uint64_t(*c) > ops.size()) {
+        st.close_reason = "FutureCursor";
+        return st;
+    }
+    st.from = std::size_t(*c);
+    if (st.from < ops.size() && ops[st.from].created_at_us < ops.back().created_at_us - kStreamCatchupUs) {
+        st.from = ops.size();
+        st.close_reason = "OutdatedCursor";
+    }
+    return st;
+}
+
 PlcAnswer PlcService::answer(std::string_view path, const std::vector<std::pair<std::string, std::string>>& params,
                              std::int64_t now_us) {
     ++counters_.requests;

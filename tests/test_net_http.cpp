@@ -480,3 +480,32 @@ TEST_CASE("PLC server: the client and RatePolicy page through a 429/5xx/drop sto
     CHECK(n.server_errors > 0);
     CHECK(n.dropped > 0);
 }
+
+TEST_CASE("PLC service: /export/stream cursor rules", "[plc]") {
+    const auto& d = dense_directory();  // every op within days of the newest: nothing outdated
+    sim::PlcService s(d, {});
+    using P = std::vector<std::pair<std::string, std::string>>;
+    auto live = s.stream({});
+    CHECK(live.status == 101);
+    CHECK(live.from == live.end);
+    CHECK(!live.close_reason);
+    auto all = s.stream(P{{"cursor", "0"}});
+    CHECK(all.from == 0);
+    CHECK(all.end == d.ops().size());
+    CHECK(!all.close_reason);
+    auto tail = s.stream(P{{"cursor", std::to_string(d.ops().size() - 3)}});
+    CHECK(tail.end - tail.from == 3);
+    CHECK(s.stream(P{{"cursor", std::to_string(d.ops().size())}}).from == d.ops().size());
+    CHECK(s.stream(P{{"cursor", std::to_string(d.ops().size() + 1)}}).close_reason == "FutureCursor");
+    CHECK(s.stream(P{{"cursor", "-1"}}).status == 400);
+    CHECK(s.stream(P{{"cursor", "x"}}).status == 400);
+
+    sim::PlcOptions o;  // geneses over 30 days: the first ops are weeks older than the newest
+    o.accounts = 100;
+    auto wide = sim::PlcDirectory::generate(o);
+    REQUIRE(wide);
+    sim::PlcService w(*wide, {});
+    auto old = w.stream(P{{"cursor", "0"}});
+    CHECK(old.close_reason == "OutdatedCursor");
+    CHECK(old.from == old.end);
+}

@@ -141,9 +141,31 @@ int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
         h.drop_after = a.drop_after;
         return h;
     };
+    // /export/stream: the replay of PlcService::stream; a refused cursor closes the WebSocket
+    // at once with 1008 and the reference's 400 message (lws accepts the upgrade first).
+    auto stream = [&service, &d](const sov::net::HttpRequest& r) {
+        sov::net::WsAnswer w;
+        if (r.path != "/export/stream") {
+            w.close_code = 1008;
+            w.close_reason = "not found";
+            return w;
+        }
+        sov::sim::PlcService::Stream st = service.stream(r.params);
+        if (st.status != 101) {
+            w.close_code = 1008;
+            w.close_reason = st.message;
+            return w;
+        }
+        w.close_reason = st.close_reason;
+        w.next = [&d, at = st.from, end = st.end]() mutable -> std::optional<std::string> {
+            if (at >= end) return std::nullopt;
+            return d.sequenced_line(at++);
+        };
+        return w;
+    };
     sov::Errc code;
     std::string err;
-    auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err);
+    auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream);
     if (!server) {
         cli::diag(err);
         return code == sov::Errc::net_bad_url ? cli::kUsage : cli::status(code);

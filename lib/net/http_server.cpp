@@ -25,15 +25,23 @@ struct Conn {
     bool headers_sent = false;
 };
 
-// What lws allocates per connection (zeroed, C layout): a pointer to our state.
+// A WebSocket stream in progress.
+struct Stream {
+    WsAnswer answer;
+    bool done = false;  // next() returned nullopt
+};
+
+// What lws allocates per connection (zeroed, C layout): pointers to our state.
 struct Session {
     Conn* conn;
+    Stream* stream;
 };
 
 }  // namespace
 
 struct HttpServer::Impl {
     Handler handler;
+    StreamHandler stream_handler;
     lws_context* context = nullptr;
     std::thread thread;
     std::atomic<bool> stopping{false};
@@ -43,6 +51,9 @@ struct HttpServer::Impl {
 
     static int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len);
     int on_request(lws* wsi, Session* s, const char* uri);
+    int on_upgrade(lws* wsi, Session* s);
+    static int send_message(lws* wsi, Stream& st);
+    static void read_params(lws* wsi, HttpRequest& req);
     static int send_headers(lws* wsi, Conn& c);
     static int send_chunk(lws* wsi, Conn& c);
 };
@@ -90,10 +101,7 @@ int HttpServer::Impl::send_chunk(lws* wsi, Conn& c) {
     return 0;
 }
 
-int HttpServer::Impl::on_request(lws* wsi, Session* s, const char* uri) {
-    HttpRequest req;
-    req.method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ? "GET" : "OTHER";
-    req.path = uri ? uri : "";
+void HttpServer::Impl::read_params(lws* wsi, HttpRequest& req) {
     char frag[2048];
     for (int i = 0;; ++i) {
         int n = lws_hdr_copy_fragment(wsi, frag, int(sizeof frag), WSI_TOKEN_HTTP_URI_ARGS, i);
@@ -103,6 +111,50 @@ int HttpServer::Impl::on_request(lws* wsi, Session* s, const char* uri) {
         if (eq == std::string_view::npos) req.params.emplace_back(std::string(a), "");
         else req.params.emplace_back(std::string(a.substr(0, eq)), std::string(a.substr(eq + 1)));
     }
+}
+
+int HttpServer::Impl::on_upgrade(lws* wsi, Session* s) {
+    if (!stream_handler || !s) return 1;  // refused: lws closes the connection
+    HttpRequest req;
+    req.method = "GET";
+    std::vector<char> uri(std::size_t(lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)) + 1);
+    if (lws_hdr_copy(wsi, uri.data(), int(uri.size()), WSI_TOKEN_GET_URI) < 0) return 1;
+    req.path = uri.data();
+    read_params(wsi, req);
+    delete s->stream;
+    s->stream = new Stream;
+    try {
+        s->stream->answer = stream_handler(req);
+    } catch (const std::exception&) {
+        return 1;
+    }
+    return 0;
+}
+
+int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
+    if (!st.done) {
+        std::optional<std::string> m = st.answer.next ? st.answer.next() : std::nullopt;
+        if (m) {
+            std::vector<unsigned char> buf(LWS_PRE + m->size());
+            std::memcpy(buf.data() + LWS_PRE, m->data(), m->size());
+            if (lws_write(wsi, buf.data() + LWS_PRE, m->size(), LWS_WRITE_TEXT) != int(m->size())) return -1;
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        st.done = true;
+    }
+    if (!st.answer.close_reason) return 0;  // stays open
+    std::string& r = *st.answer.close_reason;
+    lws_close_reason(wsi, lws_close_status(st.answer.close_code), reinterpret_cast<unsigned char*>(r.data()),
+                     std::min<std::size_t>(r.size(), 123));
+    return -1;
+}
+
+int HttpServer::Impl::on_request(lws* wsi, Session* s, const char* uri) {
+    HttpRequest req;
+    req.method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ? "GET" : "OTHER";
+    req.path = uri ? uri : "";
+    read_params(wsi, req);
     delete s->conn;
     s->conn = new Conn;
     if (req.method != "GET") {
@@ -136,11 +188,30 @@ int HttpServer::Impl::callback(lws* wsi, lws_callback_reasons reason, void* user
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (!s || !s->conn || !s->conn->headers_sent) return 0;
         return send_chunk(wsi, *s->conn);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return self->on_upgrade(wsi, s);
+    case LWS_CALLBACK_ESTABLISHED:
+        if (!s || !s->stream) return -1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!s || !s->stream) return -1;
+        return send_message(wsi, *s->stream);
+    case LWS_CALLBACK_RECEIVE:
+        return 0;  // client messages are ignored
     case LWS_CALLBACK_CLOSED_HTTP:
-    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:  // also on the upgrade to WebSocket: keep the stream
         if (s) {
             delete s->conn;
             s->conn = nullptr;
+        }
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        if (s) {
+            delete s->conn;
+            s->conn = nullptr;
+            delete s->stream;
+            s->stream = nullptr;
         }
         return 0;
     default:
@@ -154,7 +225,8 @@ HttpServer::~HttpServer() { stop(); }
 
 std::uint16_t HttpServer::port() const noexcept { return impl_->port; }
 
-std::unique_ptr<HttpServer> HttpServer::start(std::string_view listen, Handler handler, Errc& code, std::string& err) {
+std::unique_ptr<HttpServer> HttpServer::start(std::string_view listen, Handler handler, Errc& code, std::string& err,
+                                              StreamHandler stream) {
     code = Errc::ok;
     auto colon = listen.rfind(':');
     std::string_view host = colon == std::string_view::npos ? std::string_view{} : listen.substr(0, colon);
@@ -169,6 +241,7 @@ std::unique_ptr<HttpServer> HttpServer::start(std::string_view listen, Handler h
     }
     auto impl = std::make_unique<Impl>();
     impl->handler = std::move(handler);
+    impl->stream_handler = std::move(stream);
     impl->protocols[0] = {"http", &Impl::callback, sizeof(Session), 0, 0, nullptr, 0};
     impl->protocols[1] = {nullptr, nullptr, 0, 0, 0, nullptr, 0};
     lws_set_log_level(LLL_ERR, nullptr);

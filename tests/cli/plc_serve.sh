@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Command-line tests of `mesh-sim serve --plc` and `mesh-sim plc-truth`: the server answers on
-# loopback, its whole export agrees with the truth, faults give the statuses asked for, SIGTERM
+# loopback, its whole export agrees with the truth, /export/stream replays and closes as the
+# reference does, faults give the statuses asked for, SIGTERM
 # exits 0 and SIGINT 130, usage errors exit 2. HTTP through python3's urllib.
 # Usage: tests/cli/plc_serve.sh BUILD_DIR
 set -u
 
 build=${1:?usage: $0 BUILD_DIR}
 mesh_sim=$build/tools/mesh-sim
+here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$mesh_sim" ] || { echo "FAIL - $mesh_sim is not built"; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sov-plc.XXXXXX")
@@ -117,6 +119,34 @@ EOF
 )
     if [ $? = 0 ]; then pass "the export pages to every op once, DID documents match the truth ($out)"
     else fail "the export pages to every op once, DID documents match the truth" "$out"; fi
+
+    # /export/stream: a replay of the last ops (then the stream stays open), FutureCursor,
+    # OutdatedCursor (geneses spread over 30 days: seq 1 is weeks before the newest op), and a
+    # refused cursor.
+    out=$(python3 - "$port" "$here" <<EOF 2>&1
+import sys, json
+sys.path.insert(0, sys.argv[2])
+from ws_client import ws
+port = int(sys.argv[1])
+$py_get
+st, h, body = get("http://127.0.0.1:%d/export?after=0&count=1000" % port)
+total = len(body.split("\n"))
+st, msgs, close = ws(port, "/export/stream?cursor=%d" % (total - 5), want=5, timeout=1)
+assert st == 101 and close is None, (st, close)
+assert [json.loads(m)["seq"] for m in msgs] == list(range(total - 4, total + 1)), msgs
+assert all(json.loads(m)["type"] == "sequenced_op" for m in msgs)
+st, msgs, close = ws(port, "/export/stream?cursor=%d" % (total + 1))
+assert close == (1000, "FutureCursor") and not msgs, (close, msgs)
+st, msgs, close = ws(port, "/export/stream?cursor=0")
+assert close == (1000, "OutdatedCursor") and not msgs, (close, msgs)
+st, msgs, close = ws(port, "/export/stream?cursor=abc")
+assert close == (1008, "Invalid cursor parameter"), close
+st, h, body = get("http://127.0.0.1:%d/export/stream" % port)
+assert st == 426, st
+EOF
+)
+    if [ $? = 0 ]; then pass "/export/stream replays, closes with FutureCursor / OutdatedCursor, refuses a bad cursor"
+    else fail "/export/stream replays, closes with FutureCursor / OutdatedCursor, refuses a bad cursor" "$out"; fi
 
     # A second server on the same port cannot listen: exit 2.
     "$mesh_sim" serve --plc --accounts 5 --listen "127.0.0.1:$port" 2>"$tmp/busy.err"

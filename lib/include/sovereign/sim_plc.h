@@ -145,6 +145,21 @@ public:
     PlcAnswer answer(std::string_view path, const std::vector<std::pair<std::string, std::string>>& params,
                      std::int64_t now_us);
 
+    /// `/export/stream?cursor=N` (WebSocket), after the reference's Outbox
+    /// (packages/server/src/sequencer/outbox.ts): no cursor → live only (nothing: the simulated
+    /// directory never changes); a cursor that parseInt rejects or below 0 → status 400
+    /// "Invalid cursor parameter"; above the last seq → close "FutureCursor"; the next op older
+    /// than 7 days before the directory's newest op (its "now") → close "OutdatedCursor"; else
+    /// the ops with seq > N (sequenced lines, ops()[from, end)), then the stream stays open.
+    struct Stream {
+        int status = 101;     ///< 101 go ahead; 400 refused with `message`
+        std::string message;
+        std::size_t from = 0, end = 0;
+        std::optional<std::string> close_reason;
+    };
+    Stream stream(const std::vector<std::pair<std::string, std::string>>& params) const;
+    static constexpr std::int64_t kStreamCatchupUs = 7LL * 86400 * 1000000;  ///< reference default: 1 week
+
     struct Counters {
         std::uint64_t requests = 0, ok = 0, rate_limited = 0, server_errors = 0, dropped = 0, client_errors = 0;
     };

@@ -6,7 +6,8 @@
 // handler returns the whole answer, which the server sends in chunks as the socket accepts
 // them (flow control: never more than one chunk queued per connection). An answer can be
 // delayed, carry any status and headers, or drop the connection part-way through its body
-// (fault injection).
+// (fault injection). WebSocket upgrades go to an optional stream handler whose messages are
+// sent one per writable callback.
 #pragma once
 
 #include "sovereign/errc.h"
@@ -45,14 +46,28 @@ struct HttpResponse {
     std::optional<std::size_t> drop_after;
 };
 
+/// What to do with a WebSocket upgrade: messages from `next` (one text message per call,
+/// sent as the socket accepts them; nullopt when there is nothing more), then, when
+/// `close_reason` is set, a close frame with `close_code` and that reason; without it the
+/// connection stays open (a live stream with nothing new) until the client or stop() closes it.
+struct WsAnswer {
+    std::function<std::optional<std::string>()> next;
+    std::optional<std::string> close_reason;
+    std::uint16_t close_code = 1000;
+};
+
 class HttpServer {
 public:
     using Handler = std::function<HttpResponse(const HttpRequest&)>;
+    /// Called for each WebSocket upgrade request (on the service thread, like Handler).
+    using StreamHandler = std::function<WsAnswer(const HttpRequest&)>;
 
     /// Listens on `listen` = "127.0.0.1:PORT" or "localhost:PORT" (loopback only; PORT 0 picks
     /// a free port) and starts the service thread. nullptr on error, with `err` saying why and
     /// `code` = net_bad_url (not a loopback address and port) or net_transport (cannot listen).
-    static std::unique_ptr<HttpServer> start(std::string_view listen, Handler handler, Errc& code, std::string& err);
+    /// Without `stream`, upgrade requests are refused (the connection is closed).
+    static std::unique_ptr<HttpServer> start(std::string_view listen, Handler handler, Errc& code, std::string& err,
+                                             StreamHandler stream = {});
 
     ~HttpServer();  ///< stop()s
     HttpServer(const HttpServer&) = delete;
