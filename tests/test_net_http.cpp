@@ -257,6 +257,34 @@ TEST_CASE("HttpClient: errors name the URL and the reason", "[net][http]") {
     CHECK(!net::HttpServer::start("127.0.0.1:x", [](const net::HttpRequest&) { return net::HttpResponse{}; }, code, err));
 }
 
+TEST_CASE("HttpClient: the stall timeout and the body limit", "[net][http]") {
+    Errc code;
+    std::string err;
+    auto s = net::HttpServer::start(
+        "127.0.0.1:0",
+        [](const net::HttpRequest& r) {
+            net::HttpResponse a;
+            a.body = std::string(100000, 'y');
+            if (r.path == "/stall") a.delay_ms = 4000;  // no byte for 4 s
+            return a;
+        },
+        code, err);
+    REQUIRE(s);
+    const std::string base = "http://127.0.0.1:" + std::to_string(s->port());
+    net::HttpClientOptions o;
+    o.stall_timeout_s = 1;
+    o.max_body_bytes = 50000;
+    net::HttpClient client(o);
+    net::HttpResult r;
+    CHECK(client.get(base + "/stall", r, err) == Errc::net_transport);
+    CHECK(err.starts_with(base + "/stall: "));
+    CHECK(client.get(base + "/big", r, err) == Errc::net_protocol);
+    CHECK(err.find("larger than 50000 bytes") != std::string::npos);
+    net::HttpClient roomy;
+    CHECK(roomy.get(base + "/big", r, err) == Errc::ok);
+    CHECK(r.body.size() == 100000);
+}
+
 TEST_CASE("HttpServer: query decoding, large bodies in chunks, headers", "[net][http]") {
     std::string big(3 << 20, 'x');
     for (std::size_t i = 0; i < big.size(); i += 997) big[i] = char('a' + i % 26);
