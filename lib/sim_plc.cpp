@@ -725,8 +725,9 @@ PlcAnswer PlcService::answer(std::string_view path, const std::vector<std::pair<
         const PlcAccountTruth* acc = d_.find(rest);
         if (!acc) a = message(404, "DID not registered: " + std::string(rest));
         else if (audit) a.body = d_.audit_log(*acc);
-        // The reference's code answers 404 "DID not available" for a tombstoned DID;
-        // plc.directory answers 410 Gone, which this follows.
+        // A tombstoned DID: 410 "DID not available", as go-didplc's read replica answers
+        // (replica/server.go handleDIDDoc) and plc.directory does; did-method-plc's own
+        // server code says 404 with the same message.
         else if (acc->tombstoned) a = message(410, "DID not available: " + std::string(rest));
         else {
             a.content_type = "application/did+ld+json";
