@@ -144,8 +144,9 @@ struct Progress {
     std::int64_t start = 0, last = 0;
     bool shown = false;
     explicit Progress(bool quiet) {
-        struct stat a {}, b {};
-        tty = !quiet && ::isatty(2) && !(::isatty(1) && ::fstat(1, &a) == 0 && ::fstat(2, &b) == 0 && a.st_ino == b.st_ino);
+        // A sync writes nothing to stdout, so a terminal shared by stdout and stderr (the
+        // usual interactive case) still gets the progress line.
+        tty = !quiet && ::isatty(2);
         start = cli::now_micros();
     }
     void update(std::uint64_t lines, std::uint64_t accepted, std::uint64_t bytes, const std::string& where) {
@@ -172,14 +173,26 @@ struct Progress {
 /// plc-sync -o DIR --url URL: pages the directory's /export into the open mirror.
 int sync_url(sov::plc::Mirror& m, const sov::net::ExportSyncOptions& so, bool quiet) {
     Progress progress(quiet);
-    std::int64_t last_note = 0;
+    std::int64_t last_note = 0, first_pos = 0, first_at = 0;
     auto on_progress = [&](const sov::net::ExportSyncStats& s) {
         const auto& c = m.cursor();
         std::string where = c.seq ? "seq " + std::to_string(c.seq) : (c.created_at.empty() ? std::string("start") : c.created_at);
+        // ETA: how fast the position (createdAt of the last op served) moves towards now.
+        if (s.position_us > 0) {
+            const std::int64_t now = cli::now_micros();
+            if (!first_pos) first_pos = s.position_us, first_at = now;
+            const double advance = now > first_at ? double(s.position_us - first_pos) / double(now - first_at) : 0;
+            if (s.caught_up) where += ", caught up";
+            else if (advance > 0 && now - first_at > 2'000'000) {
+                const std::int64_t eta_s = std::int64_t(double(now - s.position_us) / advance / 1e6);
+                where += ", ETA " + (eta_s >= 3600 ? std::to_string(eta_s / 3600) + "h" + std::to_string(eta_s % 3600 / 60) + "m"
+                                                   : std::to_string(eta_s / 60) + "m" + std::to_string(eta_s % 60) + "s");
+            }
+        }
         where += ", " + std::to_string(s.requests) + " requests at " + std::to_string(int(s.rate_rps * 10) / 10.0).substr(0, 4) +
                  "/s";
         if (!s.last_problem.empty() && !s.caught_up) where += " (last: " + s.last_problem + ")";
-        progress.update(s.lines.lines + s.lines.duplicates, s.lines.accepted, 0, where);
+        progress.update(s.lines.lines + s.lines.duplicates, s.lines.accepted, s.bytes, where);
         // Off a TTY, a retried failure is still worth one line a minute: a cron log shows why it is slow.
         if (!progress.tty && !quiet && !s.last_problem.empty() && cli::now_micros() - last_note > 60'000'000) {
             last_note = cli::now_micros();

@@ -1,5 +1,7 @@
 #include "sovereign/net/plc_export.h"
 
+#include "sovereign/syntax.h"
+
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -45,6 +47,19 @@ bool wait_until(std::int64_t until, const std::atomic<bool>& stop, std::int64_t 
         if (deadline) slice = std::min(slice, deadline - now);
         std::this_thread::sleep_for(std::chrono::microseconds(std::max<std::int64_t>(slice, 1)));
     }
+}
+
+/// The createdAt of the last line of a page (both export forms carry it), µs; 0 when absent.
+std::int64_t last_created_at(std::string_view body) {
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r' || body.back() == ' ')) body.remove_suffix(1);
+    std::string_view line = body.substr(body.rfind('\n') == std::string_view::npos ? 0 : body.rfind('\n') + 1);
+    constexpr std::string_view kKey = "\"createdAt\":\"";
+    std::size_t at = line.rfind(kKey);
+    if (at == std::string_view::npos) return 0;
+    std::string_view rest = line.substr(at + kKey.size());
+    std::size_t end = rest.find('"');
+    if (end == std::string_view::npos) return 0;
+    return syntax::parse_datetime_micros(rest.substr(0, end)).value_or(0);
 }
 
 }  // namespace
@@ -123,6 +138,7 @@ Errc sync_export(plc::Mirror& mirror, const ExportSyncOptions& o, const std::ato
         plc::PageStats ps;
         if (Errc me = mirror.ingest_page(res.body, ps, err); me != Errc::ok) return me;
         ++stats.pages;
+        stats.bytes += res.body.size();
         stats.lines.lines += ps.lines;
         stats.lines.accepted += ps.accepted;
         stats.lines.rejected += ps.rejected;
@@ -130,6 +146,7 @@ Errc sync_export(plc::Mirror& mirror, const ExportSyncOptions& o, const std::ato
         const std::uint64_t served = ps.lines + ps.duplicates;
         const bool full = served >= count;
         stats.caught_up = !full;
+        if (std::int64_t t = last_created_at(res.body); t > 0) stats.position_us = t;
         report();
         if (full && ps.lines == 0) {
             err = url + ": a full page of " + std::to_string(served) +

@@ -39,12 +39,14 @@ struct ExportSyncOptions {
 /// What a sync did, for the progress line and the summary.
 struct ExportSyncStats {
     std::uint64_t requests = 0, pages = 0;
+    std::uint64_t bytes = 0;         ///< body bytes of the pages committed
     std::uint64_t rate_limited = 0, server_errors = 0, network_errors = 0;
     plc::PageStats lines{};          ///< summed over the pages committed by this run
     bool caught_up = false;          ///< the last page was short: nothing more to fetch for now
     bool max_time = false;           ///< stopped by max_time_us
     bool stopped = false;            ///< stopped by the stop flag
     double rate_rps = 0;             ///< the policy's rate at the end
+    std::int64_t position_us = 0;    ///< createdAt of the last line served (µs since the epoch), 0 = none yet
     std::string last_problem;        ///< the last retried failure, for progress ("429", "HTTP 503", curl's text)
 };
 
