@@ -5,11 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(g++ meson ninja-build pkg-config python3
-      libsecp256k1-dev libssl-dev libsodium-dev libzstd-dev zstd libwebsockets-dev
+      libsecp256k1-dev libssl-dev libsodium-dev libzstd-dev zstd libwebsockets-dev libcurl4-openssl-dev
       libcxxopts-dev nlohmann-json3-dev libsimdjson-dev catch2 b3sum)
 # clang + compiler-rt for the libFuzzer suite; pandoc turns man/*.md into man pages.
 [ "${SOVEREIGN_NO_FUZZ:-}" = 1 ] || PKGS+=(clang libclang-rt-14-dev)
 [ "${SOVEREIGN_NO_MAN:-}" = 1 ] || PKGS+=(pandoc)
+# The interop suite runs reference servers from the npm registry (node + npm) on a private
+# PostgreSQL cluster. An npm that came with another nodejs build is kept (Debian's npm package
+# would conflict with it).
+if [ "${SOVEREIGN_NO_INTEROP:-}" != 1 ]; then
+  command -v npm >/dev/null || PKGS+=(nodejs npm)
+  PKGS+=(postgresql)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -10,6 +10,7 @@
 #include "sovereign/cbor.h"
 #include "sovereign/cid.h"
 #include "sovereign/crypto.h"
+#include "sovereign/did_cache.h"
 #include "sovereign/did_doc.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
@@ -22,11 +23,14 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 using sov::ByteView;
 using sov::Errc;
@@ -1161,4 +1165,73 @@ TEST_CASE("Engine check_pds: a commit from another host than its DID's PDS is wr
     e.run({&in, 1}, {&out, 1});
     CHECK(out.verdict != Verdict::wrong_pds);
     CHECK_FALSE(verify::passes(out.verdict));
+}
+
+// ---- the DID cache as the verifier's KeySource (cbor-verify --cache) -------------------------------
+
+TEST_CASE("CacheKeys: a commit verifies with the key its DID had at recv, 5 minutes of grace", "[verify][corpus]") {
+    REQUIRE_CORPUS(dir);
+    const Corpus& c = *corpus_data(dir);
+    StoreKeys doc_keys(c.keys);
+    const Bytes& w = c.msgs.at(commits_of(c).at(0));
+    Msg msg(w);
+    const std::string did(msg.m.did);
+    const auto real = doc_keys.signing_key(did, 0);
+    REQUIRE(real);
+    const auto other = *sov::crypto::public_key_of(sov::crypto::generate_from_seed(sov::crypto::Curve::k256, {}));
+    const std::int64_t t0 = 1'700'000'000'000'000, t1 = 1'750'000'000'000'000;  // µs, whole ms
+    const std::int64_t minute = 60'000'000;
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("sov-verify-cache-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove(path);
+    auto verdict_at = [&](const std::vector<sov::didcache::KeyEpoch>& history, std::int64_t recv, bool tomb = false) {
+        std::string err;
+        {
+            sov::didcache::Writer wr;
+            REQUIRE(sov::didcache::Writer::open(path, wr, err) == sov::Errc::ok);
+            sov::didcache::Record r;
+            r.did = did;
+            r.history = history;
+            r.tombstoned = tomb;
+            REQUIRE(wr.put(r, err) == sov::Errc::ok);
+            REQUIRE(wr.sync(1, err) == sov::Errc::ok);
+        }
+        sov::didcache::Reader rd;
+        REQUIRE(sov::didcache::Reader::open(path, rd, err) == sov::Errc::ok);
+        sov::didcache::CacheKeys keys(rd);
+        verify::Verifier v(keys);
+        return v.verify(view(w), recv).verdict;
+    };
+    SECTION("signed before a rotation: ok until 5 minutes after it, bad-sig later") {
+        std::vector<sov::didcache::KeyEpoch> h{{t0, real}, {t1, other}};
+        CHECK(verdict_at(h, t1 - minute) == Verdict::ok);
+        CHECK(verdict_at(h, t1 + 4 * minute) == Verdict::ok);
+        CHECK(verdict_at(h, t1 + 6 * minute) == Verdict::bad_sig);
+        CHECK(verdict_at(h, 0) == Verdict::bad_sig);  // recv unknown: the current key
+    }
+    SECTION("signed after a rotation (a PDS migration): ok from the rotation on") {
+        std::vector<sov::didcache::KeyEpoch> h{{t0, other}, {t1, real}};
+        CHECK(verdict_at(h, t1 + minute) == Verdict::ok);
+        CHECK(verdict_at(h, 0) == Verdict::ok);
+        CHECK(verdict_at(h, t1 - minute) == Verdict::bad_sig);
+    }
+    SECTION("tombstoned: no-key after the tombstone, the old key before it") {
+        std::vector<sov::didcache::KeyEpoch> h{{t0, real}, {t1, std::nullopt}};
+        CHECK(verdict_at(h, t1 + 10 * minute, true) == Verdict::no_key);
+        CHECK(verdict_at(h, t1 - minute, true) == Verdict::ok);
+    }
+    SECTION("a DID the cache does not hold is no-key") {
+        std::string err;
+        std::filesystem::remove(path);
+        {
+            sov::didcache::Writer wr;
+            REQUIRE(sov::didcache::Writer::open(path, wr, err) == sov::Errc::ok);
+        }
+        sov::didcache::Reader rd;
+        REQUIRE(sov::didcache::Reader::open(path, rd, err) == sov::Errc::ok);
+        sov::didcache::CacheKeys keys(rd);
+        verify::Verifier v(keys);
+        CHECK(v.verify(view(w), t1).verdict == Verdict::no_key);
+    }
+    std::filesystem::remove(path);
 }

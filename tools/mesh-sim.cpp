@@ -1,21 +1,29 @@
 // mesh-sim — simulated AT Protocol traffic. `gen`: a frame stream of realistic, validly
 // signed messages plus their DID documents (model: man/mesh-sim.1.md). `stats`: the shape of
 // a frame stream (sizes, proof nodes, DID repeats, zstd ratios) to compare traffic with a capture.
+// `serve --plc`: a simulated PLC directory on loopback (sim::PlcService over net::HttpServer),
+// with injected faults; `plc-truth`: that directory's ground truth as JSON lines.
 #include "cli.h"
 
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/net/http_server.h"
 #include "sovereign/sim.h"
+#include "sovereign/sim_plc.h"
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <optional>
 #include <new>
+#include <thread>
 #include <unistd.h>
 
 namespace {
@@ -27,6 +35,156 @@ constexpr std::int64_t kMinStart = 946684800000000;  // 2000-01-01T00:00:00Z
 constexpr std::int64_t kTidLimit = std::int64_t(1) << 53;  // TIDs hold 53 bits of µs (year 2255)
 constexpr std::int64_t kMargin = 31LL * 86400 * 1000000;  // records cite times up to 30 days back
 
+constexpr std::size_t kMaxPlcAccounts = 2'000'000;  // ~3 ops of ~700 bytes each, in memory
+
+// Options of `serve` / `plc-truth` only.
+const std::initializer_list<const char*> kPlcOnly = {"plc", "listen", "fault-429-above", "fault-5xx",
+                                                     "fault-slow", "fault-drop", "legacy-only"};
+
+bool share(double v) { return v >= 0 && v <= 1; }
+
+// `mesh-sim serve --plc` and `mesh-sim plc-truth`.
+int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
+    static const std::initializer_list<const char*> kNotPlc = {
+        "profile", "events", "did-docs", "src", "zipf", "repo-median", "repo-sigma", "repo-cap", "repo-budget",
+        "entropic-records", "rate", "corpus", "no-corpus", "replay-repo", "window", "force"};
+    for (const char* o : kNotPlc)
+        if (args.count(o)) {
+            cli::diag(std::string("--") + o + " is not an option of '" + command + "'");
+            return cli::kUsage;
+        }
+    sov::sim::PlcOptions o;
+    o.accounts = args.count("accounts") ? args["accounts"].as<std::size_t>() : 1000;
+    o.seed = args["seed"].as<std::uint64_t>();
+    o.p256_share = args.count("p256-share") ? args["p256-share"].as<double>() : o.p256_share;
+    if (args.count("start")) o.start_us = args["start"].as<std::int64_t>();
+    if (o.accounts == 0 || o.accounts > kMaxPlcAccounts || !share(o.p256_share)) {
+        cli::diag("--accounts must be in 1.." + cli::with_commas(kMaxPlcAccounts) + ", --p256-share in [0, 1]");
+        return cli::kUsage;
+    }
+    if (o.start_us < kMinStart || o.start_us > 4102444800000000) {  // 2000 .. 2100
+        cli::diag("--start " + std::to_string(o.start_us) + " is out of range for PLC createdAt (years 2000 to 2100)");
+        return cli::kUsage;
+    }
+    sov::sim::PlcFaults f;
+    f.seed = o.seed;
+    if (args.count("fault-429-above")) f.max_rps = args["fault-429-above"].as<double>();
+    if (args.count("fault-5xx")) f.p_5xx = args["fault-5xx"].as<double>();
+    if (args.count("fault-slow")) f.slow_ms = args["fault-slow"].as<std::uint32_t>();
+    if (args.count("fault-drop")) f.p_drop = args["fault-drop"].as<double>();
+    f.legacy_only = args.count("legacy-only") > 0;
+    if (!(f.max_rps >= 0) || !share(f.p_5xx) || !share(f.p_drop)) {
+        cli::diag("--fault-429-above must be ≥ 0, --fault-5xx and --fault-drop in [0, 1]");
+        return cli::kUsage;
+    }
+    if (command == "plc-truth") {
+        for (const char* opt : kPlcOnly)
+            if (args.count(opt)) {
+                cli::diag(std::string("--") + opt + " is an option of 'serve', not of 'plc-truth'");
+                return cli::kUsage;
+            }
+    } else if (!args.count("plc")) {
+        cli::diag("serve needs --plc (the only service so far)");
+        return cli::kUsage;
+    }
+
+    cli::install_stop_handler(g_stop);
+    auto dir = sov::sim::PlcDirectory::generate(o);
+    if (!dir) {
+        cli::diag("cannot generate the PLC directory: " + std::string(sov::to_string(dir.error())));
+        return cli::status(dir.error());
+    }
+    const auto& d = *dir;
+
+    if (command == "plc-truth") {
+        std::FILE* out = stdout;
+        std::string path = args.count("output") ? args["output"].as<std::string>() : "stdout";
+        if (args.count("output") && !(out = std::fopen(path.c_str(), "w"))) {
+            cli::diag(path, std::strerror(errno));
+            return cli::kSystem;
+        }
+        std::string line;
+        for (const auto& a : d.accounts()) {
+            if (g_stop.load()) break;
+            line = d.truth_line(a);
+            line += '\n';
+            if (std::fwrite(line.data(), 1, line.size(), out) != line.size()) break;
+        }
+        bool failed = std::fflush(out) != 0 || std::ferror(out);
+        if (out != stdout) failed = std::fclose(out) != 0 || failed;
+        if (failed) {
+            if (errno == EPIPE) return cli::kOk;
+            cli::diag(path, std::strerror(errno));
+            return cli::kSystem;
+        }
+        if (!args.count("quiet"))
+            cli::diag(cli::count(d.accounts().size(), "account") + ", " + cli::count(d.ops().size(), "op") + " (" +
+                      cli::with_commas(d.invalid().size()) + " invalid)" +
+                      (g_stop.load() ? "; interrupted" : ""));
+        return cli::stop_status(cli::kOk);
+    }
+
+    // serve --plc: the handler runs on the server's one service thread, so PlcService (not
+    // thread-safe) needs no lock.
+    sov::sim::PlcService service(d, f);
+    auto handler = [&service](const sov::net::HttpRequest& r) {
+        const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+        sov::sim::PlcAnswer a = service.answer(r.path, r.params, now);
+        sov::net::HttpResponse h;
+        h.status = a.status;
+        h.content_type = std::move(a.content_type);
+        h.headers = std::move(a.headers);
+        h.body = std::move(a.body);
+        h.delay_ms = a.delay_ms;
+        h.drop_after = a.drop_after;
+        return h;
+    };
+    // /export/stream: the replay of PlcService::stream; a refused cursor closes the WebSocket
+    // at once with 1008 and the reference's 400 message (lws accepts the upgrade first).
+    auto stream = [&service, &d](const sov::net::HttpRequest& r) {
+        sov::net::WsAnswer w;
+        if (r.path != "/export/stream") {
+            w.close_code = 1008;
+            w.close_reason = "not found";
+            return w;
+        }
+        sov::sim::PlcService::Stream st = service.stream(r.params);
+        if (st.status != 101) {
+            w.close_code = 1008;
+            w.close_reason = st.message;
+            return w;
+        }
+        w.close_reason = st.close_reason;
+        w.next = [&d, at = st.from, end = st.end]() mutable -> std::optional<std::string> {
+            if (at >= end) return std::nullopt;
+            return d.sequenced_line(at++);
+        };
+        return w;
+    };
+    sov::Errc code;
+    std::string err;
+    auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream);
+    if (!server) {
+        cli::diag(err);
+        return code == sov::Errc::net_bad_url ? cli::kUsage : cli::status(code);
+    }
+    if (!args.count("quiet"))
+        cli::diag("PLC directory of " + cli::count(d.accounts().size(), "account") + ", " +
+                  cli::count(d.ops().size(), "op") + " (" + cli::with_commas(d.invalid().size()) + " invalid)");
+    cli::diag("serving PLC on http://127.0.0.1:" + std::to_string(server->port()));
+    while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    server->stop();
+    const auto& n = service.counters();
+    if (!args.count("quiet"))
+        cli::diag(cli::count(n.requests, "request") + " (" + cli::with_commas(n.ok) + " ok, " +
+                  cli::with_commas(n.client_errors) + " 4xx, " + cli::with_commas(n.rate_limited) + " 429, " +
+                  cli::with_commas(n.server_errors) + " 5xx, " + cli::with_commas(n.dropped) + " dropped)" +
+                  (cli::stop_signal() == SIGINT ? "; stopped by SIGINT" : "; stopped by SIGTERM"));
+    return cli::stop_status(cli::kOk);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -34,7 +192,9 @@ int main(int argc, char** argv) {
     cxxopts::Options opts("mesh-sim",
                           "Simulated AT Protocol traffic.\n"
                           "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n"
-                          "       mesh-sim stats [--window N] FILE...\n");
+                          "       mesh-sim stats [--window N] FILE...\n"
+                          "       mesh-sim serve --plc [--accounts N] [--seed S] [--listen 127.0.0.1:PORT] [FAULTS]\n"
+                          "       mesh-sim plc-truth [--accounts N] [--seed S] [-o FILE]\n");
     opts.add_options()
         ("profile", "preset: default (1,000 accounts, Zipf 1.1) or realistic (200,000 accounts, Zipf 0.7, "
                     "15,000-record repositories, 1 GiB repository budget, entropic records); options below override it",
@@ -66,10 +226,20 @@ int main(int argc, char** argv) {
          cxxopts::value<std::string>())
         ("window", "stats: messages per window for DID repeats and zstd ratios", cxxopts::value<std::size_t>()->default_value("150"))
         ("force", "gen: write frames to stdout even when it is a terminal")
+        ("plc", "serve: a simulated PLC directory (/export, /<did>, /<did>/log/audit)")
+        ("listen", "serve: loopback address to listen on (PORT 0: any free port, printed on stderr)",
+         cxxopts::value<std::string>()->default_value("127.0.0.1:0"))
+        ("fault-429-above", "serve: answer 429 with Retry-After: 1 when the last second saw more than RPS requests",
+         cxxopts::value<double>())
+        ("fault-5xx", "serve: answer 500 or 503 with probability P", cxxopts::value<double>())
+        ("fault-slow", "serve: delay every answer by MS milliseconds", cxxopts::value<std::uint32_t>())
+        ("fault-drop", "serve: close the connection halfway through a 200 answer's body with probability P",
+         cxxopts::value<double>())
+        ("legacy-only", "serve: /export answers only the createdAt cursor form (like the reference server 0.0.1)")
         ("q,quiet", "no summary line and no progress")
-        ("command", "gen or stats", cxxopts::value<std::vector<std::string>>());
+        ("command", "gen, stats, serve or plc-truth", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"command"});
-    opts.positional_help("gen | stats FILE...");
+    opts.positional_help("gen | stats FILE... | serve --plc | plc-truth");
     auto args = cli::parse(opts, argc, argv);
     std::vector<std::string> words = args.count("command") ? args["command"].as<std::vector<std::string>>() : std::vector<std::string>{};
     // Options of the other command would be ignored: refused instead.
@@ -77,6 +247,18 @@ int main(int argc, char** argv) {
         "profile", "accounts", "events", "seed", "did-docs", "output", "src", "zipf", "p256-share", "repo-median",
         "repo-sigma", "repo-cap", "repo-budget", "entropic-records", "rate", "start", "corpus", "no-corpus",
         "replay-repo"};
+    if (!words.empty() && (words[0] == "serve" || words[0] == "plc-truth")) {
+        if (words.size() != 1) {
+            cli::diag(words[0] + " takes no file");
+            return cli::kUsage;
+        }
+        return run_plc(words[0], args);
+    }
+    for (const char* o : kPlcOnly)
+        if (args.count(o)) {
+            cli::diag(std::string("--") + o + " is an option of 'serve'");
+            return cli::kUsage;
+        }
     if (!words.empty() && words[0] == "stats") {
         for (const char* o : kGenOnly)
             if (args.count(o)) {
@@ -107,7 +289,7 @@ int main(int argc, char** argv) {
     }
     if (words.size() != 1 || words[0] != "gen") {
         cli::diag(words.size() > 1 && words[0] == "gen" ? "gen takes no file: write to stdout or -o FILE"
-                                                        : "expected the command 'gen' or 'stats' (try --help)");
+                                                        : "expected the command 'gen', 'stats', 'serve' or 'plc-truth' (try --help)");
         return cli::kUsage;
     }
     if (args.count("window")) {

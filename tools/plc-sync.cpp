@@ -10,6 +10,7 @@
 #include "sovereign/did_cache.h"
 #include "sovereign/io.h"
 #include "sovereign/plc_mirror.h"
+#include "sovereign/net/plc_export.h"
 
 #include <nlohmann/json.hpp>
 
@@ -143,8 +144,9 @@ struct Progress {
     std::int64_t start = 0, last = 0;
     bool shown = false;
     explicit Progress(bool quiet) {
-        struct stat a {}, b {};
-        tty = !quiet && ::isatty(2) && !(::isatty(1) && ::fstat(1, &a) == 0 && ::fstat(2, &b) == 0 && a.st_ino == b.st_ino);
+        // A sync writes nothing to stdout, so a terminal shared by stdout and stderr (the
+        // usual interactive case) still gets the progress line.
+        tty = !quiet && ::isatty(2);
         start = cli::now_micros();
     }
     void update(std::uint64_t lines, std::uint64_t accepted, std::uint64_t bytes, const std::string& where) {
@@ -168,18 +170,78 @@ struct Progress {
 
 }  // namespace
 
+/// plc-sync -o DIR --url URL: pages the directory's /export into the open mirror.
+int sync_url(sov::plc::Mirror& m, const sov::net::ExportSyncOptions& so, bool quiet) {
+    Progress progress(quiet);
+    std::int64_t last_note = 0, first_pos = 0, first_at = 0;
+    auto on_progress = [&](const sov::net::ExportSyncStats& s) {
+        const auto& c = m.cursor();
+        std::string where = c.seq ? "seq " + std::to_string(c.seq) : (c.created_at.empty() ? std::string("start") : c.created_at);
+        // ETA: how fast the position (createdAt of the last op served) moves towards now.
+        if (s.position_us > 0) {
+            const std::int64_t now = cli::now_micros();
+            if (!first_pos) first_pos = s.position_us, first_at = now;
+            const double advance = now > first_at ? double(s.position_us - first_pos) / double(now - first_at) : 0;
+            if (s.caught_up) where += ", caught up";
+            else if (advance > 0 && now - first_at > 2'000'000) {
+                const std::int64_t eta_s = std::int64_t(double(now - s.position_us) / advance / 1e6);
+                where += ", ETA " + (eta_s >= 3600 ? std::to_string(eta_s / 3600) + "h" + std::to_string(eta_s % 3600 / 60) + "m"
+                                                   : std::to_string(eta_s / 60) + "m" + std::to_string(eta_s % 60) + "s");
+            }
+        }
+        where += ", " + std::to_string(s.requests) + " requests at " + std::to_string(int(s.rate_rps * 10) / 10.0).substr(0, 4) +
+                 "/s";
+        if (!s.last_problem.empty() && !s.caught_up) where += " (last: " + s.last_problem + ")";
+        progress.update(s.lines.lines + s.lines.duplicates, s.lines.accepted, s.bytes, where);
+        // Off a TTY, a retried failure is still worth one line a minute: a cron log shows why it is slow.
+        if (!progress.tty && !quiet && !s.last_problem.empty() && cli::now_micros() - last_note > 60'000'000) {
+            last_note = cli::now_micros();
+            cli::diag(so.url, "retrying after " + s.last_problem);
+        }
+    };
+    sov::net::ExportSyncStats stats;
+    std::string err;
+    sov::Errc e = sov::net::sync_export(m, so, g_stop, stats, on_progress, err);
+    progress.finish();
+    int status = e == sov::Errc::ok ? cli::kOk : cli::fail(e, err);
+    const std::uint64_t dids = m.dids();
+    std::string cerr;
+    if (sov::Errc ce = m.close(cerr); ce != sov::Errc::ok && status == cli::kOk) status = cli::fail(ce, cerr);
+    if (!quiet) {
+        std::string retries;
+        if (stats.rate_limited) retries += ", " + cli::with_commas(stats.rate_limited) + " rate-limited";
+        if (stats.server_errors) retries += ", " + cli::with_commas(stats.server_errors) + " server errors";
+        if (stats.network_errors) retries += ", " + cli::with_commas(stats.network_errors) + " network errors";
+        std::string end = stats.max_time ? "; stopped by --max-time: the next run resumes" : (stats.caught_up ? "; caught up" : "");
+        std::fprintf(stderr, "plc-sync: %s, %s accepted, %s rejected, %s duplicate, %s DIDs; %s%s%s%s\n",
+                     cli::count(stats.lines.lines, "line").c_str(), cli::with_commas(stats.lines.accepted).c_str(),
+                     cli::with_commas(stats.lines.rejected).c_str(), cli::with_commas(stats.lines.duplicates).c_str(),
+                     cli::with_commas(dids).c_str(), cli::count(stats.requests, "request").c_str(), retries.c_str(),
+                     end.c_str(), cli::stop_note().c_str());
+    }
+    return cli::stop_status(status);
+}
+
 int main(int argc, char** argv) {
     cli::init("plc-sync");
     cxxopts::Options opts("plc-sync",
                           "Mirror and validate the PLC directory into DIR (export chunks, op store, DID cache).\n"
-                          "Usage: plc-sync -o DIR --from-file EXPORT.jsonl[.zst]\n"
+                          "Usage: plc-sync -o DIR --url URL [--max-time SECONDS] [--follow]\n"
+                          "       plc-sync -o DIR --from-file EXPORT.jsonl[.zst]\n"
                           "       plc-sync lookup -o DIR DID...\n"
                           "       plc-sync docs -o DIR > did-docs.json\n");
     opts.add_options()
         ("o,out", "the mirror directory (created when absent)", cxxopts::value<std::string>())
         ("from-file", "build or extend the mirror from an export dump (JSON lines, zstd or not; - = stdin)",
          cxxopts::value<std::string>())
-        // The network options (--url, paging and rate control) go here.
+        ("url", "the PLC directory to mirror: pages URL/export from the mirror's cursor (e.g. https://plc.directory)",
+         cxxopts::value<std::string>())
+        ("max-time", "stop cleanly after the page in flight once this many seconds have passed (for cron)",
+         cxxopts::value<double>())
+        ("follow", "once caught up, keep polling URL/export for new ops until stopped")
+        ("poll-interval", "with --follow: seconds between polls while caught up (default 5)", cxxopts::value<double>())
+        ("max-rate", "most requests per second the adaptive rate may reach (default 50; it starts at 2)",
+         cxxopts::value<double>())
         ("page-lines", "lines per committed page when reading a file (default 1000)", cxxopts::value<std::uint64_t>())
         ("ops-per-chunk", "lines per export chunk of a new mirror (default 100000; fixed once created)",
          cxxopts::value<std::uint64_t>())
@@ -197,7 +259,9 @@ int main(int argc, char** argv) {
     if (!pos.empty() && (pos[0] == "lookup" || pos[0] == "docs")) {
         const std::string cmd = pos[0];
         pos.erase(pos.begin());
-        if (!cli::not_with(a, "args", {"from-file", "page-lines", "ops-per-chunk", "cache-slots"}, cmd)) return cli::kUsage;
+        if (!cli::not_with(a, "args", {"from-file", "url", "max-time", "follow", "poll-interval", "max-rate", "page-lines",
+                                       "ops-per-chunk", "cache-slots"}, cmd))
+            return cli::kUsage;
         if (dir.empty() && cmd == "docs" && pos.size() == 1) {  // also `plc-sync docs DIR`
             dir = pos[0];
             pos.clear();
@@ -227,9 +291,52 @@ int main(int argc, char** argv) {
         cli::diag("the mirror directory is required: -o DIR (try --help)");
         return cli::kUsage;
     }
-    if (!a.count("from-file")) {
-        cli::diag("nothing to sync from: --from-file EXPORT.jsonl[.zst] (the network source comes later)");
+    if (a.count("from-file") == a.count("url")) {
+        cli::diag(a.count("url") ? "--url and --from-file are two sources: choose one"
+                                 : "nothing to sync from: --url URL or --from-file EXPORT.jsonl[.zst]");
         return cli::kUsage;
+    }
+    for (const char* o : {"max-time", "follow", "poll-interval", "max-rate"})
+        if (a.count(o) && !a.count("url")) {
+            cli::diag(std::string("--") + o + " paces the network sync: it works only with --url");
+            return cli::kUsage;
+        }
+    if (a.count("page-lines") && a.count("url")) {
+        cli::diag("--page-lines sizes pages read from a file; with --url a page is what the server serves");
+        return cli::kUsage;
+    }
+    sov::net::ExportSyncOptions so;
+    if (a.count("url")) {
+        so.url = a["url"].as<std::string>();
+        if (!(so.url.starts_with("http://") || so.url.starts_with("https://"))) {
+            cli::diag("--url must be an http:// or https:// URL, not '" + so.url + "'");
+            return cli::kUsage;
+        }
+        so.follow = a.count("follow") > 0;
+        if (a.count("max-time")) {
+            const double s = a["max-time"].as<double>();
+            if (!(s > 0)) {
+                cli::diag("--max-time must be a positive number of seconds");
+                return cli::kUsage;
+            }
+            so.max_time_us = std::int64_t(s * 1e6);
+        }
+        if (a.count("poll-interval")) {
+            const double s = a["poll-interval"].as<double>();
+            if (!(s > 0)) {
+                cli::diag("--poll-interval must be a positive number of seconds");
+                return cli::kUsage;
+            }
+            so.poll_us = std::int64_t(s * 1e6);
+        }
+        if (a.count("max-rate")) {
+            so.rate.max_rps = a["max-rate"].as<double>();
+            if (!(so.rate.max_rps >= so.rate.min_rps)) {
+                cli::diag("--max-rate must be at least " + std::to_string(so.rate.min_rps) + " requests per second");
+                return cli::kUsage;
+            }
+            so.rate.start_rps = std::min(so.rate.start_rps, so.rate.max_rps);
+        }
     }
     const std::uint64_t page_lines = a.count("page-lines") ? a["page-lines"].as<std::uint64_t>() : 1000;
     if (page_lines == 0) {
@@ -243,13 +350,14 @@ int main(int argc, char** argv) {
         cli::diag("--ops-per-chunk must be at least 1");
         return cli::kUsage;
     }
-    const std::string from = a["from-file"].as<std::string>();
+    const std::string from = a.count("from-file") ? a["from-file"].as<std::string>() : "";
 
     cli::install_stop_handler(g_stop);
     sov::io::set_interrupt_flag(&g_stop);
     sov::plc::Mirror m;
     std::string err;
     if (sov::Errc e = sov::plc::Mirror::open(dir, m, err, mo); e != sov::Errc::ok) return cli::fail(e, err);
+    if (!so.url.empty()) return sync_url(m, so, quiet);
 
     sov::io::Input in = sov::io::Input::open(from);
     if (in.open_errno()) {

@@ -106,6 +106,34 @@ for pds, name, inputs in captures(results):
             check('%s: #sync frames checked (%d), none stale-rev' % (name, len(syncs)),
                   len(syncs) > 0 and 'stale-rev' not in syncs, str(collections.Counter(syncs)))
 
+# With a PLC mirror built from the run's own PLC export (plc-sync --from-file) and recv stamped
+# from each message's time (the captures recorded none): every commit of the migrated DID
+# verifies, before and after its key rotation, with the key valid when it was sent.
+import shutil, tempfile
+PS = os.path.join(build, 'tools', 'plc-sync')
+export = os.path.join(results, 'plc-export.jsonl')
+if os.path.isfile(export) and os.path.exists(PS):
+    mirror = tempfile.mkdtemp(prefix='sov-refnet-mirror.')
+    try:
+        r = subprocess.run([PS, '-q', '-o', mirror, '--from-file', export], capture_output=True, text=True)
+        check('plc-sync --from-file plc-export.jsonl: exit 0', r.returncode == 0, r.stderr)
+        for pds, name, inputs in captures(results):
+            if name != pds:
+                continue  # the live captures cover every frame
+            port = 2580 + int(pds[3:])  # ref-net: PDS i on port base + i; endpoints http://localhost:PORT
+            fc = subprocess.Popen([FC, '-q', '--from', 'raw-u32le', '--src', 'localhost:%d' % port,
+                                   '--recv-from', 'payload-time'] + inputs, stdout=subprocess.PIPE)
+            cv = subprocess.run([CV, '--annotate', '--max-reports', '100000', '--cache', mirror], stdin=fc.stdout,
+                                capture_output=True)
+            fc.wait()
+            js = subprocess.run([FC, '-q', '--to', 'json'], input=cv.stdout, capture_output=True, check=True).stdout
+            vrds = [(json.loads(l).get('header', {}).get('t'), json.loads(l).get('vrd')) for l in js.decode().splitlines()]
+            bad = [(t, v) for t, v in vrds if v not in ('ok', 'skip') and not (t == '#sync' and v == 'bad-commit')]
+            check('%s --cache (keys at recv, from the PLC mirror): every frame ok but the migration #sync defect '
+                  '(%d frames)' % (pds, len(vrds)), not bad and vrds, str(collections.Counter(bad)))
+    finally:
+        shutil.rmtree(mirror, ignore_errors=True)
+
 print('# verdicts by type over every capture and snapshot: ' +
       ', '.join('%s %s %d' % (t, v, n) for (t, v), n in sorted(totals.items())))
 check('the captures hold every kind of event, each verified ok at least once',
