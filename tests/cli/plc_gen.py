@@ -14,6 +14,8 @@ Checks:
     the account's last migration is ok, those before a migration wrong-pds, nothing else
     rejected (a tombstoned DID has no current PDS: its frames pass); without --src-from-pds
     every commit is wrong-pds;
+  * a directory whose every account is tombstoned: gen stops there with exit 2, keeping the
+    frames written so far (which verify);
   * the same frames with recv shifted by a day: bad-sig exactly on the frames whose signing
     key (the key at the message's time) is neither the key at the new recv nor the one 5
     minutes before it (DESIGN.md §3), no-key where the new recv is past a tombstone, every
@@ -231,6 +233,25 @@ try:
         check('usage: ' + why + ' exits 2', r.returncode == 2 and r.stderr, r.stderr)
     r = run([MESH, 'plc-export', '--plc-accounts', '3'])
     check('usage: plc-export refuses gen\'s --plc-accounts', r.returncode == 2, r.stderr)
+
+    # --- a directory whose one account (seed 25) is tombstoned after a key rotation: gen stops
+    # at the tombstone with exit 2 and a reason; the frames before it are kept and verify.
+    one = os.path.join(tmp, 'one.frames')
+    r = run([MESH, 'gen', '--plc-accounts', '1', '--plc-seed', '25', '--events', '100000', '--rate', '0.01',
+             '--no-corpus', '-q', '-o', one])
+    check('every account tombstoned: exit 2 naming it', r.returncode == 2 and b'tombstoned by' in r.stderr, r.stderr)
+    t1 = json.loads(run([MESH, 'plc-truth', '--accounts', '1', '--seed', '25', '-q']).stdout)
+    e1 = os.path.join(tmp, 'one.jsonl')
+    with open(e1, 'wb') as f:
+        f.write(run([MESH, 'plc-export', '--accounts', '1', '--seed', '25', '-q']).stdout)
+    mirror = os.path.join(tmp, 'mirror1')
+    run([SYNC, '-q', '-o', mirror, '--from-file', e1])
+    f1 = frames_json(one)
+    v = verdicts(one)
+    check('every account tombstoned: the frames before it are kept, span its rotation and verify',
+          t1['tombstoned'] and len(t1['keyHistory']) == 3 and len(f1) > 100 and all(x == 'ok' for x in v) and
+          f1[0][2] < us_of(t1['keyHistory'][1]['validFrom']) < f1[-1][2] and
+          f1[-1][3] < us_of(t1['keyHistory'][2]['validFrom']), (len(f1), sorted(set(v))))
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
