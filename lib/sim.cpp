@@ -181,6 +181,9 @@ struct Account {
     cid::Cid evicted_root;        // root when evicted: a rebuild must give it back
     std::uint64_t last_use = 0;
     std::size_t charged = 0;      // bytes counted against the budget
+    // Options::identities only: the account's identity and the span in use.
+    const Identity* id = nullptr;
+    std::size_t span = 0;
 };
 
 struct PlannedOp {
@@ -232,12 +235,32 @@ struct Generator::Impl {
     std::uint64_t use_tick = 0;
     std::size_t charged_total = 0;
 
+    // Options::identities: the accounts alive now (`alive`, with each account's position in it
+    // or kNotAlive), and the births and deaths in time order with the next one to apply.
+    static constexpr std::uint32_t kNotAlive = UINT32_MAX;
+    std::vector<std::uint32_t> alive, alive_pos;
+    std::vector<std::pair<std::int64_t, std::uint64_t>> life;  // (µs, account × 2 + death)
+    std::size_t life_next = 0;
+    std::string last_pds;
+
+    static std::size_t account_count(const Options& o) {
+        return o.identities && !o.identities->empty() ? o.identities->size() : o.accounts;
+    }
+    bool with_identities() const noexcept { return opt.identities && !opt.identities->empty(); }
+
     explicit Impl(const Options& o)
-        : opt(o), rng(o.seed), zipf(o.accounts, o.zipf_s), now_us(o.start_us), seq(o.seq_start) {
+        : opt(o), rng(o.seed), zipf(account_count(o), o.zipf_s), now_us(o.start_us), seq(o.seq_start) {
         Rng krng(o.seed ^ 0x6b657973ULL);
-        accounts.resize(o.accounts);
+        accounts.resize(account_count(o));
+        if (with_identities()) init_identities();
         for (std::size_t i = 0; i < accounts.size(); ++i) {
             Account& a = accounts[i];
+            if (a.id) {
+                a.clock_id = unsigned(krng.below(1024));
+                std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
+                a.repo_seed = splitmix(x);
+                continue;
+            }
             std::array<std::uint8_t, 32> seed{};
             for (int k = 0; k < 4; ++k) {
                 std::uint64_t v = krng.next();
@@ -261,6 +284,83 @@ struct Generator::Impl {
         for (std::size_t i = rank_to_account.size(); i > 1; --i) std::swap(rank_to_account[i - 1], rank_to_account[rng.below(i)]);
         if (!o.corpus_repos.empty() && !o.entropic_records) load_corpus(o.corpus_repos);
         if (o.entropic_records) build_vocab();
+    }
+
+    // -- accounts of a PLC directory (Options::identities) ------------------------------------
+
+    // An account lives from its genesis until one second before its tombstone, so that no
+    // message's recv (< time + 1 s) falls after the tombstone.
+    void init_identities() {
+        alive_pos.assign(accounts.size(), kNotAlive);
+        for (std::size_t i = 0; i < accounts.size(); ++i) {
+            Account& a = accounts[i];
+            a.id = &(*opt.identities)[i];
+            a.did = a.id->did;
+            if (a.id->spans.empty()) continue;  // tombstoned at genesis: never alive
+            set_span(a, 0);
+            std::int64_t born = a.id->spans[0].from_us;
+            std::int64_t dies = a.id->end_us == INT64_MAX ? INT64_MAX : a.id->end_us - 1'000'000;
+            if (dies <= born) continue;
+            life.emplace_back(born, std::uint64_t(i) * 2);
+            if (dies != INT64_MAX) life.emplace_back(dies, std::uint64_t(i) * 2 + 1);
+        }
+        std::sort(life.begin(), life.end());
+    }
+
+    void set_span(Account& a, std::size_t k) {
+        const IdentitySpan& s = a.id->spans[k];
+        a.span = k;
+        a.priv = s.key;
+        a.pub = *crypto::public_key_of(s.key);
+        a.pds = s.pds;
+        a.handle = s.handle;
+    }
+
+    // Applies the births and deaths up to now_us.
+    void advance_life() {
+        for (; life_next < life.size() && life[life_next].first <= now_us; ++life_next) {
+            std::uint32_t i = std::uint32_t(life[life_next].second >> 1);
+            if (!(life[life_next].second & 1)) {
+                alive_pos[i] = std::uint32_t(alive.size());
+                alive.push_back(i);
+            } else if (alive_pos[i] != kNotAlive) {
+                std::uint32_t p = alive_pos[i];
+                alive[p] = alive.back();
+                alive_pos[alive[p]] = p;
+                alive.pop_back();
+                alive_pos[i] = kNotAlive;
+            }
+        }
+    }
+
+    // The account of the next message. With identities: one alive now (the time jumps to the
+    // next genesis when none is), its identity moved to the span holding now_us; recv moves
+    // with a jump. Errors only when every account is tombstoned.
+    Errc pick_account(Account*& out, std::int64_t& recv) {
+        if (!with_identities()) {
+            out = &accounts[rank_to_account[zipf.sample(rng)]];
+            return Errc::ok;
+        }
+        advance_life();
+        if (alive.empty()) {
+            if (life_next >= life.size()) return fail("every account of the PLC directory is tombstoned by " + datetime(now_us));
+            std::int64_t jump = life[life_next].first - now_us;  // a birth: only the living die
+            now_us += jump;
+            recv += jump;
+            advance_life();
+        }
+        std::size_t i = kNotAlive;
+        for (int tries = 0; tries < 16 && i == kNotAlive; ++tries) {
+            std::size_t k = rank_to_account[zipf.sample(rng)];
+            if (alive_pos[k] != kNotAlive) i = k;
+        }
+        if (i == kNotAlive) i = alive[rng.below(alive.size())];
+        Account& a = accounts[i];
+        std::size_t k = a.span;
+        while (k + 1 < a.id->spans.size() && a.id->spans[k + 1].from_us <= now_us) ++k;
+        if (k != a.span) set_span(a, k);
+        out = &a;
+        return Errc::ok;
     }
 
     // -- corpus sampling ------------------------------------------------------------------
@@ -1134,7 +1234,11 @@ struct Generator::Impl {
             ops.push_back(std::move(op));
             return gen_commit(accounts[replay_account], wire, std::move(ops));
         }
-        Account& a = accounts[rank_to_account[zipf.sample(rng)]];
+        if (with_identities()) recv = std::min(recv, now_us + 999'999);
+        Account* picked = nullptr;
+        if (Errc e = pick_account(picked, recv); e != Errc::ok) return e;
+        Account& a = *picked;
+        last_pds = a.pds;
         if (!a.active) {
             gen_account(a, true, wire);  // reactivation; its commits resume afterwards
             return Errc::ok;
@@ -1261,6 +1365,7 @@ nlohmann::json Generator::did_docs() const {
 }
 
 const Stats& Generator::stats() const noexcept { return impl_->stats; }
+const std::string& Generator::last_pds() const noexcept { return impl_->last_pds; }
 const std::string& Generator::error_detail() const noexcept { return impl_->error; }
 
 // --- ShapeMeter ------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ struct RawOp {
 // Everything one account contributes.
 struct AccountOut {
     PlcAccountTruth truth;
+    Identity identity;       // the signing keys along the canonical chain (mesh-sim gen --plc-accounts)
     std::vector<PlcOp> ops;  // createdAt order
 };
 
@@ -216,6 +217,8 @@ private:
         std::int64_t t = 0;
         std::size_t signer = 0;
         std::string signing;  // verificationMethods.atproto, "" for a tombstone
+        crypto::PrivateKey key;       // … its private key
+        std::string pds, handle;      // the op's PDS endpoint and handle
         bool tombstone = false;
         std::size_t out_index = 0;  // in AccountOut::ops
     };
@@ -238,7 +241,12 @@ private:
         l.t = t;
         l.signer = signer;
         l.tombstone = op.type == OpType::tombstone;
-        if (!l.tombstone) l.signing = op.verification_methods[0].second;
+        if (!l.tombstone) {
+            l.signing = op.verification_methods[0].second;
+            l.key = signing_.priv;  // every op is built by content() from the current key, PDS, handle
+            l.pds = pds_;
+            l.handle = handle_;
+        }
         l.out_index = out_.ops.size() - 1;
         chain_.push_back(std::move(l));
         t_ = t;
@@ -327,6 +335,11 @@ AccountOut AccountGen::run() {
     tr.did = did_;
     for (const Link& l : chain_)
         if (tr.key_history.empty() || tr.key_history.back().second != l.signing) tr.key_history.emplace_back(l.t, l.signing);
+    out_.identity.did = did_;
+    for (const Link& l : chain_) {
+        if (l.tombstone) out_.identity.end_us = l.t;
+        else out_.identity.spans.push_back(IdentitySpan{l.t, l.key, l.pds, l.handle});
+    }
     if (chain_.back().tombstone) {
         tr.tombstoned = true;
     } else {
@@ -430,7 +443,12 @@ Result<PlcDirectory> PlcDirectory::generate(const PlcOptions& o) {
     });
     d.ops_.reserve(total);
     d.accounts_.resize(outs.size());
-    for (std::size_t a = 0; a < outs.size(); ++a) d.accounts_[a] = std::move(outs[a].truth);
+    auto identities = std::make_shared<std::vector<Identity>>(outs.size());
+    for (std::size_t a = 0; a < outs.size(); ++a) {
+        d.accounts_[a] = std::move(outs[a].truth);
+        (*identities)[a] = std::move(outs[a].identity);
+    }
+    d.identities_ = std::move(identities);
     for (const auto& [a, k] : order) {
         PlcOp& p = outs[a].ops[k];
         p.seq = d.ops_.size() + 1;

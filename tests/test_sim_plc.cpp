@@ -1,5 +1,6 @@
 // The simulated PLC directory agrees with plc::Log: every served line parses, every op is
 // accepted or rejected exactly as the ground truth says, and every DID ends in its true state.
+#include "sovereign/crypto.h"
 #include "sovereign/plc.h"
 #include "sovereign/sim_plc.h"
 #include "sovereign/syntax.h"
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -165,4 +167,48 @@ TEST_CASE("sim_plc: documents, audit logs and options", "[sim][plc]") {
     o.accounts = 1;
     o.invalid_share = 1.5;
     CHECK(sim::PlcDirectory::generate(o).error() == Errc::bad_argument);
+}
+
+TEST_CASE("sim_plc: identities() hold the private keys of the truth's key history", "[sim][plc]") {
+    sim::PlcOptions o;
+    o.accounts = 300;
+    o.seed = 5;
+    o.threads = 2;
+    auto d = sim::PlcDirectory::generate(o);
+    REQUIRE(d);
+    const auto& ids = *d->identities();
+    REQUIRE(ids.size() == d->accounts().size());
+    std::size_t rotated = 0, migrated = 0, tombstoned = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const sim::Identity& id = ids[i];
+        const sim::PlcAccountTruth& a = d->accounts()[i];
+        INFO(a.did);
+        CHECK(id.did == a.did);
+        REQUIRE(!id.spans.empty());
+        // The spans, with consecutive equal keys merged, are the key history (a tombstone adds
+        // a last entry without a key, at end_us).
+        std::vector<std::pair<std::int64_t, std::string>> h;
+        for (const auto& s : id.spans) {
+            std::string k = crypto::to_did_key(*crypto::public_key_of(s.key));
+            if (h.empty() || h.back().second != k) h.emplace_back(s.from_us, k);
+        }
+        if (a.tombstoned) {
+            ++tombstoned;
+            CHECK(id.end_us == a.key_history.back().first);
+            h.emplace_back(id.end_us, "");
+        } else {
+            CHECK(id.end_us == INT64_MAX);
+            CHECK(id.spans.back().pds == a.pds);
+            CHECK(id.spans.back().handle == a.handle);
+        }
+        CHECK(h == a.key_history);
+        rotated += h.size() > (a.tombstoned ? 2u : 1u);
+        for (std::size_t k = 1; k < id.spans.size(); ++k) {
+            CHECK(id.spans[k - 1].from_us < id.spans[k].from_us);
+            migrated += id.spans[k].pds != id.spans[k - 1].pds;
+        }
+    }
+    CHECK(rotated > 30);
+    CHECK(migrated > 10);
+    CHECK(tombstoned > 0);
 }

@@ -10,6 +10,7 @@
 #include "sovereign/net/http_server.h"
 #include "sovereign/sim.h"
 #include "sovereign/sim_plc.h"
+#include "sovereign/verify.h"
 
 #include <nlohmann/json.hpp>
 
@@ -43,11 +44,19 @@ const std::initializer_list<const char*> kPlcOnly = {"plc", "listen", "fault-429
 
 bool share(double v) { return v >= 0 && v <= 1; }
 
-// `mesh-sim serve --plc` and `mesh-sim plc-truth`.
+// Options of `gen` that draw its accounts from a simulated PLC directory.
+const std::initializer_list<const char*> kGenPlc = {"plc-accounts", "plc-seed", "plc-start", "src-from-pds"};
+
+// `mesh-sim serve --plc`, `mesh-sim plc-truth` and `mesh-sim plc-export`.
 int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
     static const std::initializer_list<const char*> kNotPlc = {
         "profile", "events", "did-docs", "src", "zipf", "repo-median", "repo-sigma", "repo-cap", "repo-budget",
         "entropic-records", "rate", "corpus", "no-corpus", "replay-repo", "window", "force"};
+    for (const char* o : kGenPlc)
+        if (args.count(o)) {
+            cli::diag(std::string("--") + o + " is an option of 'gen' (" + command + " takes --accounts, --seed, --start)");
+            return cli::kUsage;
+        }
     for (const char* o : kNotPlc)
         if (args.count(o)) {
             cli::diag(std::string("--") + o + " is not an option of '" + command + "'");
@@ -77,10 +86,10 @@ int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
         cli::diag("--fault-429-above must be ≥ 0, --fault-5xx and --fault-drop in [0, 1]");
         return cli::kUsage;
     }
-    if (command == "plc-truth") {
+    if (command != "serve") {
         for (const char* opt : kPlcOnly)
             if (args.count(opt)) {
-                cli::diag(std::string("--") + opt + " is an option of 'serve', not of 'plc-truth'");
+                cli::diag(std::string("--") + opt + " is an option of 'serve', not of '" + command + "'");
                 return cli::kUsage;
             }
     } else if (!args.count("plc")) {
@@ -96,7 +105,10 @@ int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
     }
     const auto& d = *dir;
 
-    if (command == "plc-truth") {
+    if (command != "serve") {
+        // plc-truth: one truth line per account; plc-export: the /export?after=<seq> lines of
+        // every op in seq order (what plc-sync --from-file reads, as a server would page them).
+        const bool truth = command == "plc-truth";
         std::FILE* out = stdout;
         std::string path = args.count("output") ? args["output"].as<std::string>() : "stdout";
         if (args.count("output") && !(out = std::fopen(path.c_str(), "w"))) {
@@ -104,9 +116,10 @@ int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
             return cli::kSystem;
         }
         std::string line;
-        for (const auto& a : d.accounts()) {
+        const std::size_t n = truth ? d.accounts().size() : d.ops().size();
+        for (std::size_t i = 0; i < n; ++i) {
             if (g_stop.load()) break;
-            line = d.truth_line(a);
+            line = truth ? d.truth_line(d.accounts()[i]) : d.sequenced_line(i);
             line += '\n';
             if (std::fwrite(line.data(), 1, line.size(), out) != line.size()) break;
         }
@@ -194,7 +207,9 @@ int main(int argc, char** argv) {
                           "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n"
                           "       mesh-sim stats [--window N] FILE...\n"
                           "       mesh-sim serve --plc [--accounts N] [--seed S] [--listen 127.0.0.1:PORT] [FAULTS]\n"
-                          "       mesh-sim plc-truth [--accounts N] [--seed S] [-o FILE]\n");
+                          "       mesh-sim plc-truth [--accounts N] [--seed S] [-o FILE]\n"
+                          "       mesh-sim plc-export [--accounts N] [--seed S] [-o FILE]\n"
+                          "       mesh-sim gen --plc-accounts N [--plc-seed S] [--src-from-pds] [OPTIONS]\n");
     opts.add_options()
         ("profile", "preset: default (1,000 accounts, Zipf 1.1) or realistic (200,000 accounts, Zipf 0.7, "
                     "15,000-record repositories, 1 GiB repository budget, entropic records); options below override it",
@@ -236,18 +251,25 @@ int main(int argc, char** argv) {
         ("fault-drop", "serve: close the connection halfway through a 200 answer's body with probability P",
          cxxopts::value<double>())
         ("legacy-only", "serve: /export answers only the createdAt cursor form (like the reference server 0.0.1)")
+        ("plc-accounts", "gen: the accounts of the simulated PLC directory that 'serve --plc --accounts N' serves "
+                         "(DIDs, signing keys across rotations, PDS, handles, tombstones)",
+         cxxopts::value<std::size_t>())
+        ("plc-seed", "gen: that directory's --seed (default 1)", cxxopts::value<std::uint64_t>())
+        ("plc-start", "gen: that directory's --start, µs since the epoch (default 1704067200000000)",
+         cxxopts::value<std::int64_t>())
+        ("src-from-pds", "gen with --plc-accounts: each frame's src is the host of its account's PDS at the message's time")
         ("q,quiet", "no summary line and no progress")
-        ("command", "gen, stats, serve or plc-truth", cxxopts::value<std::vector<std::string>>());
+        ("command", "gen, stats, serve, plc-truth or plc-export", cxxopts::value<std::vector<std::string>>());
     opts.parse_positional({"command"});
-    opts.positional_help("gen | stats FILE... | serve --plc | plc-truth");
+    opts.positional_help("gen | stats FILE... | serve --plc | plc-truth | plc-export");
     auto args = cli::parse(opts, argc, argv);
     std::vector<std::string> words = args.count("command") ? args["command"].as<std::vector<std::string>>() : std::vector<std::string>{};
     // Options of the other command would be ignored: refused instead.
     static const std::initializer_list<const char*> kGenOnly = {
         "profile", "accounts", "events", "seed", "did-docs", "output", "src", "zipf", "p256-share", "repo-median",
         "repo-sigma", "repo-cap", "repo-budget", "entropic-records", "rate", "start", "corpus", "no-corpus",
-        "replay-repo"};
-    if (!words.empty() && (words[0] == "serve" || words[0] == "plc-truth")) {
+        "replay-repo", "plc-accounts", "plc-seed", "plc-start", "src-from-pds"};
+    if (!words.empty() && (words[0] == "serve" || words[0] == "plc-truth" || words[0] == "plc-export")) {
         if (words.size() != 1) {
             cli::diag(words[0] + " takes no file");
             return cli::kUsage;
@@ -289,7 +311,7 @@ int main(int argc, char** argv) {
     }
     if (words.size() != 1 || words[0] != "gen") {
         cli::diag(words.size() > 1 && words[0] == "gen" ? "gen takes no file: write to stdout or -o FILE"
-                                                        : "expected the command 'gen', 'stats', 'serve' or 'plc-truth' (try --help)");
+                                                        : "expected the command 'gen', 'stats', 'serve', 'plc-truth' or 'plc-export' (try --help)");
         return cli::kUsage;
     }
     if (args.count("window")) {
@@ -329,6 +351,45 @@ int main(int argc, char** argv) {
                   " accounts mesh-sim can hold in memory");
         return cli::kUsage;
     }
+    // --plc-accounts: the accounts (and their identities over time) of the simulated PLC
+    // directory that `serve --plc --accounts N --seed S --start T` serves; the traffic starts
+    // at the directory's first op unless --start says otherwise.
+    const bool from_plc = args.count("plc-accounts") > 0;
+    for (const char* opt : kGenPlc)
+        if (!from_plc && args.count(opt)) {
+            cli::diag(std::string("--") + opt + " needs --plc-accounts");
+            return cli::kUsage;
+        }
+    if (from_plc) {
+        for (const char* opt : {"accounts", "did-docs", "replay-repo", "p256-share"})
+            if (args.count(opt)) {
+                cli::diag(std::string("--") + opt + " does not go with --plc-accounts (the directory gives the accounts and "
+                          "their keys; verify with cbor-verify --cache on a mirror of it)");
+                return cli::kUsage;
+            }
+        if (!cli::exclusive(args, {"src", "src-from-pds"})) return cli::kUsage;
+        sov::sim::PlcOptions po;
+        po.accounts = args["plc-accounts"].as<std::size_t>();
+        if (args.count("plc-seed")) po.seed = args["plc-seed"].as<std::uint64_t>();
+        if (args.count("plc-start")) po.start_us = args["plc-start"].as<std::int64_t>();
+        if (po.accounts == 0 || po.accounts > kMaxPlcAccounts) {
+            cli::diag("--plc-accounts must be in 1.." + cli::with_commas(kMaxPlcAccounts));
+            return cli::kUsage;
+        }
+        if (po.start_us < kMinStart || po.start_us > 4102444800000000) {  // as serve --start
+            cli::diag("--plc-start " + std::to_string(po.start_us) + " is out of range for PLC createdAt (years 2000 to 2100)");
+            return cli::kUsage;
+        }
+        auto dir = sov::sim::PlcDirectory::generate(po);
+        if (!dir) {
+            cli::diag("cannot generate the PLC directory: " + std::string(sov::to_string(dir.error())));
+            return cli::status(dir.error());
+        }
+        o.identities = dir->identities();
+        o.accounts = o.identities->size();
+        if (!args.count("start")) o.start_us = dir->ops().front().created_at_us;
+    }
+    const bool src_from_pds = args.count("src-from-pds") > 0;
     std::string src = args["src"].as<std::string>();
     std::uint64_t events = args["events"].as<std::uint64_t>();
     if (src.size() > sov::frames::kMaxSrc) {
@@ -428,10 +489,20 @@ int main(int argc, char** argv) {
     for (; n < events && !out.broken_pipe() && !out.failed() && !g_stop.load(); ++n) {
         std::int64_t recv;
         if (gen.next(wire, recv) != sov::Errc::ok) {
+            if (from_plc && gen.error_detail().starts_with("every account")) {  // the one error that is the user's
+                cli::diag(gen.error_detail() + " (ask for fewer --events or an earlier --start)");
+                out.flush();
+                return cli::kUsage;
+            }
             cli::diag("internal error: " + gen.error_detail());
             return cli::kSystem;
         }
-        if (!sov::frames::append_record(out.buffer(), src, std::nullopt, recv, wire)) {
+        std::string_view frame_src = src;
+        std::optional<std::string> pds_src;
+        if (src_from_pds && (pds_src = sov::verify::source_of_endpoint(gen.last_pds())) &&
+            pds_src->size() <= sov::frames::kMaxSrc)
+            frame_src = *pds_src;
+        if (!sov::frames::append_record(out.buffer(), frame_src, std::nullopt, recv, wire)) {
             cli::diag("internal error: message " + std::to_string(n) + " does not fit a frame record");
             return cli::kSystem;
         }

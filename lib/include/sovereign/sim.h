@@ -44,6 +44,25 @@ private:
     std::vector<double> cdf_;
 };
 
+/// One stretch of an account's identity as a PLC directory records it (Options::identities):
+/// from `from_us` (µs since the epoch, the op's createdAt) the account signs with `key`, is
+/// hosted at `pds` (endpoint URL) and is called `handle` (without "at://").
+struct IdentitySpan {
+    std::int64_t from_us = 0;
+    crypto::PrivateKey key;
+    std::string pds, handle;
+};
+
+/// An account whose DID, keys, PDS and handle come from a PLC directory (sim::PlcDirectory::
+/// identities()): `spans` in time order along the canonical op chain (nullified ops left out,
+/// as a mirror leaves them out), the first at the genesis; `end_us` the tombstone's createdAt
+/// (INT64_MAX while the DID lives).
+struct Identity {
+    std::string did;
+    std::vector<IdentitySpan> spans;
+    std::int64_t end_us = INT64_MAX;
+};
+
 struct Options {
     std::size_t accounts = 1000;
     std::uint64_t seed = 1;
@@ -70,6 +89,14 @@ struct Options {
     std::int64_t start_us = 1783173600000000;  ///< 2026-07-04T14:00:00Z
     std::int64_t seq_start = 1;
     std::string corpus_repos;        ///< directory of *.car to sample record content from ("" = built-in)
+    /// Non-null and non-empty: the accounts are these (`accounts` and `p256_share` are then
+    /// not used). Each message is about an account that lives at its `time`: born (first span
+    /// started) and not tombstoned within the next second; the Zipf draw is repeated (16 times
+    /// at most, then a uniform draw among the living) for an account that does not; a time at
+    /// which none lives jumps to the next genesis. Commits and #sync are signed with the key of
+    /// the span holding `time` (so a mirror's key at `recv` verifies them: recv − time < 1 s,
+    /// inside the 5-minute grace), #identity carries that span's handle. Not with replay.
+    std::shared_ptr<const std::vector<Identity>> identities;
 };
 
 struct Stats {
@@ -101,6 +128,10 @@ public:
     /// key for the repository's DID; the last commit's `data` equals the CAR's. Returns
     /// the number of commits queued (then drained by next()); errors name the problem.
     Result<std::size_t> load_replay(const std::string& car_path, std::string& err);
+
+    /// The PDS endpoint URL of the account of the last message next() produced ("" before
+    /// the first): with Options::identities, the endpoint of the span holding its `time`.
+    const std::string& last_pds() const noexcept;
 
     /// JSON object DID → DID document for every account (cbor-verify --did-docs).
     nlohmann::json did_docs() const;

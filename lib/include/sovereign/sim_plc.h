@@ -21,11 +21,13 @@
 #pragma once
 
 #include "sovereign/errc.h"
+#include "sovereign/sim.h"
 
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -86,6 +88,11 @@ public:
     const std::vector<PlcAccountTruth>& accounts() const noexcept { return accounts_; }
     /// Served CID → expected error, for every invalid op.
     const std::unordered_map<std::string, Errc>& invalid() const noexcept { return invalid_; }
+    /// The accounts with their private signing keys, in index order (identities()[i] is
+    /// accounts()[i]): what `mesh-sim gen --plc-accounts` signs with (sim::Options::identities).
+    /// Each span starts at a canonical op's createdAt; a span may repeat the previous key (a
+    /// handle change). Shared, never null.
+    const std::shared_ptr<const std::vector<Identity>>& identities() const noexcept { return identities_; }
     /// The account of `did`, or nullptr.
     const PlcAccountTruth* find(std::string_view did) const;
 
@@ -108,6 +115,7 @@ private:
     std::vector<PlcAccountTruth> accounts_;
     std::unordered_map<std::string, Errc> invalid_;
     std::unordered_map<std::string, std::size_t> by_did_;
+    std::shared_ptr<const std::vector<Identity>> identities_;
 };
 
 }  // namespace sov::sim
