@@ -18,7 +18,9 @@
 //
 // Memory: validation needs every DID's history. Each accepted op is one 64-byte OpRec (CID
 // digest, createdAt, flags, signer, and four ids into one interned string table: rotation
-// keys joined by '\n', signing did:key, PDS endpoint, handle) in its DID's vector.
+// keys joined by '\n', signing did:key, PDS endpoint, handle) in its DID's vector; the table
+// also keeps, per string, its parse as a did:key once asked (40 bytes; not thread-safe, like
+// the Mirror).
 #include "sovereign/plc_mirror.h"
 
 #include <algorithm>
@@ -77,10 +79,23 @@ public:
         return id;
     }
     const std::string& get(std::uint32_t id) const { return v_[id]; }
+    /// crypto::parse_did_key of string `id`, parsed once (a DID's cache record is rebuilt from
+    /// its whole history at every page that touches it: without this, every signing key of the
+    /// history would be decoded and its point decompressed again each time).
+    const std::optional<crypto::PublicKey>& key(std::uint32_t id) const {
+        if (keys_.size() <= id) keys_.resize(v_.size());
+        auto& k = keys_[id];
+        if (!k.first) {
+            k.first = true;
+            if (auto r = crypto::parse_did_key(v_[id])) k.second = *r;
+        }
+        return k.second;
+    }
 
 private:
     std::deque<std::string> v_;
     std::unordered_map<std::string_view, std::uint32_t> map_;
+    mutable std::deque<std::pair<bool, std::optional<crypto::PublicKey>>> keys_;  // by id: parsed yet, result
 };
 
 struct OpRec {
@@ -172,7 +187,7 @@ didcache::Record record_of_ops(const std::string& did, const std::vector<OpRec>&
             didcache::KeyEpoch e;
             e.valid_from_us = o.created_at_us;
             if (key != 0)
-                if (auto k = crypto::parse_did_key(strings.get(key))) e.key = *k;
+                if (const auto& k = strings.key(key)) e.key = *k;
             r.history.push_back(std::move(e));
             last_key = key;
         }
