@@ -327,6 +327,55 @@ bool has_scheme(std::string_view url) {
     return url.starts_with("https://") || url.starts_with("http://");
 }
 
+// A did:key as crypto::parse_did_key reads it, without its on-curve check: the point is checked
+// once, by PreparedKey::reset, instead of decompressed twice (the errors are the same codes).
+Errc decode_did_key(std::string_view did_key, crypto::PublicKey& out) {
+    if (!did_key.starts_with("did:key:z")) return Errc::key_bad_multibase;
+    std::vector<std::uint8_t> b;
+    b.reserve(40);
+    if (multibase::base58btc_decode(did_key.substr(9), b) != Errc::ok) return Errc::key_bad_multibase;
+    if (b.size() < 2) return Errc::key_bad_codec;
+    if (b[0] == 0xE7 && b[1] == 0x01) out.curve = crypto::Curve::k256;
+    else if (b[0] == 0x80 && b[1] == 0x24) out.curve = crypto::Curve::p256;
+    else return Errc::key_bad_codec;
+    if (b.size() != 35 || (b[2] != 0x02 && b[2] != 0x03)) return Errc::key_bad_point;
+    std::copy(b.begin() + 2, b.end(), out.compressed.begin());
+    return Errc::ok;
+}
+
+// Rotation keys prepared for verifying, per thread, by did:key text: check_limits prepares the
+// op's keys and verify_signature, in the same Log::apply, tries the same keys (a genesis: its
+// own; an update that keeps its rotation keys: prev's), so each key is decoded and its point
+// decompressed once per op instead of three times. Direct-mapped; a miss only costs the work.
+// The memo is a cache of a pure function (text -> key or error): results are unchanged.
+struct KeyMemo {
+    struct Slot {
+        std::string did_key;
+        Errc status = Errc::bad_argument;
+        crypto::PreparedKey key;
+        bool filled = false;
+    };
+    static constexpr std::size_t kSlots = 64;
+    std::array<Slot, kSlots> slots;
+
+    /// The prepared key of `did_key` (status ok) or the error parse_did_key gives for it.
+    Slot& get(std::string_view did_key) {
+        Slot& s = slots[std::hash<std::string_view>{}(did_key) % kSlots];
+        if (s.filled && s.did_key == did_key) return s;
+        s.filled = true;
+        s.did_key.assign(did_key);
+        crypto::PublicKey k;
+        s.status = decode_did_key(did_key, k);
+        if (s.status == Errc::ok && s.key.reset(k) != Errc::ok) s.status = Errc::key_bad_point;
+        return s;
+    }
+};
+
+KeyMemo& key_memo() {
+    thread_local KeyMemo memo;
+    return memo;
+}
+
 }  // namespace
 
 std::string_view to_string(OpType t) noexcept {
@@ -455,12 +504,12 @@ Errc check_limits(const Operation& op, const Limits& l, Problem& why) {
         if (key.size() > l.max_vm_key) return over("verificationMethods." + id + ": key longer than " + std::to_string(l.max_vm_key));
     }
     for (std::size_t i = 0; i < n.rotation_keys.size(); ++i) {
-        auto k = crypto::parse_did_key(n.rotation_keys[i]);
-        if (!k) {
+        const Errc e = key_memo().get(n.rotation_keys[i]).status;
+        if (e != Errc::ok) {
             why.offset = 0;
             why.reason = "rotationKeys[" + std::to_string(i) + "]: not a k256 or p256 did:key (" +
-                         std::string(sov::to_string(k.error())) + ")";
-            return k.error();
+                         std::string(sov::to_string(e)) + ")";
+            return e;
         }
     }
     return Errc::ok;
@@ -473,9 +522,9 @@ Errc verify_signature(const Operation& op, const std::vector<std::string>& keys,
     const auto digest = crypto::sha256(encode(op, false));
     Errc last = Errc::sig_invalid;
     for (std::size_t i = 0; i < keys.size(); ++i) {
-        auto k = crypto::parse_did_key(keys[i]);
-        if (!k) continue;
-        const Errc e = crypto::verify(*k, digest.data(), sig);
+        auto& k = key_memo().get(keys[i]);
+        if (k.status != Errc::ok) continue;
+        const Errc e = k.key.verify(digest.data(), sig);
         if (e == Errc::ok) {
             signer = i;
             return Errc::ok;

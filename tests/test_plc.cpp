@@ -356,6 +356,53 @@ TEST_CASE("plc: signature encodings other than strict base64url r||s are rejecte
     CHECK(verify_signature(op, f.rotation, signer) == Errc::sig_bad_length);
 }
 
+TEST_CASE("plc: a bad rotation key is named with crypto::parse_did_key's error, keys prepared once or not", "[plc]") {
+    // check_limits and verify_signature decode each did:key once per thread (a small memo of
+    // prepared keys): the errors must stay crypto::parse_did_key's, and a key reused many ops
+    // later (after the memo has evicted it) must give the same answer.
+    Fixture f;
+    const std::string good = f.rotation[0];
+    std::string bad_codec;  // a valid base58 multikey of an unknown codec (ed25519, 0xed01)
+    {
+        std::vector<std::uint8_t> b{0xED, 0x01};
+        b.resize(34, 0x11);
+        bad_codec = "did:key:z";
+        sov::multibase::base58btc_encode(b, bad_codec);
+    }
+    auto off_curve = [](std::uint8_t c0, std::uint8_t c1, std::uint8_t x) {  // no point has this x
+        std::vector<std::uint8_t> b{c0, c1, 0x02};
+        b.resize(35, 0x00);
+        b[34] = x;
+        std::string s = "did:key:z";
+        sov::multibase::base58btc_encode(b, s);
+        return s;
+    };
+    const std::vector<std::string> bad = {"did:web:example.com", "did:key:" + good.substr(9), "did:key:z0OIl",
+                                          bad_codec, off_curve(0xE7, 0x01, 5), off_curve(0x80, 0x24, 1),
+                                          good.substr(0, good.size() - 2)};
+    for (int pass = 0; pass < 2; ++pass)  // the second pass answers from the memo
+        for (const std::string& k : bad) {
+            INFO(k);
+            const auto expect = crypto::parse_did_key(k);
+            REQUIRE(!expect);
+            Operation op = make_op({good, k}, did_key(f.sig0), std::nullopt);
+            Problem why;
+            CHECK(check_limits(op, Limits{}, why) == expect.error());
+            CHECK(why.reason.find("rotationKeys[1]") != std::string::npos);
+        }
+    // Unparseable keys are skipped by verify_signature, whatever the memo holds.
+    std::size_t signer = 9;
+    CHECK(verify_signature(f.genesis, {bad[4], f.rotation[1]}, signer) == Errc::ok);
+    CHECK(signer == 1);
+    // 200 distinct keys (more than the memo holds) then the fixture's again: same answers.
+    std::vector<std::string> many;
+    for (int i = 0; i < 200; ++i) many.push_back(did_key(key(i % 2 ? crypto::Curve::p256 : crypto::Curve::k256, std::uint8_t(100 + i % 150))));
+    for (const std::string& k : many) CHECK(verify_signature(f.genesis, {k}, signer) == Errc::sig_invalid);
+    CHECK(verify_signature(f.genesis, f.rotation, signer) == Errc::ok);
+    CHECK(signer == 1);
+    CHECK(verify_signature(f.genesis, {f.rotation[0]}, signer) == Errc::sig_invalid);
+}
+
 TEST_CASE("plc: each field limit", "[plc]") {
     Fixture f;
     Problem why;
