@@ -41,6 +41,7 @@
 #include <unordered_map>
 
 #include "internal/le.h"
+#include "internal/seqlock.h"
 #include "sovereign/blake3.h"
 #include "sovereign/file.h"
 #include "sovereign/plc.h"
@@ -85,16 +86,12 @@ constexpr std::size_t kOffSuperseded = 64, kOffDirty = 128, kOffApplied = 136, k
 constexpr std::size_t kSFlags = 4, kSCurve = 5, kSId = 6, kSKey = 21, kSFrom = 54, kSRef = 60;
 constexpr std::uint8_t kFUsed = 1, kFWeb = 2, kFTomb = 4, kFDeact = 8, kFKey = 16, kFKnown = 31;
 
-static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
-
 std::uint64_t checksum_of(const std::uint8_t* p) {
     const auto d = blake3::hash(ByteView(p, kChecksummed));
     return le::get<std::uint64_t>(d.data());
 }
 
-std::atomic_ref<std::uint64_t> word(const std::uint8_t* p) noexcept {
-    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(const_cast<std::uint8_t*>(p)));
-}
+using seqlock::word;
 
 // A header counter: atomically when the bytes are 8-aligned (a mapping shared with the
 // writer), else by copy (a caller's unaligned buffer, which nobody writes concurrently).
@@ -354,25 +351,13 @@ bool epoch_of(const DidRecordView& v, std::uint64_t i, KeyEpoch& e) {
 
 // ---- the seqlock
 
-// One attempt at copying slot `s` into `out` (its eight words): true when the copy is whole,
-// false when the counter was odd or changed under the copy. The reads are the seqlock's: an
-// acquire load of word 0, seven relaxed loads, an acquire fence, a re-load of word 0.
-inline bool try_read_slot(const std::uint8_t* s, std::uint64_t out[8]) noexcept {
-    const std::uint64_t w0 = word(s).load(std::memory_order_acquire);
-    if (w0 & 1) return false;
-    out[0] = w0;
-    for (int i = 1; i < 8; ++i) out[i] = word(s + 8 * i).load(std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return word(s).load(std::memory_order_relaxed) == w0;
-}
-
 // Copies slot `s` into `out` (64 bytes): true, or false when its counter stayed odd or kept
 // changing for about a second (a writer died mid-update).
 bool read_slot(const std::uint8_t* s, std::uint8_t* out) noexcept {
     std::uint64_t copy[8];
     std::chrono::steady_clock::time_point start{};
     for (std::uint32_t spins = 0;; ++spins) {
-        if (try_read_slot(s, copy)) {
+        if (seqlock::try_read(s, copy)) {
             std::memcpy(out, copy, kSlotBytes);
             return true;
         }
@@ -383,19 +368,6 @@ bool read_slot(const std::uint8_t* s, std::uint8_t* out) noexcept {
             std::this_thread::yield();
         }
     }
-}
-
-// Publishes the 64-byte image `img` (its counter bytes are ignored) into slot `s`.
-void write_slot(std::uint8_t* s, const std::uint8_t* img) noexcept {
-    constexpr std::uint64_t kCounter = 0xffffffffu;
-    const std::uint64_t w0 = word(s).load(std::memory_order_relaxed);
-    const std::uint32_t seq = std::uint32_t(w0);
-    word(s).store((w0 & ~kCounter) | std::uint32_t(seq + 1), std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    std::uint64_t w[8];
-    std::memcpy(w, img, kSlotBytes);
-    for (int i = 1; i < 8; ++i) word(s + 8 * i).store(w[i], std::memory_order_relaxed);
-    word(s).store((w[0] & ~kCounter) | std::uint32_t(seq + 2), std::memory_order_release);
 }
 
 std::uint64_t from_ms_of(const std::uint8_t* slot) noexcept {
@@ -478,7 +450,7 @@ inline bool fast_key(const Map& m, const DidKey& k, std::uint64_t i, std::int64_
     // slot is read back.
     std::uint64_t w[8];
     for (std::uint64_t n = 0; n < m.g.slots; ++n, i = (i + 1) & m.mask()) {
-        if (!try_read_slot(m.slot(i), w)) return false;
+        if (!seqlock::try_read(m.slot(i), w)) return false;
         const auto f = std::uint8_t(w[0] >> 32);
         if (!(f & kFUsed)) break;
         if ((f & kFWeb) || (w[0] >> 48) != k.w0 || w[1] != k.w1 || (w[2] & 0xff'ffff'ffffull) != k.w2) continue;
@@ -871,7 +843,7 @@ Errc Writer::put(const Record& r, std::string& err) {
     w.store(kOffHeapUsed, w.heap_used);
     std::uint8_t img[kSlotBytes];
     slot_image(r, k, ref, img);
-    write_slot(w.slot(i), img);
+    seqlock::write(w.slot(i), img);
     if (!found) w.store(kOffUsed, ++w.used);
     return Errc::ok;
 }
