@@ -41,6 +41,7 @@
 #include <unordered_map>
 
 #include "internal/le.h"
+#include "internal/seqlock.h"
 #include "sovereign/blake3.h"
 #include "sovereign/file.h"
 #include "sovereign/plc.h"
@@ -85,16 +86,12 @@ constexpr std::size_t kOffSuperseded = 64, kOffDirty = 128, kOffApplied = 136, k
 constexpr std::size_t kSFlags = 4, kSCurve = 5, kSId = 6, kSKey = 21, kSFrom = 54, kSRef = 60;
 constexpr std::uint8_t kFUsed = 1, kFWeb = 2, kFTomb = 4, kFDeact = 8, kFKey = 16, kFKnown = 31;
 
-static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
-
 std::uint64_t checksum_of(const std::uint8_t* p) {
     const auto d = blake3::hash(ByteView(p, kChecksummed));
     return le::get<std::uint64_t>(d.data());
 }
 
-std::atomic_ref<std::uint64_t> word(const std::uint8_t* p) noexcept {
-    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(const_cast<std::uint8_t*>(p)));
-}
+using seqlock::word;
 
 // A header counter: atomically when the bytes are 8-aligned (a mapping shared with the
 // writer), else by copy (a caller's unaligned buffer, which nobody writes concurrently).
@@ -118,8 +115,12 @@ Errc sys(const std::string& path, const char* call, std::string& err) {
 
 struct DidKey {
     bool web = false;
-    std::uint8_t id[15]{};
+    std::uint8_t id[15];
     std::string_view name;  // the whole DID (did:web names are compared in the heap record)
+    // The id as the slot's words hold it (docs/format-did-cache.md §3: bytes 6..20), set by
+    // parse_did for the hot path's compare: id[0..1] (the top 16 bits of word 0), id[2..9]
+    // (word 1), id[10..14] (the low 40 bits of word 2), each little-endian.
+    std::uint64_t w0 = 0, w1 = 0, w2 = 0;
     std::uint64_t hash() const noexcept { return le::get<std::uint64_t>(id); }
 };
 
@@ -132,31 +133,50 @@ constexpr std::array<std::uint8_t, 256> kB32 = [] {
     return t;
 }();
 
-// On the hot path: 24 characters in three groups of 8 (40 bits, 5 bytes each), table-driven.
-bool parse_did(std::string_view did, DidKey& k) noexcept {
+// 8 base32 characters at `p` as a 40-bit number (the first character in the top bits); `bad`
+// gets bit 7 set for a character outside the alphabet.
+inline std::uint64_t b32_group(const std::uint8_t* p, std::uint8_t& bad) noexcept {
+    std::uint64_t acc = 0;
+    for (int c = 0; c < 8; ++c) {
+        const std::uint8_t v = kB32[p[c]];
+        bad |= v;
+        acc = (acc << 5) | (v & 31);
+    }
+    return acc;
+}
+
+// parse_did's did:web half (out of line: the hot path is did:plc).
+[[gnu::noinline]] bool parse_web(std::string_view did, DidKey& k) noexcept {
+    if (!did.starts_with("did:web:") || did.size() > 2048 || !syntax::is_did(did)) return false;
+    k.web = true;
+    const auto d = crypto::sha256(as_bytes(did));
+    std::memcpy(k.id, d.data(), 15);
+    k.w0 = le::get<std::uint16_t>(k.id);
+    k.w1 = le::get<std::uint64_t>(k.id + 2);
+    k.w2 = le::get<std::uint64_t>(k.id + 7) >> 24;
+    return true;
+}
+
+// On the hot path. did:plc: the 24 characters in three 40-bit groups g0 g1 g2, the id being
+// the 120-bit big-endian number g0·2^80 + g1·2^40 + g2; everything is assembled in registers
+// and stored in whole words (no byte stores read back as a word). did:web: SHA-256 of the DID.
+inline bool parse_did(std::string_view did, DidKey& k) noexcept {
     k.name = did;
     if (did.size() == 32 && std::memcmp(did.data(), "did:plc:", 8) == 0) {
         k.web = false;
         const auto* p = reinterpret_cast<const std::uint8_t*>(did.data()) + 8;
         std::uint8_t bad = 0;
-        for (int g = 0; g < 3; ++g) {
-            std::uint64_t acc = 0;
-            for (int c = 0; c < 8; ++c) {
-                const std::uint8_t v = kB32[p[g * 8 + c]];
-                bad |= v;
-                acc = (acc << 5) | (v & 31);
-            }
-            for (int j = 0; j < 5; ++j) k.id[g * 5 + j] = std::uint8_t(acc >> (32 - 8 * j));
-        }
+        const std::uint64_t g0 = b32_group(p, bad), g1 = b32_group(p + 8, bad), g2 = b32_group(p + 16, bad);
+        const std::uint64_t head = __builtin_bswap64((g0 << 24) | (g1 >> 16));  // id[0..7]
+        const std::uint64_t tail = __builtin_bswap64((g1 << 40) | g2);          // id[7..14]
+        std::memcpy(k.id, &head, 8);
+        std::memcpy(k.id + 7, &tail, 8);
+        k.w0 = __builtin_bswap16(std::uint16_t(g0 >> 24));
+        k.w1 = __builtin_bswap64((g0 << 40) | g1);
+        k.w2 = __builtin_bswap64(g2 << 24);
         return (bad & 0x80) == 0;
     }
-    if (did.starts_with("did:web:") && did.size() <= 2048 && syntax::is_did(did)) {
-        k.web = true;
-        const auto d = crypto::sha256(as_bytes(did));
-        std::memcpy(k.id, d.data(), 15);
-        return true;
-    }
-    return false;
+    return parse_web(did, k);
 }
 
 std::string plc_text(const std::uint8_t id[15]) {
@@ -337,15 +357,9 @@ bool read_slot(const std::uint8_t* s, std::uint8_t* out) noexcept {
     std::uint64_t copy[8];
     std::chrono::steady_clock::time_point start{};
     for (std::uint32_t spins = 0;; ++spins) {
-        const std::uint64_t w0 = word(s).load(std::memory_order_acquire);
-        if ((w0 & 1) == 0) {
-            copy[0] = w0;
-            for (int i = 1; i < 8; ++i) copy[i] = word(s + 8 * i).load(std::memory_order_relaxed);
-            std::atomic_thread_fence(std::memory_order_acquire);
-            if (word(s).load(std::memory_order_relaxed) == w0) {
-                std::memcpy(out, copy, kSlotBytes);
-                return true;
-            }
+        if (seqlock::try_read(s, copy)) {
+            std::memcpy(out, copy, kSlotBytes);
+            return true;
         }
         if ((spins & 255) == 255) {
             const auto now = std::chrono::steady_clock::now();
@@ -354,19 +368,6 @@ bool read_slot(const std::uint8_t* s, std::uint8_t* out) noexcept {
             std::this_thread::yield();
         }
     }
-}
-
-// Publishes the 64-byte image `img` (its counter bytes are ignored) into slot `s`.
-void write_slot(std::uint8_t* s, const std::uint8_t* img) noexcept {
-    constexpr std::uint64_t kCounter = 0xffffffffu;
-    const std::uint64_t w0 = word(s).load(std::memory_order_relaxed);
-    const std::uint32_t seq = std::uint32_t(w0);
-    word(s).store((w0 & ~kCounter) | std::uint32_t(seq + 1), std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    std::uint64_t w[8];
-    std::memcpy(w, img, kSlotBytes);
-    for (int i = 1; i < 8; ++i) word(s + 8 * i).store(w[i], std::memory_order_relaxed);
-    word(s).store((w[0] & ~kCounter) | std::uint32_t(seq + 2), std::memory_order_release);
 }
 
 std::uint64_t from_ms_of(const std::uint8_t* slot) noexcept {
@@ -432,6 +433,45 @@ std::optional<crypto::PublicKey> answer(const Map& m, std::uint64_t index, const
     if (pick == v.epochs - 1 && (f & kFTomb)) return std::nullopt;
     if (!epoch_of(v, pick, ep)) return std::nullopt;
     return ep.key;
+}
+
+// The hot path's common case, from the slots alone: a did:plc DID asked at or after its current
+// key's start, or absent. Probes from its home slot `i` like find(), one seqlock attempt per
+// slot, no heap, no allocation, no shared write. True with `out` set (the key, or nullopt for
+// an absent DID or a slot without a key); false when the general path must answer (a did:web
+// DID, an older time, a slot being written, a bad curve).
+inline bool fast_key(const Map& m, const DidKey& k, std::uint64_t i, std::int64_t time_us,
+                     std::optional<crypto::PublicKey>& out) noexcept {
+    if (k.web) return false;
+    // The slot's words (little-endian, docs/format-did-cache.md §3): w[0] counter, flags (bits
+    // 32..39), curve (40..47), id[0..1] (48..63); w[1] id[2..9]; w[2] id[10..14], key[0..2];
+    // w[3..5] key[3..26]; w[6] key[27..32], from_ms[0..1]; w[7] from_ms[2..5], heap ref.
+    // Fields are taken with shifts and the key stored straight into `out`: no byte copy of the
+    // slot is read back.
+    std::uint64_t w[8];
+    for (std::uint64_t n = 0; n < m.g.slots; ++n, i = (i + 1) & m.mask()) {
+        if (!seqlock::try_read(m.slot(i), w)) return false;
+        const auto f = std::uint8_t(w[0] >> 32);
+        if (!(f & kFUsed)) break;
+        if ((f & kFWeb) || (w[0] >> 48) != k.w0 || w[1] != k.w1 || (w[2] & 0xff'ffff'ffffull) != k.w2) continue;
+        const std::uint64_t from_ms = (w[6] >> 48) | ((w[7] & 0xffff'ffffull) << 16);
+        if (time_us > 0 && std::uint64_t(time_us) < from_ms * 1000) return false;
+        if (!(f & kFKey)) break;
+        const auto c = std::uint8_t(w[0] >> 40);
+        if (c != std::uint8_t(crypto::Curve::k256) && c != std::uint8_t(crypto::Curve::p256)) return false;
+        crypto::PublicKey& key = out.emplace();
+        key.curve = crypto::Curve(c);
+        std::uint8_t* kb = key.compressed.data();
+        const std::uint64_t k0 = w[2] >> 40;  // key[0..2]
+        std::memcpy(kb, &k0, 3);
+        std::memcpy(kb + 3, &w[3], 8);
+        std::memcpy(kb + 11, &w[4], 8);
+        std::memcpy(kb + 19, &w[5], 8);
+        std::memcpy(kb + 27, &w[6], 6);
+        return true;
+    }
+    out.reset();
+    return true;
 }
 
 // The whole record of slot copy `s`.
@@ -803,7 +843,7 @@ Errc Writer::put(const Record& r, std::string& err) {
     w.store(kOffHeapUsed, w.heap_used);
     std::uint8_t img[kSlotBytes];
     slot_image(r, k, ref, img);
-    write_slot(w.slot(i), img);
+    seqlock::write(w.slot(i), img);
     if (!found) w.store(kOffUsed, ++w.used);
     return Errc::ok;
 }
@@ -955,6 +995,22 @@ struct Reader::Impl {
         return Errc::ok;
     }
 
+    // The general lookup of `k` in `m` at `time_us` (probing, did:web names, the heap record,
+    // a busy slot): key_at's answer; errors go to status().
+    std::optional<crypto::PublicKey> lookup(const Map& m, const DidKey& k, std::int64_t time_us) {
+        std::uint8_t s[kSlotBytes];
+        Errc e = Errc::ok;
+        std::string err;
+        std::uint64_t i = 0;
+        if (find(m, k, s, i, e, err) != 1) {
+            if (e != Errc::ok) fail(e, err);
+            return std::nullopt;
+        }
+        auto key = answer(m, i, s, time_us, e, err);
+        if (e != Errc::ok) fail(e, err);
+        return key;
+    }
+
     // The mapping to use: the current one, remapped first when the writer superseded it.
     const Map* current() {
         const Map* m = cur.load(std::memory_order_acquire);
@@ -999,44 +1055,42 @@ std::optional<crypto::PublicKey> Reader::key_at(std::string_view did, std::int64
     DidKey k;
     if (!parse_did(did, k)) return std::nullopt;
     const Map* m = impl_->current();
-    std::uint8_t s[kSlotBytes];
-    Errc e = Errc::ok;
-    std::string err;
-    std::uint64_t i = 0;
-    if (find(*m, k, s, i, e, err) != 1) {
-        if (e != Errc::ok) impl_->fail(e, err);
-        return std::nullopt;
-    }
-    auto key = answer(*m, i, s, time_us, e, err);
-    if (e != Errc::ok) impl_->fail(e, err);
-    return key;
+    std::optional<crypto::PublicKey> key;
+    if (fast_key(*m, k, k.hash() & m->mask(), time_us, key)) return key;
+    return impl_->lookup(*m, k, time_us);
 }
 
 void Reader::key_at_batch(std::span<const std::string_view> dids, std::span<const std::int64_t> times_us,
                           std::span<std::optional<crypto::PublicKey>> out) const {
-    // Groups of 64: parse every DID, then look them up with the slot of the DID kDistance
-    // ahead prefetched, so about kDistance cache misses are in flight at once.
-    constexpr std::size_t kGroup = 64, kDistance = 16;
+    // A two-stage pipeline over chunks of kChunk DIDs: chunk c+1 is parsed and every home slot
+    // of it prefetched before chunk c's slots are read, so a whole chunk of cache misses is in
+    // flight while the previous chunk is answered. Nothing is written to shared memory.
+    constexpr std::size_t kChunk = 64;
+    constexpr std::uint64_t kNone = ~std::uint64_t(0);
     const Map* m = impl_->current();
-    DidKey keys[kGroup];
-    bool ok[kGroup];
-    for (std::size_t base = 0; base < dids.size(); base += kGroup) {
-        const std::size_t n = std::min(kGroup, dids.size() - base);
+    const std::uint64_t mask = m->mask();
+    DidKey keys[2][kChunk];
+    std::uint64_t home[2][kChunk];  // home slot index, or kNone for a DID that does not parse
+    auto stage = [&](std::size_t chunk) {
+        const std::size_t first = chunk * kChunk, n = std::min(kChunk, dids.size() - first);
+        DidKey* k = keys[chunk & 1];
+        std::uint64_t* h = home[chunk & 1];
         for (std::size_t j = 0; j < n; ++j) {
-            ok[j] = parse_did(dids[base + j], keys[j]);
-            if (ok[j] && j < kDistance) __builtin_prefetch(m->slot(keys[j].hash() & m->mask()));
+            h[j] = parse_did(dids[first + j], k[j]) ? k[j].hash() & mask : kNone;
+            if (h[j] != kNone) __builtin_prefetch(m->slot(h[j]));
         }
+    };
+    const std::size_t chunks = (dids.size() + kChunk - 1) / kChunk;
+    if (chunks > 0) stage(0);
+    for (std::size_t c = 0; c < chunks; ++c) {
+        if (c + 1 < chunks) stage(c + 1);
+        const std::size_t first = c * kChunk, n = std::min(kChunk, dids.size() - first);
+        const DidKey* k = keys[c & 1];
+        const std::uint64_t* h = home[c & 1];
         for (std::size_t j = 0; j < n; ++j) {
-            if (j + kDistance < n && ok[j + kDistance]) __builtin_prefetch(m->slot(keys[j + kDistance].hash() & m->mask()));
-            auto& o = out[base + j];
-            o.reset();
-            if (!ok[j]) continue;
-            std::uint8_t s[kSlotBytes];
-            Errc e = Errc::ok;
-            std::string err;
-            std::uint64_t i = 0;
-            if (find(*m, keys[j], s, i, e, err) == 1) o = answer(*m, i, s, times_us[base + j], e, err);
-            if (e != Errc::ok) impl_->fail(e, err);
+            auto& o = out[first + j];
+            if (h[j] == kNone) o.reset();
+            else if (!fast_key(*m, k[j], h[j], times_us[first + j], o)) o = impl_->lookup(*m, k[j], times_us[first + j]);
         }
     }
 }

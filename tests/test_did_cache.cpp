@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "internal/seqlock.h"
 #include "sovereign/did_cache.h"
 #include "sovereign/file.h"
 #include "sovereign/multibase.h"
@@ -241,6 +242,116 @@ TEST_CASE("did cache: key_at at epoch boundaries", "[did_cache]") {
     CHECK(out[0] == k2);
     CHECK(out[1] == k3);
     CHECK_FALSE(out[2]);
+}
+
+namespace {
+
+// The key a record gives at `t` by the rules of Reader::key_at (the reference the lookups are
+// checked against).
+std::optional<crypto::PublicKey> expected_key(const Record& r, std::int64_t t) {
+    if (r.history.empty()) return std::nullopt;
+    std::size_t pick = r.history.size() - 1;
+    if (t > 0) {
+        pick = 0;
+        for (std::size_t i = 0; i < r.history.size(); ++i)
+            if (r.history[i].valid_from_us <= t) pick = i;
+    }
+    if (pick + 1 == r.history.size() && r.tombstoned) return std::nullopt;
+    return r.history[pick].key;
+}
+
+}  // namespace
+
+TEST_CASE("did cache: key_at and key_at_batch on a crowded table agree with the records", "[did_cache]") {
+    // 700 DIDs in 1024 slots: long probe chains, so many DIDs sit away from their home slot.
+    TempDir t;
+    std::string err;
+    Writer w;
+    REQUIRE(Writer::open(t.file(), w, err, 1024) == Errc::ok);
+    const auto k1 = pub(crypto::Curve::k256, 1), k2 = pub(crypto::Curve::p256, 2);
+    std::vector<Record> recs;
+    for (std::uint64_t i = 0; i < 700; ++i) {
+        Record r;
+        r.did = i % 50 == 7 ? "did:web:host" + std::to_string(i) + ".example.com" : plc(i);
+        const std::int64_t t0 = kT0 + std::int64_t(i) * kMs;
+        if (i % 13 != 5) r.history.push_back({t0, i % 2 ? k1 : k2});
+        if (i % 3 == 0) r.history.push_back({t0 + 1000 * kMs, i % 2 ? k2 : k1});
+        if (i % 11 == 4) r.history.push_back({t0 + 2000 * kMs, std::nullopt});  // a last epoch without a key
+        r.tombstoned = i % 17 == 9;
+        REQUIRE(w.put(r, err) == Errc::ok);
+        recs.push_back(r);
+    }
+    REQUIRE(w.slots() == 1024);
+    Reader rd;
+    REQUIRE(Reader::open(t.file(), rd, err) == Errc::ok);
+    std::vector<std::string> text;
+    std::vector<std::int64_t> times;
+    std::vector<std::optional<crypto::PublicKey>> want;
+    const std::int64_t offsets[] = {0, -1, 1, kT0 - 1, 0, 500 * kMs, 1000 * kMs, 1500 * kMs, 2000 * kMs, 3000 * kMs};
+    for (std::size_t i = 0; i < recs.size(); ++i)
+        for (std::int64_t o : offsets) {
+            const std::int64_t at = o <= 1 || o == kT0 - 1 ? o : kT0 + std::int64_t(i) * kMs + o;
+            text.push_back(recs[i].did);
+            times.push_back(at);
+            want.push_back(expected_key(recs[i], at));
+        }
+    for (std::uint64_t i = 700; i < 900; ++i) {  // absent DIDs, and strings that are not DIDs
+        text.push_back(i % 4 == 0 ? "did:plc:ABCDEFGHIJKLMNOPQRSTUVWX" : i % 4 == 1 ? "did:plc:short" : plc(i));
+        times.push_back(0);
+        want.push_back(std::nullopt);
+    }
+    std::vector<std::string_view> dids(text.begin(), text.end());
+    for (std::size_t j = 0; j < dids.size(); ++j) {
+        INFO(dids[j] << " at " << times[j]);
+        CHECK(rd.key_at(dids[j], times[j]) == want[j]);
+    }
+    // Batches of every size around the pipeline's chunk (64), over the same lookups.
+    for (std::size_t n : {std::size_t(1), std::size_t(63), std::size_t(64), std::size_t(65), std::size_t(200), dids.size()}) {
+        std::vector<std::optional<crypto::PublicKey>> out(dids.size(), k1);
+        for (std::size_t first = 0; first < dids.size(); first += n) {
+            const std::size_t m = std::min(n, dids.size() - first);
+            rd.key_at_batch({dids.data() + first, m}, {times.data() + first, m}, {out.data() + first, m});
+        }
+        std::size_t bad = 0;
+        for (std::size_t j = 0; j < dids.size(); ++j) bad += out[j] != want[j];
+        INFO("batch size " << n);
+        CHECK(bad == 0);
+    }
+    CHECK(rd.status() == Errc::ok);
+}
+
+TEST_CASE("did cache: a slot read overlapped by a write is refused (the seqlock's second check)", "[did_cache][seqlock]") {
+    // A multi-process test rarely lands a write between a reader's loads of one cache line;
+    // here the write runs exactly there. Without the re-check of word 0 the reader would take
+    // word 0 of one image (flags, curve, id bytes) with words 1..7 of the other.
+    namespace sl = sov::didcache::seqlock;
+    alignas(64) std::uint8_t slot[64] = {};
+    std::uint8_t a[64], b[64];
+    for (int i = 0; i < 64; ++i) {
+        a[i] = std::uint8_t(0x10 + i);
+        b[i] = std::uint8_t(0xa0 + i);
+    }
+    auto same = [](const std::uint64_t* got, const std::uint8_t* img) {
+        return std::memcmp(reinterpret_cast<const std::uint8_t*>(got) + 4, img + 4, 60) == 0;
+    };
+    std::uint64_t got[8];
+    sl::write(slot, a);
+    REQUIRE(sl::try_read(slot, got));
+    CHECK(same(got, a));
+    CHECK(std::uint32_t(got[0]) == 2);  // the counter: two steps per write
+    // A whole write between the first load of word 0 and the others.
+    CHECK_FALSE(sl::try_read(slot, got, [&] { sl::write(slot, b); }));
+    REQUIRE(sl::try_read(slot, got));
+    CHECK(same(got, b));
+    // A write begun (counter odd, some words stored) and not finished when the copy is taken.
+    CHECK_FALSE(sl::try_read(slot, got, [&] {
+        sl::word(slot).store(sl::word(slot).load() + 1);
+        std::memcpy(slot + 8, a + 8, 24);
+    }));
+    // A counter left odd: refused before any other word is read.
+    bool ran = false;
+    CHECK_FALSE(sl::try_read(slot, got, [&] { ran = true; }));
+    CHECK_FALSE(ran);
 }
 
 TEST_CASE("did cache: put replaces a record; readers see the new one", "[did_cache]") {

@@ -136,13 +136,18 @@ public:
     /// current key): the key of the last epoch whose valid_from_us ≤ time_us, or of the first
     /// epoch when time_us precedes them all (clocks differ; the DID existed). One cache line when `time_us` is at or after the current key's start;
     /// the heap record otherwise. nullopt: unknown DID, tombstoned at that time, or no key then.
+    /// No lock, no allocation and no write to shared memory on the way: a did:plc DID is
+    /// decoded in registers, each probed slot is copied once under its seqlock (a slot being
+    /// written sends the lookup to the general path, which waits for it).
     /// A slot that stays locked (its writer died mid-update) or a corrupt heap record also
     /// give nullopt; status() tells them apart.
     std::optional<crypto::PublicKey> key_at(std::string_view did, std::int64_t time_us) const;
 
-    /// key_at for many DIDs at once, prefetching every slot before reading any (the batched
-    /// path of the benchmarks; the slot 16 DIDs ahead is prefetched). Precondition:
-    /// times_us.size() and out.size() are at least dids.size().
+    /// key_at for many DIDs at once, the same answers (and status()) as dids.size() calls of
+    /// key_at. Works in chunks of 64: every DID of chunk c+1 is parsed and its home slot
+    /// prefetched before the slots of chunk c are read, so up to two chunks of cache misses
+    /// are in flight (the batched path of the benchmarks; call it with a few hundred DIDs).
+    /// Precondition: times_us.size() and out.size() are at least dids.size().
     void key_at_batch(std::span<const std::string_view> dids, std::span<const std::int64_t> times_us,
                       std::span<std::optional<crypto::PublicKey>> out) const;
 
