@@ -120,21 +120,6 @@ std::string cid_text_of(const Digest& d) {
     return cid::to_string(ByteView(b, 36));
 }
 
-std::string iso_time(std::int64_t us) {
-    std::int64_t s = us / 1000000, rem = us % 1000000;
-    if (rem < 0) {
-        rem += 1000000;
-        --s;
-    }
-    const std::time_t t = std::time_t(s);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, int(rem / 1000));
-    return buf;
-}
-
 /// The History of internal/plc_apply.h over a DID's compact records.
 struct CompactHistory {
     const std::vector<OpRec>& ops;
@@ -154,7 +139,7 @@ struct CompactHistory {
     bool nullified(std::size_t i) const { return ops[i].flags & kNullified; }
     bool tombstone(std::size_t i) const { return ops[i].flags & kTombstone; }
     std::int64_t created_at_us(std::size_t i) const { return ops[i].created_at_us; }
-    std::string created_at(std::size_t i) const { return iso_time(ops[i].created_at_us); }
+    std::string created_at(std::size_t i) const { return syntax::format_datetime_micros(ops[i].created_at_us); }
     std::size_t signer(std::size_t i) const { return ops[i].signer; }
     std::vector<std::string> rotation_keys(std::size_t i) const {
         std::vector<std::string> out;

@@ -10,6 +10,7 @@
 #include "sovereign/did_cache.h"
 #include "sovereign/io.h"
 #include "sovereign/plc_mirror.h"
+#include "sovereign/syntax.h"
 #include "sovereign/net/plc_export.h"
 
 #include <nlohmann/json.hpp>
@@ -31,21 +32,6 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 using ojson = nlohmann::ordered_json;
-
-std::string iso_ms(std::int64_t us) {
-    std::int64_t s = us / 1000000, rem = us % 1000000;
-    if (rem < 0) {
-        rem += 1000000;
-        --s;
-    }
-    const std::time_t t = std::time_t(s);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, int(rem / 1000));
-    return buf;
-}
 
 /// Writes `s` to stdout; false when stdout is closed (EPIPE: end quietly) or failed.
 bool out(const std::string& s, bool& failed) {
@@ -89,7 +75,7 @@ int lookup(const std::string& dir, const std::vector<std::string>& dids) {
             for (const auto& ep : rec->history) {
                 ojson h;
                 h["key"] = ep.key ? ojson(sov::crypto::to_did_key(*ep.key)) : ojson(nullptr);
-                h["valid_from"] = iso_ms(ep.valid_from_us);
+                h["valid_from"] = sov::syntax::format_datetime_micros(ep.valid_from_us);
                 hist.push_back(h);
             }
             j["history"] = hist;

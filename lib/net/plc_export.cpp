@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <thread>
 
 #include <unistd.h>
@@ -20,19 +19,6 @@ std::int64_t mono_us() {
 
 std::int64_t epoch_s() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-/// µs since the epoch → "YYYY-MM-DDTHH:MM:SS.mmmZ" (the millisecond precision the directory keeps).
-std::string iso_ms(std::int64_t us) {
-    std::int64_t ms = us >= 0 ? us / 1000 : -((-us + 999) / 1000);
-    std::time_t secs = std::time_t(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
-    int rem_ms = int(ms - std::int64_t(secs) * 1000);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, rem_ms);
-    return buf;
 }
 
 /// Sleeps until mono_us() ≥ until, in slices, returning early (false) when `stop` is set or
@@ -72,7 +58,7 @@ std::string export_url(const std::string& base, const plc::Cursor& cursor, std::
     else if (!cursor.created_at.empty()) {
         // createdAt − 1 ms: the server returns createdAt > after, so the boundary millisecond
         // comes again (a page may have ended inside it); the mirror drops what it already holds.
-        std::string t = iso_ms(cursor.created_at_us - 1000);
+        std::string t = syntax::format_datetime_micros(cursor.created_at_us - 1000);
         for (char c : t) url += c == ':' ? std::string("%3A") : std::string(1, c);
     } else url += "0";
     url += "&count=" + std::to_string(count);
