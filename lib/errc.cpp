@@ -138,6 +138,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::net_transport: return "network transport failure";
     case Errc::net_http_status: return "unexpected HTTP status";
     case Errc::net_protocol: return "answer breaks the protocol";
+    case Errc::net_future_cursor: return "cursor ahead of the server's stream (FutureCursor)";
     }
     return "unknown error";
 }

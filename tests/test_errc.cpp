@@ -25,6 +25,7 @@ TEST_CASE("errc: published numbers never change") {
     CHECK(unsigned(Errc::cache_bad_did) == 1607);
     CHECK(unsigned(Errc::mirror_corrupt) == 1700);
     CHECK(unsigned(Errc::net_protocol) == 1705);
+    CHECK(unsigned(Errc::net_future_cursor) == 1706);
 }
 
 TEST_CASE("errc: every code has its own phrase") {
@@ -64,7 +65,7 @@ TEST_CASE("errc: exit status of every code (0 ok, 1 data rejected, 2 usage or sy
                    Errc::cvl_bad_dict, Errc::cvl_missing_data, Errc::cvl_bad_cluster, Errc::cvl_no_ordinal,
                    Errc::cvl_purged, Errc::cvl_journal, Errc::tomb_bad_name, Errc::tomb_bad_size,
                    Errc::tomb_not_file, Errc::state_checksum, Errc::proof_malformed, Errc::proof_invalid,
-                   Errc::proof_root_mismatch, Errc::proof_unbound, Errc::plc_malformed, Errc::plc_limit,
+                   Errc::proof_root_mismatch, Errc::proof_unbound, Errc::plc_malformed, Errc::plc_limit, Errc::net_future_cursor,
                    Errc::plc_cid_mismatch, Errc::plc_did_mismatch, Errc::plc_bad_prev,
                    Errc::plc_prev_nullified, Errc::plc_after_tombstone, Errc::plc_nullify_key,
                    Errc::plc_nullify_late, Errc::plc_time_order, Errc::plc_duplicate,

@@ -180,6 +180,7 @@ enum class Errc : std::uint16_t {
     net_transport = 1703,    ///< connection refused, reset, timed out, TLS failure
     net_http_status = 1704,  ///< an HTTP answer with a status the caller cannot use
     net_protocol = 1705,     ///< an answer that breaks the protocol (bad body, bad frame)
+    net_future_cursor = 1706,  ///< the server refused the cursor as ahead of its stream (FutureCursor)
 };
 
 /// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".
@@ -194,7 +195,8 @@ Errc from_errno(int err) noexcept;
 /// cvl_not_archive, cvl_not_empty, tomb_read_only, tomb_range, cache_locked, mirror_locked,
 /// net_*); 1 for everything else,
 /// i.e. input data rejected (framing, a corrupt archive or state file, a missing ordinal,
-/// a proof that does not verify, a PLC operation that fails validation). Tools choose their
+/// a proof that does not verify, a PLC operation that fails validation, a cursor the server
+/// calls FutureCursor). Tools choose their
 /// status from the code only, never from message text.
 int exit_status(Errc e) noexcept;
 
