@@ -186,6 +186,7 @@ struct Network::Host {
     std::uint64_t epoch = 0;  // restarts
     std::uint64_t events = 0;
     std::uint64_t relay_last = 0;  // relay seq of its last relayed event
+    std::int64_t relay_due = 0;    // arrival time of its last delayed event (per-host order is kept)
     bool flaky = false;
     struct Repo {
         std::string head, rev;
@@ -294,7 +295,11 @@ Errc Network::emit(std::size_t pds, ByteView wire, std::int64_t now_us, std::vec
         return Errc::ok;
     }
     if (o_.relay_delay_ms > 0) {
+        // Exponential delay, but a host's events reach the relay in the order it sent them
+        // (indigo reads each host's stream in order).
         auto due = now_us + std::int64_t(-std::log(1.0 - uniform()) * o_.relay_delay_ms * 1000.0);
+        due = std::max(due, h.relay_due);
+        h.relay_due = due;
         delayed_.push_back(Delayed{due, n_.emitted, pds, e.seq, e.wire});
         std::push_heap(delayed_.begin(), delayed_.end(), std::greater<>());
         return Errc::ok;

@@ -339,7 +339,7 @@ int run_net(const cxxopts::ParseResult& args) {
         return code == sov::Errc::net_bad_url ? cli::kUsage : cli::status(code);
     }
     const std::string base = "http://127.0.0.1:" + std::to_string(server->port());
-    cli::diag("serving " + cli::count(no.pdses, "PDS") + " on " + base + " (" + base + "/pds/<i>/xrpc/…" +
+    cli::diag("serving " + cli::with_commas(no.pdses) + (no.pdses == 1 ? " simulated PDS" : " simulated PDSes") + " on " + base + " (" + base + "/pds/<i>/xrpc/…" +
               (no.relay ? ", relay " + base + "/relay/xrpc/…" : std::string()) + ")");
 
     // The generator thread: each message is emitted when the wall clock reaches its simulated
@@ -356,7 +356,10 @@ int run_net(const cxxopts::ParseResult& args) {
             for (std::uint32_t t : wake) server->wake(t);
             wake.clear();
         };
-        std::int64_t last_flush = wall_us(), done_at = 0;
+        // Simulated time t is emitted at wall clock t − o.start_us + wall0: the generator's
+        // set-up (its repositories) is not made up for by a burst.
+        const std::int64_t wall0 = wall_us();
+        std::int64_t last_flush = wall0, done_at = 0;
         while (!g_stop.load()) {
             std::int64_t now = wall_us();
             net.advance(now, wake);
@@ -384,7 +387,7 @@ int run_net(const cxxopts::ParseResult& args) {
                 gen_failed = true;
                 break;
             }
-            for (std::int64_t t = gen.last_time_us(); (now = wall_us()) < t && !g_stop.load();) {
+            for (std::int64_t t = gen.last_time_us() - o.start_us + wall0; (now = wall_us()) < t && !g_stop.load();) {
                 std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::int64_t>(t - now, 10'000)));
                 net.advance(wall_us(), wake);
                 do_wake();

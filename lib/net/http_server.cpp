@@ -179,8 +179,27 @@ int HttpServer::Impl::close_with(lws* wsi, std::uint16_t code, std::string& reas
 }
 
 int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
+    // A close frame goes out only after everything before it: while lws still holds part of
+    // a message (the socket was full), the close waits for the next writable callback (and a
+    // reader that never drains is cut after 10 s).
+    auto close_after_output = [&](std::uint16_t code, std::string reason) {
+        if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
+            if (!st.closing) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 10);
+            st.closing = true;
+            st.close_code = code;
+            st.close_data = std::move(reason);
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        return close_with(wsi, code, reason);
+    };
+    if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
+        // lws still holds part of the last message, or the socket is full: take nothing yet.
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     if (st.answer.step) {
-        if (st.closing) return close_with(wsi, st.close_code, st.close_data);
+        if (st.closing) return close_after_output(st.close_code, st.close_data);
         WsStep s;
         try {
             s = st.answer.step(true);
@@ -190,7 +209,7 @@ int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
         switch (s.kind) {
         case WsStep::Kind::send: return write_message(wsi, s.data, st.answer.binary);
         case WsStep::Kind::wait: return 0;
-        case WsStep::Kind::close: return close_with(wsi, s.code, s.data);
+        case WsStep::Kind::close: return close_after_output(s.code, std::move(s.data));
         case WsStep::Kind::cut: return -1;  // no lws_close_reason: no close frame
         }
         return -1;
@@ -201,7 +220,7 @@ int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
         st.done = true;
     }
     if (!st.answer.close_reason) return 0;  // stays open
-    return close_with(wsi, st.answer.close_code, *st.answer.close_reason);
+    return close_after_output(st.answer.close_code, *st.answer.close_reason);
 }
 
 void HttpServer::Impl::on_woken() {
