@@ -273,7 +273,7 @@ struct Generator::Impl {
             multibase::base32_encode(ByteView{h.data(), h.size()}, b32);
             a.did = "did:plc:" + b32.substr(0, 24);
             a.handle = "u" + std::to_string(i) + ".mesh-sim.test";
-            a.pds = "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
+            a.pds = o.pds_of_account ? o.pds_of_account(i) : "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
             a.clock_id = unsigned(krng.below(1024));
             std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
             a.repo_seed = splitmix(x);  // not drawn from krng: the default stream stays as it was
@@ -1366,6 +1366,8 @@ nlohmann::json Generator::did_docs() const {
 
 const Stats& Generator::stats() const noexcept { return impl_->stats; }
 const std::string& Generator::last_pds() const noexcept { return impl_->last_pds; }
+
+std::int64_t Generator::last_time_us() const noexcept { return impl_->now_us; }
 const std::string& Generator::error_detail() const noexcept { return impl_->error; }
 
 // --- ShapeMeter ------------------------------------------------------------------------------

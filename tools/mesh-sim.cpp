@@ -3,18 +3,23 @@
 // a frame stream (sizes, proof nodes, DID repeats, zstd ratios) to compare traffic with a capture.
 // `serve --plc`: a simulated PLC directory on loopback (sim::PlcService over net::HttpServer),
 // with injected faults; `plc-truth`: that directory's ground truth as JSON lines.
+// `serve --pdses N [--relay]`: simulated PDSes and a relay (sim::Network over net::HttpServer),
+// fed live by a Generator on its own thread, with injected faults and a ground-truth file.
 #include "cli.h"
 
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/net/http_server.h"
 #include "sovereign/sim.h"
+#include "sovereign/sim_net.h"
 #include "sovereign/sim_plc.h"
 #include "sovereign/verify.h"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -43,6 +48,381 @@ const std::initializer_list<const char*> kPlcOnly = {"plc", "listen", "fault-429
                                                      "fault-slow", "fault-drop", "legacy-only"};
 
 bool share(double v) { return v >= 0 && v <= 1; }
+
+// Options of `serve --pdses` only.
+const std::initializer_list<const char*> kNetOnly = {
+    "pdses", "relay", "pds-window", "relay-window", "linger", "truth", "relay-drop", "relay-drop-host",
+    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop"};
+
+std::int64_t wall_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// Where a request goes: PDS i, the relay, or nowhere; and the XRPC method. By Host header
+// (pds<i>.test, relay.test) or by path prefix (/pds/<i>/xrpc/…, /relay/xrpc/…).
+struct Route {
+    std::optional<std::size_t> pds;
+    bool relay = false;
+    std::string method;
+    bool ok() const { return pds || relay; }
+};
+
+Route route(const sov::sim::Network& net, const sov::net::HttpRequest& r) {
+    Route out;
+    std::string_view path = r.path;
+    std::string_view host = std::string_view(r.host).substr(0, r.host.find(':'));
+    if (auto i = net.host_index(host)) out.pds = i;
+    else if (host == "relay.test" && net.relay()) out.relay = true;
+    else if (path.starts_with("/pds/")) {
+        std::string_view rest = path.substr(5);
+        std::string_view num = rest.substr(0, rest.find('/'));
+        if (auto i = net.host_index("pds" + std::string(num) + ".test")) out.pds = i;
+        path = rest.substr(num.size());
+    } else if (path.starts_with("/relay/") && net.relay()) {
+        out.relay = true;
+        path = path.substr(6);
+    }
+    if (!path.starts_with("/xrpc/")) return Route{};
+    out.method = std::string(path.substr(6));
+    return out;
+}
+
+std::optional<std::uint64_t> parse_u64(const std::string* s) {
+    if (!s) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+    if (s->empty() || ec != std::errc() || p != s->data() + s->size()) return std::nullopt;
+    return v;
+}
+
+sov::net::HttpResponse json_answer(int status, const nlohmann::json& body) {
+    sov::net::HttpResponse h;
+    h.status = status;
+    h.body = body.dump();
+    return h;
+}
+
+sov::net::HttpResponse xrpc_error(int status, std::string_view error, std::string_view message) {
+    return json_answer(status, {{"error", error}, {"message", message}});
+}
+
+// `mesh-sim serve --pdses N [--relay]`.
+int run_net(const cxxopts::ParseResult& args) {
+    static const std::initializer_list<const char*> kNot = {
+        "plc", "fault-429-above", "fault-5xx", "fault-slow", "fault-drop", "legacy-only", "plc-accounts", "plc-seed",
+        "plc-start", "src-from-pds", "replay-repo", "output", "src", "window", "force", "start"};
+    for (const char* o : kNot)
+        if (args.count(o)) {
+            cli::diag(std::string("--") + o + " is not an option of 'serve --pdses'");
+            return cli::kUsage;
+        }
+    sov::sim::NetOptions no;
+    no.pdses = args["pdses"].as<std::size_t>();
+    no.relay = args.count("relay") > 0;
+    if (args.count("pds-window")) no.pds_window = args["pds-window"].as<std::size_t>();
+    if (args.count("relay-window")) no.relay_window = args["relay-window"].as<std::size_t>();
+    if (args.count("relay-drop")) no.relay_drop = args["relay-drop"].as<double>();
+    if (args.count("relay-delay-ms")) no.relay_delay_ms = args["relay-delay-ms"].as<double>();
+    if (args.count("pds-restart-every")) no.pds_restart_every_s = args["pds-restart-every"].as<double>();
+    if (args.count("cut-every")) no.cut_every_s = args["cut-every"].as<double>();
+    if (args.count("accept-drop")) no.accept_drop = args["accept-drop"].as<double>();
+    no.seed = args["seed"].as<std::uint64_t>();
+    if (no.pdses == 0 || no.pdses > 1'000'000 || no.pds_window == 0 || no.relay_window == 0) {
+        cli::diag("--pdses must be in 1..1,000,000, --pds-window and --relay-window positive");
+        return cli::kUsage;
+    }
+    if (!share(no.relay_drop) || !share(no.accept_drop) || !(no.relay_delay_ms >= 0) || !(no.pds_restart_every_s >= 0) ||
+        !(no.cut_every_s >= 0)) {
+        cli::diag("--relay-drop and --accept-drop must be in [0, 1]; --relay-delay-ms, --pds-restart-every and "
+                  "--cut-every ≥ 0");
+        return cli::kUsage;
+    }
+    for (const char* o : {"relay-window", "relay-drop", "relay-drop-host", "relay-drop-collection", "relay-delay-ms"})
+        if (args.count(o) && !no.relay) {
+            cli::diag(std::string("--") + o + " needs --relay");
+            return cli::kUsage;
+        }
+    if (args.count("relay-drop-host"))
+        for (const std::string& h : args["relay-drop-host"].as<std::vector<std::string>>()) {
+            std::optional<std::size_t> i;
+            std::string_view label = h;
+            std::optional<std::uint64_t> v;
+            if (label.starts_with("pds") && label.ends_with(".test")) {
+                std::string digits(label.substr(3, label.size() - 8));
+                v = parse_u64(&digits);
+            } else {
+                v = parse_u64(&h);
+            }
+            if (v && *v < no.pdses) i = std::size_t(*v);
+            if (!i) {
+                cli::diag("--relay-drop-host " + h + ": not one of the simulated PDSes (pds0.test .. pds" +
+                          std::to_string(no.pdses - 1) + ".test, or the index)");
+                return cli::kUsage;
+            }
+            no.relay_drop_hosts.push_back(*i);
+        }
+    if (args.count("relay-drop-collection"))
+        no.relay_drop_collections = args["relay-drop-collection"].as<std::vector<std::string>>();
+
+    auto preset = sov::sim::profile(args["profile"].as<std::string>());
+    if (!preset) {
+        cli::diag("unknown --profile '" + args["profile"].as<std::string>() + "' (default, realistic)");
+        return cli::kUsage;
+    }
+    sov::sim::Options o = *preset;
+    if (args.count("accounts")) o.accounts = args["accounts"].as<std::size_t>();
+    o.seed = no.seed;
+    if (args.count("zipf")) o.zipf_s = args["zipf"].as<double>();
+    o.p256_share = args["p256-share"].as<double>();
+    if (args.count("repo-median")) o.repo_median = args["repo-median"].as<double>();
+    o.repo_sigma = args["repo-sigma"].as<double>();
+    o.repo_cap = args["repo-cap"].as<std::size_t>();
+    if (args.count("repo-budget")) o.repo_budget_bytes = args["repo-budget"].as<std::uint64_t>() << 20;
+    if (args.count("entropic-records")) o.entropic_records = true;
+    o.events_per_second = args["rate"].as<double>();
+    if (o.accounts == 0 || o.accounts > kMaxAccounts || !(o.events_per_second > 0) || !share(o.p256_share)) {
+        cli::diag("--accounts must be in 1.." + cli::with_commas(kMaxAccounts) + ", --rate positive, --p256-share in [0, 1]");
+        return cli::kUsage;
+    }
+    if (!cli::exclusive(args, {"corpus", "no-corpus"})) return cli::kUsage;
+    if (!args.count("no-corpus")) {
+        if (args.count("corpus")) o.corpus_repos = args["corpus"].as<std::string>();
+        else {
+            const char* env = std::getenv("SOVEREIGN_CORPUS");
+            std::string dir = std::string(env && *env ? env : "../shared/corpus") + "/repos";
+            if (std::filesystem::is_directory(dir)) o.corpus_repos = dir;
+        }
+    }
+    const std::uint64_t events = args.count("events") ? args["events"].as<std::uint64_t>() : UINT64_MAX;
+    const double linger = args.count("linger") ? args["linger"].as<double>() : -1;
+    if (args.count("linger") && (!args.count("events") || !(linger >= 0))) {
+        cli::diag("--linger needs --events and a number of seconds ≥ 0");
+        return cli::kUsage;
+    }
+    o.start_us = wall_us();
+
+    // Accounts → PDSes: Zipf(1) over the PDS indexes (a few big hosts, a long tail of small
+    // ones, many with no account at all), drawn from the seed alone.
+    std::vector<std::uint32_t> home(o.accounts);
+    {
+        sov::sim::Zipf z(no.pdses, 1.0);
+        sov::sim::Rng r(no.seed ^ 0x686f6d65ULL);
+        for (auto& h : home) h = std::uint32_t(z.sample(r));
+    }
+    o.pds_of_account = [&home](std::size_t i) { return "https://" + sov::sim::Network::host_label(home[i]); };
+
+    cli::install_stop_handler(g_stop);
+    std::optional<sov::sim::Generator> gen_holder;
+    try {
+        gen_holder.emplace(o);
+    } catch (const std::bad_alloc&) {
+        cli::diag("out of memory for " + cli::with_commas(o.accounts) + " accounts (try fewer --accounts)");
+        return cli::kSystem;
+    }
+    sov::sim::Generator& gen = *gen_holder;
+    nlohmann::json docs = gen.did_docs();
+    if (args.count("did-docs")) {
+        std::string path = args["did-docs"].as<std::string>(), err;
+        std::string text = docs.dump() + "\n";
+        if (sov::Errc e = sov::file::atomic_replace(path, sov::as_bytes(text), err); e != sov::Errc::ok) {
+            cli::diag(err);
+            return cli::status(e);
+        }
+    }
+
+    // The ground truth: frame records, buffered, written by the generator thread (the sink
+    // runs under the network's lock, called only from emit/advance on that thread).
+    int truth_fd = -1;
+    std::string truth_path;
+    std::vector<std::uint8_t> truth_buf;
+    bool truth_failed = false;
+    if (args.count("truth")) {
+        truth_path = args["truth"].as<std::string>();
+        truth_fd = ::open(truth_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (truth_fd < 0) {
+            cli::diag(truth_path, std::strerror(errno));
+            return cli::kSystem;
+        }
+    }
+    auto flush_truth = [&] {
+        if (truth_fd < 0 || truth_buf.empty() || truth_failed) return;
+        std::size_t off = 0;
+        while (off < truth_buf.size()) {
+            ssize_t w = ::write(truth_fd, truth_buf.data() + off, truth_buf.size() - off);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                cli::diag(truth_path, std::strerror(errno));
+                truth_failed = true;
+                break;
+            }
+            off += std::size_t(w);
+        }
+        truth_buf.clear();
+    };
+    sov::sim::Network::Sink sink;
+    if (truth_fd >= 0)
+        sink = [&](const sov::sim::TruthRecord& r) {
+            if (!sov::sim::append_truth(truth_buf, r)) truth_failed = true;
+        };
+    sov::sim::Network net(no, sink);
+    for (auto it = docs.begin(); it != docs.end(); ++it) {
+        const auto& svc = it.value()["service"];
+        for (const auto& e : svc)
+            if (e.value("id", "") == "#atproto_pds") {
+                std::string ep = e.value("serviceEndpoint", "");
+                if (auto i = net.host_index(ep.substr(ep.find("//") == std::string::npos ? 0 : ep.find("//") + 2)))
+                    net.add_account(*i, it.key());
+            }
+    }
+    docs = nlohmann::json();
+
+    auto handler = [&net](const sov::net::HttpRequest& r) {
+        Route rt = route(net, r);
+        if (!rt.ok()) return xrpc_error(404, "NotFound", "no such host or path: " + r.path);
+        if (rt.method == "com.atproto.sync.subscribeRepos")
+            return xrpc_error(426, "InvalidRequest", "subscribeRepos needs a WebSocket upgrade");
+        std::size_t limit = 500;
+        if (const std::string* l = r.param("limit")) {
+            auto v = parse_u64(l);
+            if (!v || *v < 1 || *v > 1000) return xrpc_error(400, "InvalidRequest", "limit must be in 1..1000");
+            limit = std::size_t(*v);
+        }
+        const std::string* cursor = r.param("cursor");
+        if (rt.pds && rt.method == "com.atproto.server.describeServer") return json_answer(200, net.describe_server(*rt.pds));
+        if (rt.pds && rt.method == "com.atproto.sync.listRepos")
+            return json_answer(200, net.list_repos(*rt.pds, cursor ? *cursor : "", limit));
+        if (rt.relay && rt.method == "com.atproto.sync.listHosts")
+            return json_answer(200, net.list_hosts(cursor ? *cursor : "", limit));
+        auto h = xrpc_error(501, "MethodNotImplemented", "method not implemented: " + rt.method);
+        if (rt.relay) h.headers.emplace_back("Server", "mesh-sim atproto-relay");
+        return h;
+    };
+    auto stream = [&net](const sov::net::HttpRequest& r) {
+        sov::net::WsAnswer w;
+        Route rt = route(net, r);
+        if (!rt.ok() || rt.method != "com.atproto.sync.subscribeRepos") {
+            w.close_code = 1008;
+            w.close_reason = "not found";
+            return w;
+        }
+        std::optional<std::uint64_t> cursor;
+        if (const std::string* c = r.param("cursor")) {
+            cursor = parse_u64(c);
+            if (!cursor) {
+                w.close_code = 1008;
+                w.close_reason = "InvalidRequest: cursor must be an integer";
+                return w;
+            }
+        }
+        auto sub = net.subscribe(rt.pds, cursor);
+        w.binary = true;
+        w.topic = rt.pds ? std::uint32_t(*rt.pds) : net.relay_topic();
+        w.step = [&net, sub](bool can_send) {
+            sov::sim::SubStep s = net.step(*sub, can_send);
+            sov::net::WsStep out;
+            out.kind = s.kind == sov::sim::SubStep::Kind::send    ? sov::net::WsStep::Kind::send
+                       : s.kind == sov::sim::SubStep::Kind::close ? sov::net::WsStep::Kind::close
+                       : s.kind == sov::sim::SubStep::Kind::cut   ? sov::net::WsStep::Kind::cut
+                                                                  : sov::net::WsStep::Kind::wait;
+            out.data = std::move(s.data);
+            out.code = s.code;
+            return out;
+        };
+        return w;
+    };
+    sov::Errc code;
+    std::string err;
+    auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream);
+    if (!server) {
+        cli::diag(err);
+        return code == sov::Errc::net_bad_url ? cli::kUsage : cli::status(code);
+    }
+    const std::string base = "http://127.0.0.1:" + std::to_string(server->port());
+    cli::diag("serving " + cli::with_commas(no.pdses) + (no.pdses == 1 ? " simulated PDS" : " simulated PDSes") + " on " + base + " (" + base + "/pds/<i>/xrpc/…" +
+              (no.relay ? ", relay " + base + "/relay/xrpc/…" : std::string()) + ")");
+
+    // The generator thread: each message is emitted when the wall clock reaches its simulated
+    // time (so --rate is the real rate), by the PDS of its account.
+    std::atomic<bool> gen_done{false};
+    std::atomic<bool> gen_failed{false};
+    std::uint64_t sent = 0;
+    std::thread producer([&] {
+        std::vector<std::uint8_t> wire;
+        std::vector<std::uint32_t> wake;
+        auto do_wake = [&] {
+            std::sort(wake.begin(), wake.end());
+            wake.erase(std::unique(wake.begin(), wake.end()), wake.end());
+            for (std::uint32_t t : wake) server->wake(t);
+            wake.clear();
+        };
+        // Simulated time t is emitted at wall clock t − o.start_us + wall0: the generator's
+        // set-up (its repositories) is not made up for by a burst.
+        const std::int64_t wall0 = wall_us();
+        std::int64_t last_flush = wall0, done_at = 0;
+        while (!g_stop.load()) {
+            std::int64_t now = wall_us();
+            net.advance(now, wake);
+            do_wake();
+            if (now - last_flush > 1'000'000) {
+                flush_truth();
+                last_flush = now;
+            }
+            if (sent >= events) {
+                if (!done_at) done_at = now;
+                if (linger >= 0 && net.delayed() == 0 && now - done_at >= std::int64_t(linger * 1e6)) break;
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                continue;
+            }
+            std::int64_t recv;
+            if (gen.next(wire, recv) != sov::Errc::ok) {
+                cli::diag("internal error: " + gen.error_detail());
+                gen_failed = true;
+                break;
+            }
+            const std::string& ep = gen.last_pds();
+            auto pds = net.host_index(std::string_view(ep).substr(std::min(ep.size(), std::size_t(8))));  // "https://"
+            if (!pds) {
+                cli::diag("internal error: account endpoint " + ep + " is not a simulated PDS");
+                gen_failed = true;
+                break;
+            }
+            for (std::int64_t t = gen.last_time_us() - o.start_us + wall0; (now = wall_us()) < t && !g_stop.load();) {
+                std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::int64_t>(t - now, 10'000)));
+                net.advance(wall_us(), wake);
+                do_wake();
+            }
+            if (net.emit(*pds, wire, wall_us(), wake) != sov::Errc::ok) {
+                cli::diag("internal error: a generated message has no seq to replace");
+                gen_failed = true;
+                break;
+            }
+            ++sent;
+            do_wake();
+        }
+        gen_done = true;
+    });
+    while (!g_stop.load() && !gen_done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    g_stop = true;  // the producer's loop ends (it may be waiting on a time)
+    producer.join();
+    server->stop();
+    flush_truth();
+    if (truth_fd >= 0 && ::close(truth_fd) != 0 && !truth_failed) {
+        cli::diag(truth_path, std::strerror(errno));
+        truth_failed = true;
+    }
+    const auto n = net.counters();
+    if (!args.count("quiet"))
+        cli::diag(cli::count(n.emitted, "event") + " emitted" +
+                  (no.relay ? ", " + cli::with_commas(n.relayed) + " relayed, " + cli::with_commas(n.dropped) + " dropped by the relay"
+                            : std::string()) +
+                  "; " + cli::count(n.subscriptions, "subscription") + " (" + cli::with_commas(n.outdated) + " outdated, " +
+                  cli::with_commas(n.future) + " future, " + cli::with_commas(n.too_slow) + " too slow, " +
+                  cli::with_commas(n.cuts) + " cut), " + cli::count(n.restarts, "PDS restart") +
+                  (cli::stop_signal() == SIGINT ? "; stopped by SIGINT" : cli::stop_signal() ? "; stopped by SIGTERM" : ""));
+    if (gen_failed || truth_failed) return cli::kSystem;
+    return cli::stop_signal() ? cli::stop_status(cli::kOk) : cli::kOk;
+}
 
 // Options of `gen` that draw its accounts from a simulated PLC directory.
 const std::initializer_list<const char*> kGenPlc = {"plc-accounts", "plc-seed", "plc-start", "src-from-pds"};
@@ -93,7 +473,7 @@ int run_plc(const std::string& command, const cxxopts::ParseResult& args) {
                 return cli::kUsage;
             }
     } else if (!args.count("plc")) {
-        cli::diag("serve needs --plc (the only service so far)");
+        cli::diag("serve needs --plc or --pdses N");
         return cli::kUsage;
     }
 
@@ -207,6 +587,7 @@ int main(int argc, char** argv) {
                           "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n"
                           "       mesh-sim stats [--window N] FILE...\n"
                           "       mesh-sim serve --plc [--accounts N] [--seed S] [--listen 127.0.0.1:PORT] [FAULTS]\n"
+                          "       mesh-sim serve --pdses N [--relay] [--rate R] [--events E [--linger S]] [--truth FILE] [FAULTS]\n"
                           "       mesh-sim plc-truth [--accounts N] [--seed S] [-o FILE]\n"
                           "       mesh-sim plc-export [--accounts N] [--seed S] [-o FILE]\n"
                           "       mesh-sim gen --plc-accounts N [--plc-seed S] [--src-from-pds] [OPTIONS]\n");
@@ -251,6 +632,27 @@ int main(int argc, char** argv) {
         ("fault-drop", "serve: close the connection halfway through a 200 answer's body with probability P",
          cxxopts::value<double>())
         ("legacy-only", "serve: /export answers only the createdAt cursor form (like the reference server 0.0.1)")
+        ("pdses", "serve: N simulated PDSes on one port (/pds/<i>/xrpc/… or Host: pds<i>.test)",
+         cxxopts::value<std::size_t>())
+        ("relay", "serve --pdses: also a relay merging them (/relay/xrpc/… or Host: relay.test)")
+        ("pds-window", "serve --pdses: events each PDS can replay (default 10000)", cxxopts::value<std::size_t>())
+        ("relay-window", "serve --relay: events the relay can replay (default 100000)", cxxopts::value<std::size_t>())
+        ("linger", "serve --pdses with --events: exit S seconds after the last event (default: stay up)",
+         cxxopts::value<double>())
+        ("truth", "serve --pdses: write the ground truth (every event emitted, relayed, dropped) as frames to FILE",
+         cxxopts::value<std::string>())
+        ("relay-drop", "serve --relay: the relay drops this share of events", cxxopts::value<double>())
+        ("relay-drop-host", "serve --relay: the relay drops every event of host H (pds<i>.test or i; repeatable)",
+         cxxopts::value<std::vector<std::string>>())
+        ("relay-drop-collection", "serve --relay: the relay drops commits touching collection C (repeatable)",
+         cxxopts::value<std::vector<std::string>>())
+        ("relay-delay-ms", "serve --relay: PDS → relay delay, exponential with this mean", cxxopts::value<double>())
+        ("pds-restart-every", "serve --pdses: every S seconds a PDS restarts (connections cut, log lost, seq from 1)",
+         cxxopts::value<double>())
+        ("cut-every", "serve --pdses: every S seconds every open subscription is cut without a close frame",
+         cxxopts::value<double>())
+        ("accept-drop", "serve --pdses: this share of PDSes accept a subscription and cut it at once",
+         cxxopts::value<double>())
         ("plc-accounts", "gen: the accounts of the simulated PLC directory that 'serve --plc --accounts N' serves "
                          "(DIDs, signing keys across rotations, PDS, handles, tombstones)",
          cxxopts::value<std::size_t>())
@@ -274,8 +676,25 @@ int main(int argc, char** argv) {
             cli::diag(words[0] + " takes no file");
             return cli::kUsage;
         }
+        if (words[0] == "serve" && args.count("pdses")) {
+            if (args.count("plc")) {
+                cli::diag("--plc and --pdses are separate services: run two mesh-sim serve processes");
+                return cli::kUsage;
+            }
+            return run_net(args);
+        }
+        for (const char* o : kNetOnly)
+            if (args.count(o)) {
+                cli::diag(std::string("--") + o + (words[0] == "serve" ? " needs --pdses" : " is an option of 'serve --pdses'"));
+                return cli::kUsage;
+            }
         return run_plc(words[0], args);
     }
+    for (const char* o : kNetOnly)
+        if (args.count(o)) {
+            cli::diag(std::string("--") + o + " is an option of 'serve --pdses'");
+            return cli::kUsage;
+        }
     for (const char* o : kPlcOnly)
         if (args.count(o)) {
             cli::diag(std::string("--") + o + " is an option of 'serve'");

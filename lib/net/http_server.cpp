@@ -2,15 +2,23 @@
 // event loop, one service thread. Per connection: the handler's answer, then its body written
 // in chunks of kChunk bytes, each only when the socket is writable (LWS_CALLBACK_HTTP_WRITEABLE),
 // so a slow reader holds at most one chunk in lws's buffers. A delayed answer waits on the
-// connection's lws timer (LWS_CALLBACK_TIMER).
+// connection's lws timer (LWS_CALLBACK_TIMER). WebSocket streams pull one message per
+// LWS_CALLBACK_SERVER_WRITEABLE; wake(topic) queues the topic and interrupts the poll
+// (lws_cancel_service), and LWS_CALLBACK_EVENT_WAIT_CANCELLED, on the service thread, asks
+// every stream of the queued topics again. A cut returns -1 with no close reason: lws then
+// closes the socket without a close frame.
 #include "sovereign/net/http_server.h"
 
 #include <libwebsockets.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace sov::net {
 
@@ -29,6 +37,11 @@ struct Conn {
 struct Stream {
     WsAnswer answer;
     bool done = false;  // next() returned nullopt
+    lws* wsi = nullptr;
+    bool registered = false;  // in Impl::by_topic
+    bool closing = false;     // step(false) asked for a close: sent at the next writable
+    std::string close_data;
+    std::uint16_t close_code = 1000;
 };
 
 // What lws allocates per connection (zeroed, C layout): pointers to our state.
@@ -48,12 +61,22 @@ struct HttpServer::Impl {
     std::uint16_t port = 0;
     bool stopped = false;
     lws_protocols protocols[2]{};
+    std::mutex wake_mu;
+    std::vector<std::uint32_t> woken;  // topics wake()d since the last EVENT_WAIT_CANCELLED (wake_mu)
+    std::unordered_map<std::uint32_t, std::unordered_set<Stream*>> by_topic;  // service thread only
+    std::atomic<std::size_t> open_streams{0};
+
+    void on_woken();
+    void unregister(Stream* st);
 
     static int callback(lws* wsi, lws_callback_reasons reason, void* user, void* in, std::size_t len);
     int on_request(lws* wsi, Session* s, const char* uri);
     int on_upgrade(lws* wsi, Session* s);
     static int send_message(lws* wsi, Stream& st);
+    static int write_message(lws* wsi, const std::string& m, bool binary);
+    static int close_with(lws* wsi, std::uint16_t code, std::string& reason);
     static void read_params(lws* wsi, HttpRequest& req);
+    static void read_host(lws* wsi, HttpRequest& req);
     static int send_headers(lws* wsi, Conn& c);
     static int send_chunk(lws* wsi, Conn& c);
 };
@@ -113,6 +136,13 @@ void HttpServer::Impl::read_params(lws* wsi, HttpRequest& req) {
     }
 }
 
+void HttpServer::Impl::read_host(lws* wsi, HttpRequest& req) {
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+    if (n <= 0) return;
+    std::vector<char> h(std::size_t(n) + 1);
+    if (lws_hdr_copy(wsi, h.data(), int(h.size()), WSI_TOKEN_HOST) > 0) req.host = h.data();
+}
+
 int HttpServer::Impl::on_upgrade(lws* wsi, Session* s) {
     if (!stream_handler || !s) return 1;  // refused: lws closes the connection
     HttpRequest req;
@@ -121,6 +151,8 @@ int HttpServer::Impl::on_upgrade(lws* wsi, Session* s) {
     if (lws_hdr_copy(wsi, uri.data(), int(uri.size()), WSI_TOKEN_GET_URI) < 0) return 1;
     req.path = uri.data();
     read_params(wsi, req);
+    read_host(wsi, req);
+    unregister(s->stream);
     delete s->stream;
     s->stream = new Stream;
     try {
@@ -131,23 +163,112 @@ int HttpServer::Impl::on_upgrade(lws* wsi, Session* s) {
     return 0;
 }
 
+int HttpServer::Impl::write_message(lws* wsi, const std::string& m, bool binary) {
+    std::vector<unsigned char> buf(LWS_PRE + m.size());
+    std::memcpy(buf.data() + LWS_PRE, m.data(), m.size());
+    if (lws_write(wsi, buf.data() + LWS_PRE, m.size(), binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) != int(m.size()))
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+int HttpServer::Impl::close_with(lws* wsi, std::uint16_t code, std::string& reason) {
+    lws_close_reason(wsi, lws_close_status(code), reinterpret_cast<unsigned char*>(reason.data()),
+                     std::min<std::size_t>(reason.size(), 123));
+    return -1;
+}
+
 int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
-    if (!st.done) {
-        std::optional<std::string> m = st.answer.next ? st.answer.next() : std::nullopt;
-        if (m) {
-            std::vector<unsigned char> buf(LWS_PRE + m->size());
-            std::memcpy(buf.data() + LWS_PRE, m->data(), m->size());
-            if (lws_write(wsi, buf.data() + LWS_PRE, m->size(), LWS_WRITE_TEXT) != int(m->size())) return -1;
+    // A close frame goes out only after everything before it: while lws still holds part of
+    // a message (the socket was full), the close waits for the next writable callback (and a
+    // reader that never drains is cut after 10 s).
+    auto close_after_output = [&](std::uint16_t code, std::string reason) {
+        if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
+            if (!st.closing) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 10);
+            st.closing = true;
+            st.close_code = code;
+            st.close_data = std::move(reason);
             lws_callback_on_writable(wsi);
             return 0;
         }
+        return close_with(wsi, code, reason);
+    };
+    if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
+        // lws still holds part of the last message, or the socket is full: take nothing yet.
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (st.answer.step) {
+        if (st.closing) return close_after_output(st.close_code, st.close_data);
+        WsStep s;
+        try {
+            s = st.answer.step(true);
+        } catch (const std::exception&) {
+            return -1;
+        }
+        switch (s.kind) {
+        case WsStep::Kind::send: return write_message(wsi, s.data, st.answer.binary);
+        case WsStep::Kind::wait: return 0;
+        case WsStep::Kind::close: return close_after_output(s.code, std::move(s.data));
+        case WsStep::Kind::cut: return -1;  // no lws_close_reason: no close frame
+        }
+        return -1;
+    }
+    if (!st.done) {
+        std::optional<std::string> m = st.answer.next ? st.answer.next() : std::nullopt;
+        if (m) return write_message(wsi, *m, st.answer.binary);
         st.done = true;
     }
     if (!st.answer.close_reason) return 0;  // stays open
-    std::string& r = *st.answer.close_reason;
-    lws_close_reason(wsi, lws_close_status(st.answer.close_code), reinterpret_cast<unsigned char*>(r.data()),
-                     std::min<std::size_t>(r.size(), 123));
-    return -1;
+    return close_after_output(st.answer.close_code, *st.answer.close_reason);
+}
+
+void HttpServer::Impl::on_woken() {
+    std::vector<std::uint32_t> topics;
+    {
+        std::lock_guard lock(wake_mu);
+        topics.swap(woken);
+    }
+    std::sort(topics.begin(), topics.end());
+    topics.erase(std::unique(topics.begin(), topics.end()), topics.end());
+    for (std::uint32_t t : topics) {
+        auto it = by_topic.find(t);
+        if (it == by_topic.end()) continue;
+        for (Stream* st : it->second) {
+            if (st->closing) continue;
+            WsStep s;
+            if (st->answer.step) {
+                try {
+                    s = st->answer.step(false);
+                } catch (const std::exception&) {
+                    s.kind = WsStep::Kind::cut;
+                }
+            }
+            if (s.kind == WsStep::Kind::cut) {
+                // Async: the CLOSED callback (which edits by_topic) runs after this loop.
+                lws_set_timeout(st->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+                continue;
+            }
+            if (s.kind == WsStep::Kind::close) {
+                st->closing = true;
+                st->close_data = std::move(s.data);
+                st->close_code = s.code;
+                lws_set_timeout(st->wsi, PENDING_TIMEOUT_USER_OK, 10);  // a full socket: cut after 10 s
+            }
+            lws_callback_on_writable(st->wsi);
+        }
+    }
+}
+
+void HttpServer::Impl::unregister(Stream* st) {
+    if (!st || !st->registered) return;
+    auto it = by_topic.find(st->answer.topic);
+    if (it != by_topic.end()) {
+        it->second.erase(st);
+        if (it->second.empty()) by_topic.erase(it);
+    }
+    st->registered = false;
+    open_streams.fetch_sub(1);
 }
 
 int HttpServer::Impl::on_request(lws* wsi, Session* s, const char* uri) {
@@ -155,6 +276,7 @@ int HttpServer::Impl::on_request(lws* wsi, Session* s, const char* uri) {
     req.method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ? "GET" : "OTHER";
     req.path = uri ? uri : "";
     read_params(wsi, req);
+    read_host(wsi, req);
     delete s->conn;
     s->conn = new Conn;
     if (req.method != "GET") {
@@ -192,7 +314,16 @@ int HttpServer::Impl::callback(lws* wsi, lws_callback_reasons reason, void* user
         return self->on_upgrade(wsi, s);
     case LWS_CALLBACK_ESTABLISHED:
         if (!s || !s->stream) return -1;
+        s->stream->wsi = wsi;
+        if (s->stream->answer.step && !s->stream->registered) {
+            self->by_topic[s->stream->answer.topic].insert(s->stream);
+            s->stream->registered = true;
+            self->open_streams.fetch_add(1);
+        }
         lws_callback_on_writable(wsi);
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        self->on_woken();
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!s || !s->stream) return -1;
@@ -210,6 +341,7 @@ int HttpServer::Impl::callback(lws* wsi, lws_callback_reasons reason, void* user
         if (s) {
             delete s->conn;
             s->conn = nullptr;
+            self->unregister(s->stream);
             delete s->stream;
             s->stream = nullptr;
         }
@@ -224,6 +356,19 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() { stop(); }
 
 std::uint16_t HttpServer::port() const noexcept { return impl_->port; }
+
+void HttpServer::wake(std::uint32_t topic) {
+    if (!impl_ || impl_->stopping.load()) return;
+    bool first;
+    {
+        std::lock_guard lock(impl_->wake_mu);
+        first = impl_->woken.empty();
+        impl_->woken.push_back(topic);
+    }
+    if (first) lws_cancel_service(impl_->context);
+}
+
+std::size_t HttpServer::streams() const noexcept { return impl_ ? impl_->open_streams.load() : 0; }
 
 std::unique_ptr<HttpServer> HttpServer::start(std::string_view listen, Handler handler, Errc& code, std::string& err,
                                               StreamHandler stream) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -97,6 +98,9 @@ struct Options {
     /// the span holding `time` (so a mirror's key at `recv` verifies them: recv − time < 1 s,
     /// inside the 5-minute grace), #identity carries that span's handle. Not with replay.
     std::shared_ptr<const std::vector<Identity>> identities;
+    /// Non-empty (and without `identities`): the PDS endpoint URL of account i (its DID
+    /// document's #atproto_pds), instead of "https://pds<i mod 8>.mesh-sim.test".
+    std::function<std::string(std::size_t account)> pds_of_account;
 };
 
 struct Stats {
@@ -132,6 +136,9 @@ public:
     /// The PDS endpoint URL of the account of the last message next() produced ("" before
     /// the first): with Options::identities, the endpoint of the span holding its `time`.
     const std::string& last_pds() const noexcept;
+    /// The `time` of the last message next() produced, µs since the epoch (the simulated
+    /// clock: Options::start_us plus exponential gaps at Options::events_per_second).
+    std::int64_t last_time_us() const noexcept;
 
     /// JSON object DID → DID document for every account (cbor-verify --did-docs).
     nlohmann::json did_docs() const;

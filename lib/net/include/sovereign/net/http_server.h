@@ -7,7 +7,11 @@
 // them (flow control: never more than one chunk queued per connection). An answer can be
 // delayed, carry any status and headers, or drop the connection part-way through its body
 // (fault injection). WebSocket upgrades go to an optional stream handler whose messages are
-// sent one per writable callback.
+// pulled one per writable callback (so a slow reader holds at most one message in the
+// server's buffers): text or binary, from a plain generator (WsAnswer::next) or from a step
+// function (WsAnswer::step) that can also wait for news, close with a code, or cut the
+// connection with no close frame. Producers on other threads wake the streams of a topic with
+// HttpServer::wake().
 #pragma once
 
 #include "sovereign/errc.h"
@@ -27,6 +31,7 @@ namespace sov::net {
 struct HttpRequest {
     std::string method;  ///< "GET", "POST", … (only GET reaches the handler; others get 405)
     std::string path;    ///< URL-decoded path, e.g. "/export" or "/did:plc:abc/log/audit"
+    std::string host;    ///< the Host header as sent (e.g. "pds3.test" or "127.0.0.1:8080"); "" if absent
     /// Query parameters in order, URL-decoded ("a=1&b" gives {"a","1"}, {"b",""}).
     std::vector<std::pair<std::string, std::string>> params;
     /// The first value of parameter `name`, or nullptr when absent.
@@ -50,10 +55,32 @@ struct HttpResponse {
 /// sent as the socket accepts them; nullopt when there is nothing more), then, when
 /// `close_reason` is set, a close frame with `close_code` and that reason; without it the
 /// connection stays open (a live stream with nothing new) until the client or stop() closes it.
+///
+/// `step`, when set, replaces `next` and `close_reason`: see WsStep.
+struct WsStep {
+    enum class Kind {
+        send,   ///< send `data` as one message
+        wait,   ///< nothing now: asked again after the next wake() of the stream's topic
+        close,  ///< a close frame with `code` and reason `data` (≤ 123 bytes), then the connection ends
+        cut,    ///< the TCP connection ends now, with no close frame (a crash, a network cut)
+    };
+    Kind kind = Kind::wait;
+    std::string data;
+    std::uint16_t code = 1000;
+};
+
 struct WsAnswer {
     std::function<std::optional<std::string>()> next;
     std::optional<std::string> close_reason;
     std::uint16_t close_code = 1000;
+    bool binary = false;  ///< messages go out as binary frames (opcode 2) instead of text
+    /// Called with can_send = true when the socket accepts a message, and with can_send = false
+    /// after every wake() of `topic`, even when the socket is full (a reader that stopped
+    /// reading): then only `close` and `cut` are acted on (a close waits for the socket; if it
+    /// stays full for 10 s the connection is cut), `send` must not consume anything.
+    /// Runs on the service thread.
+    std::function<WsStep(bool can_send)> step;
+    std::uint32_t topic = 0;  ///< the wake() group of this stream (e.g. one per simulated host)
 };
 
 class HttpServer {
@@ -77,6 +104,11 @@ public:
     std::uint16_t port() const noexcept;
     /// Closes every connection and joins the service thread; idempotent. Not from the handler.
     void stop();
+    /// Thread-safe, cheap, coalescing: every WebSocket stream of `topic` is asked again (its
+    /// `step(false)` at once, then `step(true)` / `next()` as soon as its socket is writable).
+    void wake(std::uint32_t topic);
+    /// Open WebSocket streams now (thread-safe).
+    std::size_t streams() const noexcept;
 
     struct Impl;
 
