@@ -1895,3 +1895,113 @@ TEST_CASE("D4: compaction deletes data files of generations no index names, and 
     auto ar = open_archive(dir);
     for (std::size_t s = 0; s < ar->segments().size(); ++s) CHECK(ar->check_segment(s, err) == Errc::ok);
 }
+
+// ---- markers and last_seq (docs/format-cvl.md §11) ---------------------------------------------
+
+TEST_CASE("markers are archived in place; last_seq reads the journal, then the newest segments", "[cvl][markers]") {
+    TempDir d;
+    const auto& t = traffic();
+    // The stream: 5 messages from "other" (the first segment only), then the traffic with a
+    // marker every 50 messages; one marker's numbers are far above every seq.
+    std::vector<std::vector<std::uint8_t>> envs;
+    std::vector<bool> is_marker;
+    for (std::size_t i = 0; i < 5; ++i) {
+        sov::frames::Envelope e;
+        REQUIRE_FALSE(sov::frames::parse_envelope(t.env[i], e));
+        std::vector<std::uint8_t> rec;
+        sov::frames::append_record(rec, "other", std::nullopt, e.recv, e.wire);
+        sov::frames::Envelope o;
+        REQUIRE_FALSE(sov::frames::parse_record(rec, o));
+        envs.emplace_back(o.raw.begin(), o.raw.end());
+        is_marker.push_back(false);
+    }
+    std::int64_t want_other = 0, want_src = 0;
+    for (std::size_t i = 0; i < 5; ++i) {
+        sov::msg::Message m;
+        sov::frames::Envelope e;
+        REQUIRE_FALSE(sov::frames::parse_envelope(t.env[i], e));
+        if (!sov::msg::parse(e.wire, m)) want_other = std::max(want_other, m.seq);
+    }
+    const std::size_t n_msgs = 400;
+    for (std::size_t i = 0; i < n_msgs; ++i) {
+        if (i % 50 == 0) {
+            sov::frames::Marker mk;
+            mk.kind = "gap";
+            mk.from = 1'000'000'000'000 + std::int64_t(i);
+            mk.to = mk.from;
+            std::vector<std::uint8_t> rec;
+            REQUIRE(sov::frames::append_marker(rec, "test-src", t.recv[i], mk));
+            sov::frames::Envelope e;
+            REQUIRE_FALSE(sov::frames::parse_record(rec, e));
+            envs.emplace_back(e.raw.begin(), e.raw.end());
+            is_marker.push_back(true);
+        }
+        envs.push_back(t.env[i]);
+        is_marker.push_back(false);
+        sov::frames::Envelope e;
+        REQUIRE_FALSE(sov::frames::parse_envelope(t.env[i], e));
+        sov::msg::Message m;
+        if (!sov::msg::parse(e.wire, m)) want_src = std::max(want_src, m.seq);
+    }
+    REQUIRE(want_src > 0);
+    REQUIRE(want_other > 0);
+
+    auto w = open_writer(d.str());
+    std::vector<ByteView> all(envs.begin(), envs.end());
+    std::string err;
+    REQUIRE(w->append(all, err) == Errc::ok);
+    // Not sealed yet: the last segment's frames are still in the journal.
+    sov::cvl::LastSeq ls;
+    REQUIRE(sov::cvl::last_seq(d.str(), "test-src", ls, err) == Errc::ok);
+    CHECK(ls.seq == want_src);
+    CHECK(ls.in_journal);
+    CHECK(ls.journal_damage.empty());
+    REQUIRE(w->seal(err) == Errc::ok);
+    w.reset();
+
+    REQUIRE(sov::cvl::last_seq(d.str(), "test-src", ls, err) == Errc::ok);
+    CHECK(ls.seq == want_src);
+    CHECK_FALSE(ls.in_journal);
+    CHECK(ls.ordinal >= envs.size() - 128);  // found in the last segment
+    REQUIRE(sov::cvl::last_seq(d.str(), "other", ls, err) == Errc::ok);
+    CHECK(ls.seq == want_other);
+    CHECK(ls.ordinal < 5);
+    CHECK(sov::cvl::last_seq(d.str(), "absent", ls, err) == Errc::cvl_no_src);
+    CHECK(err.find("'absent'") != std::string::npos);
+
+    // Every frame back byte-identical, markers at their ordinals; a DID selection leaves them out.
+    auto ar = open_archive(d.str());
+    for (std::size_t o = 0; o < envs.size(); ++o) {
+        std::vector<std::uint8_t> back;
+        REQUIRE(ar->read(o, back, err) == Errc::ok);
+        CHECK(back == envs[o]);
+        sov::frames::Envelope e;
+        REQUIRE_FALSE(sov::frames::parse_envelope(back, e));
+        CHECK(e.is_marker() == is_marker[o]);
+        if (e.is_marker()) CHECK_FALSE(sov::cvl::seq_of_wire(e.wire));
+    }
+    sov::cvl::Selection sel;
+    sel.did = t.did[10];
+    sov::cvl::SelectStats st;
+    std::size_t markers = 0, msgs = 0;
+    sov::cvl::select(
+        *ar, sel,
+        [&](std::uint64_t o, ByteView) {
+            (is_marker[o] ? markers : msgs)++;
+            return true;
+        },
+        nullptr, st);
+    CHECK(markers == 0);
+    CHECK(msgs > 0);
+    sov::cvl::Selection by_time;
+    by_time.since = *std::min_element(t.recv.begin(), t.recv.begin() + n_msgs);  // every marker's recv
+    markers = 0;
+    sov::cvl::select(
+        *ar, by_time,
+        [&](std::uint64_t o, ByteView) {
+            markers += is_marker[o];
+            return true;
+        },
+        nullptr, st);
+    CHECK(markers == 8);
+}

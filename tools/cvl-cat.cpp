@@ -335,7 +335,7 @@ int main(int argc, char** argv) {
     sov::cvl::select(
         *ar, sel,
         [&](std::uint64_t, sov::ByteView env) {
-            if (own_filter && (sov::frames::parse_envelope(env, parsed) || !filter.matches(parsed.wire, m))) return true;
+            if (own_filter && (sov::frames::parse_envelope(env, parsed) || !filter.matches(parsed, m))) return true;  // markers: out
             sov::frames::append_envelope(out.buffer(), env);
             out.maybe_flush();
             ++written;

@@ -1,7 +1,8 @@
 // Selection of messages (cvl-cat's filters, shared with a future cvl-serve): by ordinal range
 // or list, receive time, DID and collection, with tombstones hiding messages. Ordinal lists
 // are point reads (lazy, O(1) indexes each); DID selections read only the clusters of that
-// DID's groups; everything else scans the segments that can match, in order.
+// DID's groups; everything else scans the segments that can match, in order. Also the last
+// seq of a source (cvl-cat --last-seq): the journal, then segments from the newest backwards.
 #include "internal/cvl/journal.h"
 #include "internal/cvl/reader.h"
 

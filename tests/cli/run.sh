@@ -613,7 +613,7 @@ run "$frame_cat" --type commit,identity,account,sync,mark --did "$did" --to json
 expect "frame-cat --type …,mark --did: the DID's messages and every marker" "$(lines "$tmp/out"):$(grep -c '"mark":' "$tmp/out")" \
     "$((ndid + 5)):5"
 run "$frame_cat" --to json "$mk/mixed.frames"
-expect "frame-cat --to json: a marker line shows its kind and keys" "$(sed -n 2p "$tmp/out")" \
+expect "frame-cat --to json: a marker line shows its kind and keys" "$(sed -n 52p "$tmp/out")" \
     '{"src":"pds.example","mark":{"to":45,"from":40,"kind":"gap"},"recv":1783173600000002}'
 cp "$tmp/out" "$mk/mixed.jsonl"
 run "$frame_cat" --from json "$mk/mixed.jsonl"
