@@ -1,8 +1,11 @@
 // The WebSocket client (sovereign/net/ws_client.h) against a server written here on plain
 // sockets, so each test controls every byte: fragmentation, oversized messages, pings left
 // unanswered, TCP drops without a close frame, non-101 answers. Also Backoff and OutputQueue.
+#include "sovereign/cbor.h"
+#include "sovereign/frame_stream.h"
 #include "sovereign/net/backoff.h"
 #include "sovereign/net/output_queue.h"
+#include "sovereign/net/tap_engine.h"
 #include "sovereign/net/ws_client.h"
 
 #include <catch2/catch.hpp>
@@ -609,4 +612,147 @@ TEST_CASE("output queue: a closed reader (EPIPE) is reported, later pushes disca
     CHECK_FALSE(q.push(ByteView(b.data(), b.size())));
     q.close();
     ::close(fds[1]);
+}
+
+// ---- The taps' engine over real connections -------------------------------------------
+
+namespace {
+
+std::vector<std::uint8_t> event(std::int64_t seq) {
+    std::vector<std::uint8_t> out;
+    cbor::Writer w(out);
+    w.map(2);
+    w.text("t"), w.text("#commit");
+    w.text("op"), w.integer(1);
+    w.map(1);
+    w.text("seq"), w.integer(seq);
+    return out;
+}
+
+// Reads a frame stream written by the engine: (kind, seq or gap bounds) per record.
+struct Rec {
+    std::string kind;  // "msg" or the marker kind
+    std::int64_t a = -1, b = -1;
+};
+std::vector<Rec> read_records(const std::vector<std::uint8_t>& bytes) {
+    std::vector<Rec> out;
+    std::size_t off = 0;
+    while (off < bytes.size()) {
+        std::uint64_t n = 0;
+        int shift = 0;
+        while (bytes[off] & 0x80) n |= std::uint64_t(bytes[off++] & 0x7f) << shift, shift += 7;
+        n |= std::uint64_t(bytes[off++]) << shift;
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_envelope(ByteView(bytes.data() + off, n), env));
+        Rec r;
+        if (env.is_marker()) {
+            frames::Marker m;
+            REQUIRE_FALSE(frames::parse_marker(env, m));
+            r.kind = m.kind;
+            if (m.kind == "gap") r.a = *m.from, r.b = *m.to;
+            if (m.kind == "connect") r.a = m.cursor.value_or(-1);
+        } else {
+            r.kind = "msg";
+            r.a = *peek_stream_message(env.wire).seq;
+        }
+        out.push_back(r);
+        off += n;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("tap engine: replays deduped, gaps marked, markers around each connection, cursor written", "[net][tap]") {
+    std::atomic<int> conn{0};
+    std::mutex pmu;
+    std::vector<std::string> paths;
+    Server srv([&](Peer& p) {
+        REQUIRE(p.handshake());
+        {
+            std::lock_guard l(pmu);
+            paths.push_back(p.request.substr(4, p.request.find(' ', 4) - 4));
+        }
+        const int c = conn++;
+        std::vector<std::int64_t> seqs;
+        if (c == 0) seqs = {1, 2, 3, 4, 5};
+        if (c == 1) seqs = {3, 4, 5, 6, 7, 8};   // replays from before the cursor
+        if (c == 2) seqs = {12, 13};             // events 9..11 are gone
+        if (c == 3) seqs = {14, 13};             // not increasing: the tap drops the connection
+        for (auto s : seqs) p.send_message(event(s));
+        if (c < 3) {
+            p.send_close(1000, "next");
+            int op;
+            std::vector<std::uint8_t> pl;
+            p.read_frame(op, pl, 10s);
+        } else {
+            int op;
+            std::vector<std::uint8_t> pl;
+            while (p.read_frame(op, pl, 10s)) {}
+        }
+    });
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    std::vector<std::uint8_t> got;
+    std::thread reader([&] {
+        std::uint8_t buf[65536];
+        ssize_t n;
+        while ((n = ::read(fds[0], buf, sizeof buf)) > 0) got.insert(got.end(), buf, buf + n);
+    });
+    std::unique_ptr<TapEngine> engine;
+    OutputQueue out(fds[1], {}, OutputQueue::Callbacks{
+        [&](std::uint32_t s, std::int64_t seq) { engine->on_written(s, seq); }, [&] { engine->resume(); }, nullptr});
+    TapEngineOptions eo;
+    eo.backoff = BackoffPolicy{50, 100, 60000};
+    eo.max_messages = 11;  // 1..5, 6..8, 12, 13, 14
+    std::atomic<int> done{-1};
+    engine = std::make_unique<TapEngine>(std::vector<TapSource>{TapSource{srv.endpoint(), "test-pds", std::nullopt}}, eo, out,
+                                         TapEngineCallbacks{nullptr, [&](Errc e) { done = int(e); }});
+    Errc code;
+    std::string err;
+    auto loop = WsLoop::start(*engine, WsOptions{}, code, err);
+    REQUIRE(loop);
+    loop->post([&] { engine->start(*loop); });
+    for (int i = 0; i < 600 && done < 0; ++i) std::this_thread::sleep_for(50ms);
+    REQUIRE(done == 0);
+    // Give the 4th connection's drop a moment to be reported before stopping.
+    std::this_thread::sleep_for(300ms);
+    loop->post([&] { engine->stop(); });
+    loop->stop();
+    out.close();
+    ::close(fds[1]);
+    reader.join();
+    ::close(fds[0]);
+    CHECK(engine->written_cursor(0) == 14);
+    CHECK(engine->counters().duplicates >= 3);
+    CHECK(engine->counters().gaps == 1);
+    auto recs = read_records(got);
+    std::vector<std::int64_t> msgs;
+    for (const auto& r : recs)
+        if (r.kind == "msg") msgs.push_back(r.a);
+    CHECK(msgs == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14});
+    // The marker sequence: connect(live), 5 msgs, disconnect, connect(5), 3 msgs, disconnect,
+    // connect(8), gap 9..11, 12, 13, disconnect, connect(13), 14, …
+    std::string seen;
+    for (const auto& r : recs) seen += r.kind + (r.kind == "msg" ? std::to_string(r.a) : "") + " ";
+    INFO(seen);
+    REQUIRE(recs.size() >= 20);
+    CHECK(recs.back().kind == "disconnect");
+    CHECK(recs[0].kind == "connect");
+    CHECK(recs[0].a == -1);
+    CHECK(recs[6].kind == "disconnect");
+    CHECK(recs[7].kind == "connect");
+    CHECK(recs[7].a == 5);
+    CHECK(recs[11].kind == "disconnect");
+    CHECK(recs[12].kind == "connect");
+    CHECK(recs[12].a == 8);
+    CHECK(recs[13].kind == "gap");
+    CHECK(recs[13].a == 9);
+    CHECK(recs[13].b == 11);
+    std::lock_guard l(pmu);
+    REQUIRE(paths.size() >= 4);
+    CHECK(paths[0] == "/xrpc/com.atproto.sync.subscribeRepos");
+    CHECK(paths[1] == "/xrpc/com.atproto.sync.subscribeRepos?cursor=5");
+    CHECK(paths[2] == "/xrpc/com.atproto.sync.subscribeRepos?cursor=8");
+    CHECK(paths[3] == "/xrpc/com.atproto.sync.subscribeRepos?cursor=13");
 }

@@ -340,6 +340,7 @@ int WsLoop::Impl::callback(lws* wsi, lws_callback_reasons reason, void* /*user*/
                 cl.why = *c->pending;
                 cl.reason = c->pending_reason;
             } else {
+                while (!cl.reason.empty() && (cl.reason.back() == ' ' || cl.reason.back() == '\0')) cl.reason.pop_back();
                 cl.reason = "cannot connect to " + c->address + " port " + std::to_string(c->endpoint.port) + ": " +
                             cl.reason;
             }
@@ -445,6 +446,8 @@ void WsLoop::Impl::finish() {
             WsClose cl;
             cl.why = WsEnd::stopped;
             cl.reason = "stopped";
+            cl.was_open = c->state == State::open;
+            cl.open_us = c->open_us;
             c->state = State::ended;  // end() would re-enter finish(): report directly
             --live;
             events.on_close(c->id, cl);

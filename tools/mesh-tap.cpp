@@ -1,0 +1,411 @@
+// mesh-tap — a direct connection to every PDS, merged into one frame stream in arrival order,
+// with per-host cursors and markers (docs/design.md §2, §8).
+//   mesh-tap --hosts pds.txt --state state/ | cbor-verify … | cvl-pack -o arch/
+// Hosts come from a file, a relay's listHosts, the PDS endpoints in a DID cache, or their
+// union. The engine (connections, cursors, markers, host states) is lib/net's TapEngine; this
+// file gathers the host list, loads and saves the per-host cursors, and reports.
+#include "cli.h"
+
+#include "sovereign/did_cache.h"
+#include "sovereign/file.h"
+#include "sovereign/frame_stream.h"
+#include "sovereign/net/endpoint.h"
+#include "sovereign/net/http_client.h"
+#include "sovereign/net/http_server.h"
+#include "sovereign/net/output_queue.h"
+#include "sovereign/net/tap_engine.h"
+#include "sovereign/net/ws_client.h"
+
+#include <nlohmann/json.hpp>
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+
+namespace {
+
+using namespace sov;
+using namespace sov::net;
+
+std::atomic<bool> g_stop{false};
+constexpr const char* kCursorFile = "cursors";
+
+struct HostList {
+    std::vector<TapSource> sources;
+    std::set<std::string> seen;  // normalised URLs
+    std::uint64_t rejected = 0;
+
+    // Adds `text` (a URL or bare host) with an optional label; false when it is not a host.
+    bool add(const std::string& text, const std::string& label, const std::string& where) {
+        EndpointError e;
+        auto ep = parse_endpoint(text, true, e);
+        if (!ep) {
+            cli::diag(where, "'" + text + "': not a host (" + std::string(to_string(e)) + "); skipped");
+            ++rejected;
+            return false;
+        }
+        ep->websocket = true;
+        if (ep->path.find_first_of("?#") != std::string::npos || ep->path.find("/xrpc/") != std::string::npos) {
+            cli::diag(where, "'" + text + "': give the host without /xrpc/… or a query; skipped");
+            ++rejected;
+            return false;
+        }
+        while (!ep->path.empty() && ep->path.back() == '/') ep->path.pop_back();
+        if (!seen.insert(ep->url()).second) return true;  // the union: once each
+        std::string src = label.empty() ? default_label(*ep) : label;
+        if (src.size() > frames::kMaxSrc) {
+            cli::diag(where, "'" + text + "': label over 253 bytes; skipped");
+            ++rejected;
+            return false;
+        }
+        sources.push_back(TapSource{*ep, std::move(src), std::nullopt});
+        return true;
+    }
+};
+
+// --hosts FILE: one host per line, "URL [LABEL]"; '#' starts a comment.
+int read_hosts_file(const std::string& path, HostList& hosts) {
+    std::vector<std::uint8_t> bytes;
+    std::string err;
+    if (Errc e = file::read_file(path, bytes, err); e != Errc::ok) return cli::fail(e, err);
+    std::istringstream in(std::string(bytes.begin(), bytes.end()));
+    std::string line;
+    std::size_t lineno = 0;
+    while (std::getline(in, line)) {
+        ++lineno;
+        if (auto h = line.find('#'); h != std::string::npos) line.resize(h);
+        std::istringstream ls(line);
+        std::string url, label, extra;
+        if (!(ls >> url)) continue;
+        ls >> label;
+        if (ls >> extra) {
+            cli::diag(path + ":" + std::to_string(lineno), "more than URL and label on the line; skipped");
+            ++hosts.rejected;
+            continue;
+        }
+        hosts.add(url, label, path + ":" + std::to_string(lineno));
+    }
+    return 0;
+}
+
+// --list-hosts RELAY: com.atproto.sync.listHosts, every page.
+int list_hosts(const std::string& relay, HostList& hosts) {
+    EndpointError ee;
+    auto ep = parse_endpoint(relay, true, ee);
+    if (!ep) {
+        cli::diag(relay, std::string("not a relay URL: ") + std::string(to_string(ee)));
+        return cli::kUsage;
+    }
+    std::string base = (ep->tls ? "https://" : "http://") + ep->host;
+    if (ep->port != (ep->tls ? 443 : 80)) base += ":" + std::to_string(ep->port);
+    std::string prefix = ep->path;
+    while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+    HttpClient http;
+    std::string cursor;
+    std::uint64_t pages = 0, listed = 0;
+    for (;;) {
+        std::string url = base + prefix + "/xrpc/com.atproto.sync.listHosts?limit=1000";
+        if (!cursor.empty()) url += "&cursor=" + cursor;
+        HttpResult r;
+        std::string err;
+        if (Errc e = http.get(url, r, err); e != Errc::ok) return cli::fail(e, "--list-hosts: " + err);
+        nlohmann::json j = nlohmann::json::parse(r.body, nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains("hosts") || !j["hosts"].is_array())
+            return cli::fail(Errc::net_protocol, "--list-hosts: " + url + ": not a listHosts answer (no hosts array)");
+        ++pages;
+        for (const auto& h : j["hosts"]) {
+            if (!h.is_object() || !h.contains("hostname") || !h["hostname"].is_string()) continue;
+            const std::string status = h.contains("status") && h["status"].is_string() ? h["status"].get<std::string>() : "";
+            if (status == "banned" || status == "throttled_permanently") continue;
+            ++listed;
+            hosts.add(h["hostname"].get<std::string>(), "", "--list-hosts");
+        }
+        if (!j.contains("cursor") || !j["cursor"].is_string() || j["hosts"].empty()) break;
+        const std::string next = j["cursor"].get<std::string>();
+        if (next.empty() || next == cursor) break;
+        cursor = next;
+    }
+    cli::diag("--list-hosts", cli::count(listed, "host") + " in " + cli::count(pages, "page") + " from " + relay);
+    return 0;
+}
+
+// --cache DIR: the PDS endpoints of the DID cache (plc-sync's mirror).
+int cache_hosts(const std::string& dir, HostList& hosts) {
+    didcache::Reader r;
+    std::string err;
+    if (Errc e = didcache::Reader::open(dir + "/" + std::string(didcache::kFileName), r, err); e != Errc::ok)
+        return cli::fail(e, err);
+    std::set<std::string> pdses;
+    if (Errc e = r.for_each([&](const didcache::Record& rec) {
+            if (!rec.pds.empty() && !rec.tombstoned) pdses.insert(rec.pds);
+        }, err); e != Errc::ok)
+        return cli::fail(e, err);
+    for (const std::string& p : pdses) hosts.add(p, "", "--cache");
+    cli::diag("--cache", cli::count(pdses.size(), "PDS endpoint") + " in " + dir);
+    return 0;
+}
+
+// DIR/cursors: "LABEL SEQ" lines.
+int load_cursors(const std::string& dir, std::map<std::string, std::int64_t>& out) {
+    std::vector<std::uint8_t> bytes;
+    std::string err;
+    const std::string path = dir + "/" + kCursorFile;
+    Errc e = file::read_file(path, bytes, err);
+    if (e == Errc::io_not_found) return 0;
+    if (e != Errc::ok) return cli::fail(e, err);
+    std::istringstream in(std::string(bytes.begin(), bytes.end()));
+    std::string line;
+    std::size_t lineno = 0;
+    while (std::getline(in, line)) {
+        ++lineno;
+        if (line.empty()) continue;
+        const auto sp = line.rfind(' ');
+        std::int64_t v = -1;
+        if (sp != std::string::npos) std::from_chars(line.data() + sp + 1, line.data() + line.size(), v);
+        if (sp == std::string::npos || v < 0) {
+            cli::diag(path + ":" + std::to_string(lineno), "not a 'LABEL SEQ' line");
+            return cli::kDataRejected;
+        }
+        out[line.substr(0, sp)] = v;
+    }
+    return 0;
+}
+
+int save_cursors(const std::string& dir, const TapEngine& e, std::string& last) {
+    std::string s;
+    for (std::size_t i = 0; i < e.source_count(); ++i)
+        if (const std::int64_t c = e.written_cursor(i); c >= 0) s += e.source(i).src + " " + std::to_string(c) + "\n";
+    if (s == last) return 0;
+    std::string err;
+    if (Errc ec = file::atomic_replace(dir + "/" + kCursorFile, ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size()), err);
+        ec != Errc::ok)
+        return cli::fail(ec, err);
+    last = std::move(s);
+    return 0;
+}
+
+std::string metrics_text(const TapEngine& e, const OutputQueue& q) {
+    std::string s;
+    auto metric = [&](const char* name, const char* type, const char* help) {
+        s += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    };
+    const auto& n = e.counters();
+    auto one = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
+        metric(name, type, help);
+        s += std::string(name) + " " + std::to_string(v) + "\n";
+    };
+    one("mesh_tap_messages_total", "counter", "Messages written to stdout.", n.messages);
+    one("mesh_tap_bytes_total", "counter", "Wire bytes of the messages written.", n.bytes);
+    one("mesh_tap_duplicates_total", "counter", "Replayed messages at or below a host's cursor, dropped.", n.duplicates);
+    one("mesh_tap_gaps_total", "counter", "Gap markers written.", n.gaps);
+    one("mesh_tap_connects_total", "counter", "Connections established.", n.connects);
+    one("mesh_tap_reconnects_total", "counter", "Reconnects scheduled.", n.reconnects);
+    one("mesh_tap_queue_bytes", "gauge", "Bytes waiting for stdout.", q.queued_bytes());
+    metric("mesh_tap_hosts", "gauge", "Hosts in each state.");
+    const auto st = e.state_counts();
+    for (std::size_t i = 0; i < kSourceStates; ++i)
+        s += "mesh_tap_hosts{state=\"" + std::string(to_string(SourceState(i))) + "\"} " + std::to_string(st[i]) + "\n";
+    return s;
+}
+
+std::string states_line(const TapEngine& e) {
+    const auto st = e.state_counts();
+    std::string s;
+    for (std::size_t i = 0; i < kSourceStates; ++i) {
+        if (!s.empty()) s += ", ";
+        s += std::to_string(st[i]) + " " + std::string(to_string(SourceState(i)));
+    }
+    return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    cli::init("mesh-tap");
+    cxxopts::Options opts("mesh-tap", "mesh-tap (--hosts FILE | --list-hosts RELAY | --cache DIR)... --state DIR [options] > FILE.frames");
+    opts.add_options()
+        ("hosts", "hosts to follow, one per line: URL or host, optionally a label after it", cxxopts::value<std::vector<std::string>>())
+        ("list-hosts", "the hosts a relay lists (com.atproto.sync.listHosts, every page)", cxxopts::value<std::vector<std::string>>())
+        ("cache", "the PDS endpoints in a DID cache (a plc-sync mirror directory)", cxxopts::value<std::vector<std::string>>())
+        ("state", "directory of per-host cursors (created when absent)", cxxopts::value<std::string>())
+        ("max-messages", "stop after writing this many messages", cxxopts::value<std::uint64_t>())
+        ("metrics", "serve Prometheus metrics on ADDR (127.0.0.1:PORT)", cxxopts::value<std::string>())
+        ("ca", "PEM file of certificate authorities for wss:// (default: the system's)", cxxopts::value<std::string>())
+        ("ping-interval", "seconds between our pings (pong deadline: twice this)", cxxopts::value<double>()->default_value("30"))
+        ("offline-after", "failed attempts in a row before a host is offline (retried hourly)",
+         cxxopts::value<std::uint32_t>()->default_value("10"))
+        ("max-connecting", "connection attempts in flight at once", cxxopts::value<std::uint32_t>()->default_value("512"))
+        ("force", "write frames to a terminal")
+        ("q,quiet", "no progress line");
+    auto args = cli::parse(opts, argc, argv);
+    if (!args.count("hosts") && !args.count("list-hosts") && !args.count("cache")) {
+        cli::diag("no hosts: give --hosts FILE, --list-hosts RELAY or --cache DIR (or several); see --help");
+        return cli::kUsage;
+    }
+    if (!args.count("state")) {
+        cli::diag("--state DIR is required (per-host cursors live there)");
+        return cli::kUsage;
+    }
+    const double ping_s = args["ping-interval"].as<double>();
+    if (!(ping_s >= 0.05 && ping_s <= 3600)) {
+        cli::diag("--ping-interval must be between 0.05 and 3600 seconds");
+        return cli::kUsage;
+    }
+    if (cli::refuse_terminal(STDOUT_FILENO, args.count("force") > 0)) return cli::kUsage;
+
+    HostList hosts;
+    if (args.count("hosts"))
+        for (const auto& f : args["hosts"].as<std::vector<std::string>>())
+            if (int s = read_hosts_file(f, hosts)) return s;
+    if (args.count("list-hosts"))
+        for (const auto& r : args["list-hosts"].as<std::vector<std::string>>())
+            if (int s = list_hosts(r, hosts)) return s;
+    if (args.count("cache"))
+        for (const auto& d : args["cache"].as<std::vector<std::string>>())
+            if (int s = cache_hosts(d, hosts)) return s;
+    if (hosts.sources.empty()) {
+        cli::diag("no hosts to follow");
+        return cli::kUsage;
+    }
+    // Labels must tell hosts apart: the cursors are kept by label.
+    {
+        std::set<std::string> labels;
+        for (const auto& s : hosts.sources)
+            if (!labels.insert(s.src).second) {
+                cli::diag("two hosts share the label '" + s.src + "'");
+                return cli::kUsage;
+            }
+    }
+
+    const std::string state = args["state"].as<std::string>();
+    if (::mkdir(state.c_str(), 0755) != 0 && errno != EEXIST)
+        return cli::fail(from_errno(errno), state + ": " + std::strerror(errno));
+    std::map<std::string, std::int64_t> cursors;
+    if (int s = load_cursors(state, cursors)) return s;
+    for (auto& s : hosts.sources)
+        if (auto it = cursors.find(s.src); it != cursors.end()) s.cursor = it->second;
+
+    // One descriptor per connection: raise the soft limit to the hard one.
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < hosts.sources.size() + 64)
+        cli::diag("the open-file limit (" + std::to_string(rl.rlim_cur) + ") is below the " +
+                  std::to_string(hosts.sources.size()) + " hosts: some connections will fail (raise ulimit -n)");
+
+    cli::install_stop_handler(g_stop);
+    std::atomic<int> out_errno{0};
+    std::atomic<int> done_code{-1};
+    std::mutex mu;
+    std::condition_variable cv;
+    auto wake = [&] {
+        std::lock_guard lock(mu);
+        cv.notify_all();
+    };
+    std::unique_ptr<TapEngine> engine;
+    OutputQueue out(STDOUT_FILENO, {},
+                    OutputQueue::Callbacks{
+                        [&](std::uint32_t source, std::int64_t seq) { engine->on_written(source, seq); },
+                        [&] { engine->resume(); },
+                        [&](int err) {
+                            out_errno = err;
+                            g_stop = true;
+                            wake();
+                        }});
+    TapEngineOptions eo;
+    if (args.count("max-messages")) eo.max_messages = args["max-messages"].as<std::uint64_t>();
+    eo.offline_after = std::max<std::uint32_t>(1, args["offline-after"].as<std::uint32_t>());
+    eo.max_connecting = std::max<std::uint32_t>(1, args["max-connecting"].as<std::uint32_t>());
+    eo.skip_relays = true;
+    eo.future_cursor_fatal = false;
+    const std::size_t host_count = hosts.sources.size();
+    engine = std::make_unique<TapEngine>(std::move(hosts.sources), eo, out,
+                                         TapEngineCallbacks{
+                                             [](const std::string& s, const std::string& text) { cli::diag(s, text); },
+                                             [&](Errc e) {
+                                                 done_code = int(e);
+                                                 g_stop = true;
+                                                 wake();
+                                             }});
+    WsOptions wo;
+    wo.ping_interval_ms = std::uint32_t(ping_s * 1000);
+    wo.pong_deadline_ms = 2 * wo.ping_interval_ms;
+    if (args.count("ca")) wo.ca_file = args["ca"].as<std::string>();
+    Errc code;
+    std::string err;
+    auto loop = WsLoop::start(*engine, wo, code, err);
+    if (!loop) return cli::fail(code, err);
+
+    std::unique_ptr<HttpServer> metrics;
+    if (args.count("metrics")) {
+        metrics = HttpServer::start(args["metrics"].as<std::string>(), [&](const HttpRequest& r) {
+            HttpResponse a;
+            if (r.path != "/metrics") {
+                a.status = 404;
+                a.body = "not found\n";
+                a.content_type = "text/plain";
+                return a;
+            }
+            a.content_type = "text/plain; version=0.0.4";
+            a.body = metrics_text(*engine, out);
+            return a;
+        }, code, err);
+        if (!metrics) {
+            loop->stop();
+            return cli::fail(code, "--metrics: " + err);
+        }
+    }
+    cli::diag(cli::count(host_count, "host") + " to follow" +
+              (cursors.empty() ? std::string() : ", " + cli::count(cursors.size(), "cursor") + " from " + state));
+
+    loop->post([&] { engine->start(*loop); });
+    cli::Progress progress(args.count("quiet") > 0);
+    std::string last_saved;
+    int status = cli::kOk;
+    std::int64_t last_save_us = 0;
+    while (!g_stop) {
+        {
+            std::unique_lock lock(mu);
+            cv.wait_for(lock, std::chrono::milliseconds(250));
+        }
+        progress.update(engine->counters().messages, engine->counters().bytes);
+        const std::int64_t now = cli::now_micros();
+        if (now - last_save_us >= 1'000'000) {
+            last_save_us = now;
+            if (int s = save_cursors(state, *engine, last_saved); s != 0) {
+                status = s;
+                break;
+            }
+        }
+    }
+    const std::string states = states_line(*engine);
+    loop->post([&] { engine->stop(); });
+    loop->stop();
+    out.close();
+    if (metrics) metrics->stop();
+    progress.finish();
+    if (int s = save_cursors(state, *engine, last_saved); s != 0 && status == cli::kOk) status = s;
+    if (done_code > 0 && status == cli::kOk) status = cli::status(Errc(done_code.load()));
+    if (out_errno != 0 && out_errno != EPIPE && status == cli::kOk)
+        status = cli::fail(from_errno(out_errno), std::string("stdout: ") + std::strerror(out_errno));
+    const auto& n = engine->counters();
+    cli::diag(cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " +
+              cli::count(host_count, "host") + " (" + states + " at the end); " +
+              cli::count(n.connects, "connection") + ", " + cli::count(n.gaps, "gap") + ", " +
+              cli::count(n.duplicates, "duplicate") + " skipped" + cli::stop_note());
+    return cli::stop_status(status);
+}
