@@ -328,7 +328,7 @@ bool has_scheme(std::string_view url) {
 }
 
 // A did:key as crypto::parse_did_key reads it, without its on-curve check: the point is checked
-// once, by PreparedKey::reset, instead of decompressed twice (the errors are the same codes).
+// once, by crypto::parse_public_key in the memo below (the errors are the same codes).
 Errc decode_did_key(std::string_view did_key, crypto::PublicKey& out) {
     if (!did_key.starts_with("did:key:z")) return Errc::key_bad_multibase;
     std::vector<std::uint8_t> b;
@@ -343,30 +343,30 @@ Errc decode_did_key(std::string_view did_key, crypto::PublicKey& out) {
     return Errc::ok;
 }
 
-// Rotation keys prepared for verifying, per thread, by did:key text: check_limits prepares the
-// op's keys and verify_signature, in the same Log::apply, tries the same keys (a genesis: its
-// own; an update that keeps its rotation keys: prev's), so each key is decoded and its point
-// decompressed once per op instead of three times. Direct-mapped; a miss only costs the work.
-// The memo is a cache of a pure function (text -> key or error): results are unchanged.
+// Rotation keys decoded and checked to be points of their curve, per thread, by did:key text:
+// check_limits checks the op's keys and verify_signature, in the same Log::apply, compares
+// against the same keys (a genesis: its own; an update that keeps its rotation keys: prev's),
+// so each key is decoded and its point decompressed once per op instead of twice.
+// Direct-mapped; a miss only costs the work. The memo is a cache of a pure function (text ->
+// key or error): results are unchanged.
 struct KeyMemo {
     struct Slot {
         std::string did_key;
         Errc status = Errc::bad_argument;
-        crypto::PreparedKey key;
+        crypto::PublicKey key;
         bool filled = false;
     };
     static constexpr std::size_t kSlots = 64;
     std::array<Slot, kSlots> slots;
 
-    /// The prepared key of `did_key` (status ok) or the error parse_did_key gives for it.
+    /// The key of `did_key` (status ok: a point of its curve) or the error parse_did_key gives for it.
     Slot& get(std::string_view did_key) {
         Slot& s = slots[std::hash<std::string_view>{}(did_key) % kSlots];
         if (s.filled && s.did_key == did_key) return s;
         s.filled = true;
         s.did_key.assign(did_key);
-        crypto::PublicKey k;
-        s.status = decode_did_key(did_key, k);
-        if (s.status == Errc::ok && s.key.reset(k) != Errc::ok) s.status = Errc::key_bad_point;
+        s.status = decode_did_key(did_key, s.key);
+        if (s.status == Errc::ok && !crypto::parse_public_key(s.key.curve, s.key.compressed)) s.status = Errc::key_bad_point;
         return s;
     }
 };
@@ -515,24 +515,34 @@ Errc check_limits(const Operation& op, const Limits& l, Problem& why) {
     return Errc::ok;
 }
 
+// One public-key recovery per curve among the keys (crypto::recover: the set of keys the
+// signature verifies under), then the first key in priority order that is in that set: the
+// same signer, and the same errors, as verifying with each key in turn. In particular s over
+// n/2 is sig_high_s at the first parseable key whose curve's n/2 it exceeds (the two curves'
+// n/2 differ), keys before it being compared as a verify would have tried them.
 Errc verify_signature(const Operation& op, const std::vector<std::string>& keys, std::size_t& signer) {
     std::vector<std::uint8_t> sig;
     if (Errc e = multibase::base64url_decode(op.sig, sig); e != Errc::ok) return e;
     if (sig.size() != 64) return Errc::sig_bad_length;
     const auto digest = crypto::sha256(encode(op, false));
-    Errc last = Errc::sig_invalid;
+    crypto::Recovered recovered[2];  // [0] k256, [1] p256
+    Errc status[2] = {Errc::bad_argument, Errc::bad_argument};
+    bool done[2] = {false, false};
     for (std::size_t i = 0; i < keys.size(); ++i) {
-        auto& k = key_memo().get(keys[i]);
+        const auto& k = key_memo().get(keys[i]);
         if (k.status != Errc::ok) continue;
-        const Errc e = k.key.verify(digest.data(), sig);
-        if (e == Errc::ok) {
+        const int c = k.key.curve == crypto::Curve::p256;
+        if (!done[c]) {
+            status[c] = crypto::recover(k.key.curve, digest.data(), sig, recovered[c]);
+            done[c] = true;
+        }
+        if (status[c] == Errc::sig_high_s) return Errc::sig_high_s;  // the same for every key of this curve
+        if (status[c] == Errc::ok && recovered[c].contains(k.key)) {
             signer = i;
             return Errc::ok;
         }
-        if (e == Errc::sig_high_s) return e;  // the same for every key: s is over n/2
-        last = Errc::sig_invalid;
     }
-    return last;
+    return Errc::sig_invalid;
 }
 
 bool is_der_signature(std::string_view sig) {
