@@ -17,6 +17,10 @@
 // A PublicKey itself is only curve + compressed point (what the DID cache stores); the
 // decompressed forms live in PreparedKey.
 //
+// recover() returns the set of keys a signature verifies under (ECDSA public-key recovery,
+// both y parities of the nonce point; the reasoning is above its code): the PLC validator
+// compares rotation keys with that set instead of verifying with each key in turn.
+//
 // High-S is checked on the raw s bytes before any library call on both curves, so the caller
 // gets sig_high_s (a malleated signature) rather than sig_invalid. libsecp256k1 would reject
 // high-S anyway; OpenSSL would accept it.
