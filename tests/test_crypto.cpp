@@ -833,3 +833,37 @@ TEST_CASE("recover: one parity's key is the point at infinity (s·R = e·G), cra
         CHECK(done);
     }
 }
+
+TEST_CASE("recover from many threads at once, both curves", "[crypto][recover][threads]") {
+    // p256 recovery keeps its OpenSSL scratch numbers per thread; k256 shares libsecp256k1's
+    // read-only contexts. Every thread must get every signer back, and no foreign key.
+    struct Case {
+        Curve curve;
+        PublicKey key;
+        Digest digest;
+        std::array<std::uint8_t, 64> sig;
+    };
+    std::vector<Case> cases;
+    for (int i = 0; i < 12; ++i) {
+        const Curve c = i % 2 ? Curve::p256 : Curve::k256;
+        const PrivateKey priv = generate_from_seed(c, Digest{static_cast<std::uint8_t>(i), 0x5a});
+        const Digest d = digest_of("threads " + std::to_string(i));
+        cases.push_back({c, *public_key_of(priv), d, sign(priv, d.data())});
+    }
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            Recovered rec;
+            for (int round = 0; round < 10; ++round)
+                for (std::size_t i = 0; i < cases.size(); ++i) {
+                    const Case& c = cases[(i + static_cast<std::size_t>(t)) % cases.size()];
+                    if (recover(c.curve, c.digest.data(), c.sig, rec) != Errc::ok || !rec.contains(c.key)) ++failures;
+                    const Case& o = cases[(i + 2 + static_cast<std::size_t>(t)) % cases.size()];  // same curve
+                    if (recover(c.curve, o.digest.data(), o.sig, rec) != Errc::ok || rec.contains(c.key)) ++failures;
+                }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+}

@@ -116,7 +116,8 @@ struct Recovered {
 
 /// Recovers, for a 64-byte r‖s signature over a 32-byte digest on `curve`, every public key K
 /// with verify(K, digest, sig) == ok: for a low-S sig with r, s in [1, n-1], K verifies iff K is
-/// in `out` (one multi-scalar multiplication per candidate pair, about the cost of one verify).
+/// in `out`. Costs about 1.9 verifies on k256 (libsecp256k1's API gives one parity per
+/// recovery; the other takes a fixed-base multiplication) and 1.3 on p256.
 /// Errors (out.count = 0): sig_bad_length (not 64 bytes), sig_high_s (s > n/2), sig_invalid
 /// (r or s is 0 or >= n), bad_argument (unknown curve). ok with count 0: no key verifies it.
 /// Thread-safe (p256 keeps one OpenSSL BN_CTX per thread).
