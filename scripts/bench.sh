@@ -217,31 +217,46 @@ PY
   cat <<'EOF_NOTES'
 Reading it:
 
-- *Validation / raw* misses the 90% goal by construction, not by overhead: the rules try the
-  rotation keys of `prev` in priority order and take the first that verifies (the signer index
-  that a later nullification compares against), so an op signed by `rotationKeys[1]` costs a failed
-  verify by `rotationKeys[0]` first. The simulated accounts sign their genesis and updates with
-  their everyday key at index 1 (the recovery key at index 0 signs only nullifications), hence
-  about 2 verifies per accepted op. The fair limit is the column *every verify the rules
-  require*, the same (key, digest, signature) triples with pre-parsed keys; doing better needs one
-  ECDSA public-key recovery per op instead of a verify per key tried (not done: libsecp256k1's
-  recovery module and a P-256 equivalent through OpenSSL's EC_POINT API).
-- The rest of an op's time, from the step table: preparing each rotation key once (k256: one
-  point decompression; p256: OpenSSL building an EVP_PKEY, about two thirds of a p256 verify), the
-  op's DAG-CBOR three times (size check, CID, signed bytes) with two SHA-256, and the Log's
-  bookkeeping. Before this benchmark every key tried was decoded and decompressed three times per op
-  (`check_limits`, then `parse_did_key` and `PreparedKey::reset` per verify): a per-thread memo of
-  prepared keys now does it once (validation / rules went from about 55% to 72–75% on this
-  machine), and the mirror parses each signing key of a DID's history once instead of at every page
-  that touches the DID.
+- *Validation / raw* stays far from the 90% goal after the change to public-key recovery, for two
+  reasons. First, with the public API of the Debian libsecp256k1 (0.2) a k256 recovery of both
+  candidate keys costs about 1.9 verifies (step table): `secp256k1_ecdsa_recover` returns one y
+  parity's key per call (one variable-time double multiplication, a verify's worth of work), and
+  the other parity's key is T − Q with T = −(2e/r)·G, a constant-time fixed-base multiplication
+  (`secp256k1_ec_pubkey_create`, about 0.6 of a verify, the only fixed-base multiplication the
+  API offers) after r⁻¹ mod n; a second `secp256k1_ecdsa_recover` would cost more. On P-256
+  (OpenSSL's EC_POINT API: u2·R once, u1·G from OpenSSL's precomputed table, Q = u1·G ± u2·R) a
+  recovery is about 1.3 verifies: R's decompression (a square root) and two compressions come on
+  top of a verify's multiplications. Both parities are always needed on this mix: the simulated
+  accounts sign with the key at index 1 (the recovery key at index 0 signs only
+  nullifications), so either the first candidate is that key and the second must be compared
+  with index 0, or the first is neither. Hence the *raw key recovery* column, one recovery per
+  accepted op, is itself only about 60% of *raw*.
+- The validator therefore recovers only where that saves work, and stays exact either way
+  (comparing with the recovered keys and verifying give the same answer for every key, see
+  `crypto::recover`): p256 always (a recovery costs less than building OpenSSL's EVP_PKEY for a
+  key and verifying), k256 when two or more k256 keys are left to try; a lone k256 key is
+  verified directly. The header line counts what that makes on this directory. Against the
+  previous method, a verify per key tried (its column), the signature work is a few percent
+  lower, and p256 keys no longer cost an EVP_PKEY each (the per-thread memo of decoded keys now
+  holds points checked to be on their curve, not verify contexts). Doing much better needs both
+  parities from one variable-base multiplication u2·R plus a variable-time table multiplication
+  u1·G, about one verify: libsecp256k1 has them inside, not in its API.
+- Second, even at one verify per op the rest of an op's time bounds *validation / raw*:
+  `check_limits` (DAG-CBOR size, field checks, each rotation key decoded and checked on its curve:
+  a point decompression, 5 µs k256, about 20 µs p256 through OpenSSL), the op's DAG-CBOR three
+  times with two SHA-256, and the Log's bookkeeping: about 20 µs per line beside a 40 µs k256
+  verify. (The mirror also parses the signing keys of a DID's history, read back from `ops.bin`,
+  at every page that touches the DID: a per-string parse memo was measured but not kept, in
+  favour of the mirror's 56-byte in-memory op records.)
 - `parse_export_line` is not the bottleneck: at about 3 µs per 720-byte line it is under 3% of an
   op's validation. Its distance to memcpy is simdjson On-Demand plus strict field checks that build
   each field's path string and copy every string into the `Operation` (many small allocations
   per line); building the paths only on the error path would save part of it, for at most a
   percent or two of the sync: not done.
 - End to end, `perf record --call-graph dwarf` of a plc-sync run (20,000 accounts, taken while
-  writing this section, not in this run): `apply_op` (the validation) is about 60% of plc-sync's
-  CPU (signature verifies 46%, `check_limits` 13%, mostly preparing the op's rotation keys), the
+  writing an earlier version of this section, before key recovery, not in this run): `apply_op`
+  (the validation) was about 60% of plc-sync's CPU (signature verifies 46%, `check_limits` 13%,
+  mostly preparing the op's rotation keys), the
   DID cache's `Writer::put` and its msync about 14%, zstd of the export pages about 6%, the rest
   fsync, page faults, HTTP and parsing. The wall time also includes the adaptive rate's start
   (2 requests/s, rising) and the server's share of the cores.

@@ -10,9 +10,15 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/obj_mac.h>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -596,4 +602,268 @@ TEST_CASE("P-256 signing uses the deterministic nonce of RFC 6979", "[crypto][p2
     REQUIRE(pub.ok());
     CHECK(sov::crypto::verify(*pub, digest.data(), {sig.data(), sig.size()}) == sov::Errc::ok);
     CHECK(sov::crypto::sign(k, digest.data()) == sig);  // same input, same signature
+}
+
+// ---- Public-key recovery (crypto::recover). The crafted signatures below are built with
+// OpenSSL's EC_POINT arithmetic on both curves (OpenSSL knows secp256k1 too), independently of
+// crypto.cpp's recovery code: pick the nonce point R, then Q = r⁻¹(s·R − e·G) is a key the
+// signature verifies under, whatever R (SEC 1 v2 §4.1.6).
+namespace {
+
+struct Ossl {
+    EC_GROUP* g;
+    BN_CTX* ctx = BN_CTX_new();
+    explicit Ossl(Curve c) : g(EC_GROUP_new_by_curve_name(c == Curve::k256 ? NID_secp256k1 : NID_X9_62_prime256v1)) {}
+    Ossl(const Ossl&) = delete;
+    Ossl& operator=(const Ossl&) = delete;
+    ~Ossl() {
+        BN_CTX_free(ctx);
+        EC_GROUP_free(g);
+    }
+    const BIGNUM* n() const { return EC_GROUP_get0_order(g); }
+};
+
+using BnPtr = std::unique_ptr<BIGNUM, decltype(&BN_free)>;
+using PointPtr = std::unique_ptr<EC_POINT, decltype(&EC_POINT_free)>;
+BnPtr bn() { return BnPtr(BN_new(), &BN_free); }
+BnPtr bn(const std::uint8_t* b) { return BnPtr(BN_bin2bn(b, 32, nullptr), &BN_free); }
+PointPtr point(const Ossl& o) { return PointPtr(EC_POINT_new(o.g), &EC_POINT_free); }
+
+PublicKey key_of_point(const Ossl& o, Curve c, const EC_POINT* p) {
+    std::array<std::uint8_t, 33> b{};
+    REQUIRE(EC_POINT_point2oct(o.g, p, POINT_CONVERSION_COMPRESSED, b.data(), 33, o.ctx) == 33);
+    auto k = parse_public_key(c, b);
+    REQUIRE(k.ok());
+    return *k;
+}
+
+// Q = r⁻¹(s·R − e·G) for the point R given, with r = R.x mod n (nullopt when Q is infinity).
+std::optional<PublicKey> key_for(const Ossl& o, Curve c, const EC_POINT* R, const BIGNUM* s, const Digest& d,
+                                 std::array<std::uint8_t, 64>& sig) {
+    auto x = bn(), r = bn(), rinv = bn(), e = bn(d.data()), u1 = bn(), u2 = bn();
+    REQUIRE(EC_POINT_get_affine_coordinates(o.g, R, x.get(), nullptr, o.ctx) == 1);
+    REQUIRE(BN_nnmod(r.get(), x.get(), o.n(), o.ctx) == 1);
+    REQUIRE(BN_mod_inverse(rinv.get(), r.get(), o.n(), o.ctx));
+    REQUIRE(BN_nnmod(e.get(), e.get(), o.n(), o.ctx) == 1);
+    REQUIRE(BN_mod_mul(u1.get(), e.get(), rinv.get(), o.n(), o.ctx) == 1);
+    REQUIRE(BN_mod_sub(u1.get(), o.n(), u1.get(), o.n(), o.ctx) == 1);  // −e/r
+    REQUIRE(BN_mod_mul(u2.get(), s, rinv.get(), o.n(), o.ctx) == 1);    // s/r
+    auto q = point(o);
+    REQUIRE(EC_POINT_mul(o.g, q.get(), u1.get(), R, u2.get(), o.ctx) == 1);
+    REQUIRE(BN_bn2binpad(r.get(), sig.data(), 32) == 32);
+    REQUIRE(BN_bn2binpad(s, sig.data() + 32, 32) == 32);
+    if (EC_POINT_is_at_infinity(o.g, q.get())) return std::nullopt;
+    return key_of_point(o, c, q.get());
+}
+
+// Every candidate recover() gives verifies; returns them.
+Recovered recover_checked(Curve c, const Digest& d, const std::array<std::uint8_t, 64>& sig) {
+    Recovered rec;
+    REQUIRE(recover(c, d.data(), sig, rec) == Errc::ok);
+    for (std::size_t i = 0; i < rec.count; ++i) {
+        CHECK(rec.keys[i].curve == c);
+        CHECK(verify(rec.keys[i], d.data(), sig) == Errc::ok);
+        for (std::size_t j = 0; j < i; ++j) CHECK_FALSE(rec.keys[i] == rec.keys[j]);
+    }
+    return rec;
+}
+
+}  // namespace
+
+TEST_CASE("recover: the signing key is among the recovered keys, each of which verifies", "[crypto][recover]") {
+    std::mt19937 rng(7);
+    for (Curve curve : {Curve::k256, Curve::p256}) {
+        INFO(to_string(curve));
+        for (int k = 0; k < 5; ++k) {
+            const PrivateKey priv = generate(curve);
+            const auto pub = public_key_of(priv);
+            const auto other = public_key_of(generate(curve));
+            REQUIRE(pub.ok());
+            REQUIRE(other.ok());
+            for (int i = 0; i < 20; ++i) {
+                Digest d;
+                for (auto& b : d) b = static_cast<std::uint8_t>(rng());
+                if (i == 0) d.fill(0);     // e = 0: the parities' keys are each other's negation
+                if (i == 1) d.fill(0xFF);  // e >= n: reduced mod n, as verify does
+                const auto sig = sign(priv, d.data());
+                const Recovered rec = recover_checked(curve, d, sig);
+                CHECK(rec.count == 2);  // both parities of R; r + n < p has odds below 2^-127
+                CHECK(rec.contains(*pub));
+                CHECK_FALSE(rec.contains(*other));
+                // Another digest: the signer's key is not recovered (and does not verify).
+                Digest d2 = d;
+                d2[7] ^= 0x40;
+                Recovered rec2;
+                REQUIRE(recover(curve, d2.data(), sig, rec2) == Errc::ok);
+                CHECK_FALSE(rec2.contains(*pub));
+            }
+        }
+    }
+}
+
+TEST_CASE("recover: length, high-S and range rules as verify's", "[crypto][recover]") {
+    for (Curve curve : {Curve::k256, Curve::p256}) {
+        INFO(to_string(curve));
+        const PrivateKey priv = generate_from_seed(curve, digest_of("recover rules"));
+        const Digest d = digest_of("msg");
+        const auto sig = sign(priv, d.data());
+        Recovered rec;
+        rec.count = 3;  // reset by every call
+        CHECK(recover(curve, d.data(), ByteView(sig.data(), 63), rec) == Errc::sig_bad_length);
+        CHECK(rec.count == 0);
+        CHECK(recover(curve, d.data(), malleate(curve, sig), rec) == Errc::sig_high_s);
+        auto s_is_n = sig;
+        std::copy(order(curve).begin(), order(curve).end(), s_is_n.begin() + 32);
+        CHECK(recover(curve, d.data(), s_is_n, rec) == Errc::sig_high_s);
+        auto r0 = sig;
+        std::fill(r0.begin(), r0.begin() + 32, 0);
+        CHECK(recover(curve, d.data(), r0, rec) == Errc::sig_invalid);
+        auto s0 = sig;
+        std::fill(s0.begin() + 32, s0.end(), 0);
+        CHECK(recover(curve, d.data(), s0, rec) == Errc::sig_invalid);
+        auto rn = sig;
+        std::copy(order(curve).begin(), order(curve).end(), rn.begin());
+        CHECK(recover(curve, d.data(), rn, rec) == Errc::sig_invalid);
+        auto rff = sig;
+        std::fill(rff.begin(), rff.begin() + 32, 0xFF);
+        CHECK(recover(curve, d.data(), rff, rec) == Errc::sig_invalid);
+        CHECK(rec.count == 0);
+        // r that is no x-coordinate of the curve (nor is r + n): ok, and no key at all.
+        for (std::uint8_t x = 1; x < 40; ++x) {
+            std::array<std::uint8_t, 33> pt{};
+            pt[0] = 0x02;
+            pt[32] = x;
+            if (parse_public_key(curve, pt).ok()) continue;
+            auto off = sig;
+            std::fill(off.begin(), off.begin() + 32, 0);
+            off[31] = x;
+            Ossl o(curve);
+            auto xn = bn();
+            REQUIRE(BN_set_word(xn.get(), x) == 1);
+            REQUIRE(BN_add(xn.get(), xn.get(), o.n()) == 1);
+            std::array<std::uint8_t, 33> pt2{};
+            pt2[0] = 0x02;
+            REQUIRE(BN_bn2binpad(xn.get(), pt2.data() + 1, 32) == 32);
+            if (parse_public_key(curve, pt2).ok()) continue;  // r + n is one: not this case
+            CHECK(recover(curve, d.data(), off, rec) == Errc::ok);
+            CHECK(rec.count == 0);
+            break;
+        }
+    }
+    Recovered rec;
+    const Digest d = digest_of("msg");
+    std::array<std::uint8_t, 64> sig{};
+    sig[31] = 1;
+    sig[63] = 1;
+    CHECK(recover(static_cast<Curve>(9), d.data(), sig, rec) == Errc::bad_argument);
+}
+
+TEST_CASE("recover: R.x = r + n (recovery ids 2 and 3), crafted", "[crypto][recover]") {
+    // An honest signature has R.x >= n with odds below 2^-127, but anyone can make one: take R
+    // with x in [n, p), then r = x − n and the key Q = r⁻¹(s·R − e·G).
+    for (Curve curve : {Curve::k256, Curve::p256}) {
+        INFO(to_string(curve));
+        Ossl o(curve);
+        const Digest d = digest_of("r plus n");
+        auto x = bn(), s = bn();
+        REQUIRE(BN_set_word(s.get(), 12345) == 1);  // low-S
+        int found = 0;
+        for (unsigned j = 1; j < 64 && found < 3; ++j) {  // r = j (r = 0 is no signature)
+            REQUIRE(BN_set_word(x.get(), j) == 1);
+            REQUIRE(BN_add(x.get(), x.get(), o.n()) == 1);
+            auto R = point(o);
+            if (EC_POINT_set_compressed_coordinates(o.g, R.get(), x.get(), static_cast<int>(j & 1), o.ctx) != 1) {
+                ERR_clear_error();
+                continue;
+            }
+            ++found;
+            std::array<std::uint8_t, 64> sig{};
+            const auto q = key_for(o, curve, R.get(), s.get(), d, sig);
+            REQUIRE(q.has_value());
+            CHECK(verify(*q, d.data(), sig) == Errc::ok);  // the curve library agrees
+            const Recovered rec = recover_checked(curve, d, sig);
+            CHECK(rec.contains(*q));
+            // x = r may or may not be on the curve: 2 or 4 candidates.
+            std::array<std::uint8_t, 33> at_r{};
+            at_r[0] = 0x02;
+            std::copy(sig.begin(), sig.begin() + 32, at_r.begin() + 1);
+            CHECK(rec.count == (parse_public_key(curve, at_r).ok() ? 4u : 2u));
+        }
+        CHECK(found == 3);
+    }
+}
+
+TEST_CASE("recover: one parity's key is the point at infinity (s·R = e·G), crafted", "[crypto][recover]") {
+    // With R = k·G of even y and s = e/k: r⁻¹(s·R − e·G) is infinity, the other parity's key is
+    // −(2e/r)·G, and it verifies (its owner could sign this way on purpose).
+    for (Curve curve : {Curve::k256, Curve::p256}) {
+        INFO(to_string(curve));
+        Ossl o(curve);
+        const Digest d = digest_of("infinity");
+        auto k = bn(), e = bn(d.data()), s = bn(), kinv = bn();
+        REQUIRE(BN_nnmod(e.get(), e.get(), o.n(), o.ctx) == 1);
+        auto half = bn();
+        REQUIRE(BN_rshift1(half.get(), o.n()) == 1);
+        bool done = false;
+        for (unsigned j = 2; j < 200 && !done; ++j) {
+            REQUIRE(BN_set_word(k.get(), j) == 1);
+            auto R = point(o);
+            REQUIRE(EC_POINT_mul(o.g, R.get(), k.get(), nullptr, nullptr, o.ctx) == 1);
+            auto y = bn();
+            REQUIRE(EC_POINT_get_affine_coordinates(o.g, R.get(), nullptr, y.get(), o.ctx) == 1);
+            if (BN_is_odd(y.get())) continue;  // the recid-0 (even) point
+            REQUIRE(BN_mod_inverse(kinv.get(), k.get(), o.n(), o.ctx));
+            REQUIRE(BN_mod_mul(s.get(), e.get(), kinv.get(), o.n(), o.ctx) == 1);
+            if (BN_cmp(s.get(), half.get()) > 0) continue;  // keep low-S
+            std::array<std::uint8_t, 64> sig{};
+            CHECK_FALSE(key_for(o, curve, R.get(), s.get(), d, sig).has_value());  // infinity
+            auto minus_r = point(o);
+            REQUIRE(EC_POINT_copy(minus_r.get(), R.get()) == 1);
+            REQUIRE(EC_POINT_invert(o.g, minus_r.get(), o.ctx) == 1);
+            std::array<std::uint8_t, 64> sig2{};
+            const auto q = key_for(o, curve, minus_r.get(), s.get(), d, sig2);
+            REQUIRE(q.has_value());
+            REQUIRE(sig2 == sig);
+            CHECK(verify(*q, d.data(), sig) == Errc::ok);
+            const Recovered rec = recover_checked(curve, d, sig);
+            CHECK(rec.count == 1);
+            CHECK(rec.contains(*q));
+            done = true;
+        }
+        CHECK(done);
+    }
+}
+
+TEST_CASE("recover from many threads at once, both curves", "[crypto][recover][threads]") {
+    // p256 recovery keeps its OpenSSL scratch numbers per thread; k256 shares libsecp256k1's
+    // read-only contexts. Every thread must get every signer back, and no foreign key.
+    struct Case {
+        Curve curve;
+        PublicKey key;
+        Digest digest;
+        std::array<std::uint8_t, 64> sig;
+    };
+    std::vector<Case> cases;
+    for (int i = 0; i < 12; ++i) {
+        const Curve c = i % 2 ? Curve::p256 : Curve::k256;
+        const PrivateKey priv = generate_from_seed(c, Digest{static_cast<std::uint8_t>(i), 0x5a});
+        const Digest d = digest_of("threads " + std::to_string(i));
+        cases.push_back({c, *public_key_of(priv), d, sign(priv, d.data())});
+    }
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            Recovered rec;
+            for (int round = 0; round < 10; ++round)
+                for (std::size_t i = 0; i < cases.size(); ++i) {
+                    const Case& c = cases[(i + static_cast<std::size_t>(t)) % cases.size()];
+                    if (recover(c.curve, c.digest.data(), c.sig, rec) != Errc::ok || !rec.contains(c.key)) ++failures;
+                    const Case& o = cases[(i + 2 + static_cast<std::size_t>(t)) % cases.size()];  // same curve
+                    if (recover(c.curve, o.digest.data(), o.sig, rec) != Errc::ok || rec.contains(c.key)) ++failures;
+                }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
 }

@@ -584,3 +584,130 @@ TEST_CASE("plc: audit logs that are not arrays of entries are rejected with an o
     CHECK(why.reason.find("[0]") != std::string::npos);
     CHECK(parse_audit_log("[", out, why) == Errc::json_parse);
 }
+
+// ------------------------------------------------------------------ signer by key recovery
+
+TEST_CASE("plc: the signer is the first rotation key the signature verifies under, any curve mix", "[plc][recover]") {
+    // verify_signature recovers the keys a signature verifies under (one recovery per curve
+    // present) and takes the first rotation key among them: the index must be the one trying
+    // each key in turn would give.
+    Fixture f;  // genesis signed by rot1 (p256); rot0, sig0 and sig1 are k256
+    const std::string r0 = did_key(f.rot0), r1 = did_key(f.rot1), s0 = did_key(f.sig0), s1 = did_key(f.sig1);
+    const std::string p256_other = did_key(key(crypto::Curve::p256, 9));
+    std::size_t signer = 99;
+    auto check = [&](const std::vector<std::string>& keys, const Operation& op, Errc want, std::size_t want_signer) {
+        signer = 99;
+        CHECK(verify_signature(op, keys, signer) == want);
+        if (want == Errc::ok) CHECK(signer == want_signer);
+    };
+    check({r0, r1}, f.genesis, Errc::ok, 1);
+    check({r1, r0}, f.genesis, Errc::ok, 0);
+    check({r1, r1}, f.genesis, Errc::ok, 0);
+    check({r0, s0, p256_other, r1, r1}, f.genesis, Errc::ok, 3);
+    check({r0, s0, s1, p256_other}, f.genesis, Errc::sig_invalid, 0);
+    check({}, f.genesis, Errc::sig_invalid, 0);
+    // A k256 signer behind p256 keys.
+    Operation g = f.genesis;
+    sign(g, f.sig0);
+    check({r1, p256_other, r0, s0}, g, Errc::ok, 3);
+    check({s0, r1}, g, Errc::ok, 0);
+    check({r1, r0, s1}, g, Errc::sig_invalid, 0);
+}
+
+TEST_CASE("plc: a signature valid for key B presented for a log whose keys are A is rejected", "[plc][recover]") {
+    // Recovery yields keys the signature verifies under; none of them is a rotation key of
+    // the log, so the op is rejected with the reason verifying would give.
+    Fixture f;
+    Problem why;
+    const crypto::PrivateKey b = key(crypto::Curve::k256, 40), bp = key(crypto::Curve::p256, 41);
+    for (const crypto::PrivateKey* by : {&b, &bp}) {
+        INFO(crypto::to_string(by->curve));
+        // Genesis: the sig is B's, the rotation keys A's.
+        Operation g = make_op(f.rotation, did_key(f.sig0), std::nullopt);
+        sign(g, *by);
+        std::size_t signer = 0;
+        CHECK(verify_signature(g, {did_key(*by)}, signer) == Errc::ok);  // a good signature, by B
+        Log lg(did_of_genesis(g));
+        CHECK(lg.apply(line_of(lg.did(), g, 0), why) == Errc::sig_invalid);
+        CHECK(why.reason == "genesis sig: " + std::string(sov::to_string(Errc::sig_invalid)) + " (by its own rotationKeys)");
+        CHECK(lg.entries().empty());
+        // Update: prev's rotation keys are A's.
+        Log log(f.did);
+        REQUIRE(log.apply(line_of(f.did, f.genesis, 0), why) == Errc::ok);
+        const std::string prev = op_cid(f.genesis);
+        Operation u = f.update(prev, *by, did_key(f.sig1));
+        CHECK(log.apply(line_of(f.did, u, 10), why) == Errc::sig_invalid);
+        CHECK(why.reason == "sig: " + std::string(sov::to_string(Errc::sig_invalid)) + " (by the rotationKeys of " + prev + ")");
+        CHECK(log.entries().size() == 1);
+        // An update that names B as a rotation key does not help: prev's keys decide.
+        u = make_op({did_key(*by)}, did_key(f.sig1), prev);
+        sign(u, *by);
+        CHECK(log.apply(line_of(f.did, u, 20), why) == Errc::sig_invalid);
+    }
+}
+
+TEST_CASE("plc: one signature valid under two rotation keys: the lower index signs", "[plc][recover]") {
+    // Every ECDSA signature verifies under two keys (one per y parity of its nonce point); the
+    // second is a valid point anyone can compute. A log listing both takes the first.
+    Fixture f;
+    for (const crypto::PrivateKey& by : {f.rot0, f.rot1}) {
+        INFO(crypto::to_string(by.curve));
+        Operation g = make_op(f.rotation, did_key(f.sig0), std::nullopt);
+        sign(g, by);
+        const auto digest = crypto::sha256(encode(g, false));
+        std::vector<std::uint8_t> sig;
+        REQUIRE(sov::multibase::base64url_decode(g.sig, sig) == Errc::ok);
+        crypto::Recovered rec;
+        REQUIRE(crypto::recover(by.curve, digest.data(), sig, rec) == Errc::ok);
+        REQUIRE(rec.count == 2);
+        const auto mine = crypto::public_key_of(by);
+        REQUIRE(mine.ok());
+        const crypto::PublicKey twin = rec.keys[0] == *mine ? rec.keys[1] : rec.keys[0];
+        REQUIRE_FALSE(twin == *mine);
+        REQUIRE(crypto::verify(twin, digest.data(), sig) == Errc::ok);  // the curve library agrees
+        const std::string a = did_key(by), t = crypto::to_did_key(twin), other = did_key(f.sig1);
+        std::size_t signer = 99;
+        CHECK(verify_signature(g, {t, a}, signer) == Errc::ok);
+        CHECK(signer == 0);
+        CHECK(verify_signature(g, {a, t}, signer) == Errc::ok);
+        CHECK(signer == 0);
+        CHECK(verify_signature(g, {other, t, a}, signer) == Errc::ok);
+        CHECK(signer == 1);
+    }
+}
+
+TEST_CASE("plc: high-S is judged at the first key whose curve's n/2 the s exceeds, as before", "[plc][recover]") {
+    // P-256's n/2 is below secp256k1's: an s between them is high for a p256 key and low for a
+    // k256 one. Verifying key by key returned sig_high_s at the first p256 key and let a k256
+    // key before it verify; recovery must keep that order. The signature is crafted: take r of a
+    // real k256 signature and such an s; the keys it verifies under are the recovered ones.
+    Fixture f;
+    Operation g = make_op(f.rotation, did_key(f.sig0), std::nullopt);
+    sign(g, f.rot0);
+    std::vector<std::uint8_t> sig;
+    REQUIRE(sov::multibase::base64url_decode(g.sig, sig) == Errc::ok);
+    // s = 0x7fffffff 80000001 00…: over P-256's n/2 (7fffffff 80000000 7fffffff …), under secp256k1's.
+    std::fill(sig.begin() + 32, sig.end(), 0);
+    sig[32] = 0x7f, sig[33] = 0xff, sig[34] = 0xff, sig[35] = 0xff, sig[36] = 0x80, sig[39] = 0x01;
+    g.sig.clear();
+    sov::multibase::base64url_encode(sig, g.sig);
+    const auto digest = crypto::sha256(encode(g, false));
+    crypto::Recovered rec;
+    REQUIRE(crypto::recover(crypto::Curve::k256, digest.data(), sig, rec) == Errc::ok);
+    REQUIRE(rec.count == 2);
+    REQUIRE(crypto::verify(rec.keys[0], digest.data(), sig) == Errc::ok);
+    Errc p256_verdict = Errc::ok;
+    {
+        auto p = crypto::parse_did_key(did_key(f.rot1));
+        REQUIRE(p.ok());
+        p256_verdict = crypto::verify(*p, digest.data(), sig);
+    }
+    REQUIRE(p256_verdict == Errc::sig_high_s);
+    const std::string k = crypto::to_did_key(rec.keys[0]), p256 = did_key(f.rot1), k_other = did_key(f.sig1);
+    std::size_t signer = 99;
+    CHECK(verify_signature(g, {k, p256}, signer) == Errc::ok);
+    CHECK(signer == 0);
+    CHECK(verify_signature(g, {p256, k}, signer) == Errc::sig_high_s);
+    CHECK(verify_signature(g, {k_other, p256, k}, signer) == Errc::sig_high_s);
+    CHECK(verify_signature(g, {k_other}, signer) == Errc::sig_invalid);
+}

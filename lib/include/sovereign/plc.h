@@ -7,7 +7,8 @@
 //    unknown, duplicate or mistyped fields are plc_malformed, named with their byte offset.
 //  - encode / op_cid / did_of_genesis / verify_signature: the op's DAG-CBOR (canonical key
 //    order, through cbor::Writer), its CID, the genesis → did:plc derivation, and ECDSA
-//    verification by a rotation key (strict base64url, 64-byte r‖s, low-S).
+//    verification by a rotation key (strict base64url, 64-byte r‖s, low-S; by public-key
+//    recovery, so the cost does not grow with the number of keys tried).
 //  - Log: the state machine of one DID; apply() takes its ops in createdAt order and checks
 //    CID, prev chain, signer, nullification, tombstones and limits.
 // Nothing here throws across the API; errors are an Errc plus a Problem (offset + reason).
@@ -96,8 +97,9 @@ struct Problem {
 /// crypto::parse_did_key; `why` names the field.
 Errc check_limits(const Operation& op, const Limits& limits, Problem& why);
 
-/// Verifies `op.sig` over sha256(encode(op, false)) against `keys` (did:key strings, tried in
-/// order). Returns ok and sets `signer` to the index of the first key that verifies; else
+/// Verifies `op.sig` over sha256(encode(op, false)) against `keys` (did:key strings, in
+/// priority order). Returns ok and sets `signer` to the index of the first key that verifies
+/// (found with at most one crypto::recover per curve, then comparing points); else
 /// base_bad_char / base_bad_padding / truncated (sig not strict unpadded base64url: §7
 /// "Signature"), sig_bad_length (not 64 bytes, e.g. DER), sig_high_s (s > n/2), sig_invalid
 /// (no key verifies; unparseable keys are skipped).
