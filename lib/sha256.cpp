@@ -184,31 +184,20 @@ void sha256_many(std::span<const ByteView> in, std::array<std::uint8_t, 32>* out
     std::size_t i = 0;
 #ifdef SOV_SHA_NI
     if (has_sha_ni()) {
-        // Lanes run as many blocks as their longest message, so messages go to lanes in order
-        // of length (a CAR slice mixes 4-block records, 8-block nodes, a 3-block commit): up
-        // to kSorted at a time, the rest in input order.
         constexpr int kLanes = 4;
-        constexpr std::size_t kSorted = 64;
         Lane lanes[kLanes];
         std::uint8_t d[kLanes][32];
-        std::uint16_t order[kSorted];
-        for (std::size_t base = 0; base < in.size(); base += kSorted) {
-            const std::size_t n = std::min(kSorted, in.size() - base);
-            for (std::size_t j = 0; j < n; ++j) order[j] = std::uint16_t(j);
-            if (n > kLanes)
-                std::sort(order, order + n, [&](std::uint16_t a, std::uint16_t b) {
-                    return in[base + a].size() < in[base + b].size();
-                });
-            for (i = 0; i < n; i += kLanes) {
-                const std::size_t m = std::min<std::size_t>(kLanes, n - i);
-                for (std::size_t j = 0; j < m; ++j) lanes[j].set(in[base + order[i + j]]);
-                if (m == 4) hash_lanes<4>(lanes, d);
-                else if (m == 3) hash_lanes<3>(lanes, d);
-                else if (m == 2) hash_lanes<2>(lanes, d);
-                else hash_lanes<1>(lanes, d);
-                for (std::size_t j = 0; j < m; ++j) std::memcpy(out[base + order[i + j]].data(), d[j], 32);
-            }
+        for (; i + kLanes <= in.size(); i += kLanes) {
+            for (int j = 0; j < kLanes; ++j) lanes[j].set(in[i + std::size_t(j)]);
+            hash_lanes<kLanes>(lanes, d);
+            for (int j = 0; j < kLanes; ++j) std::memcpy(out[i + std::size_t(j)].data(), d[j], 32);
         }
+        const std::size_t left = in.size() - i;
+        for (std::size_t j = 0; j < left; ++j) lanes[j].set(in[i + j]);
+        if (left == 3) hash_lanes<3>(lanes, d);
+        else if (left == 2) hash_lanes<2>(lanes, d);
+        else if (left == 1) hash_lanes<1>(lanes, d);
+        for (std::size_t j = 0; j < left; ++j) std::memcpy(out[i + j].data(), d[j], 32);
         return;
     }
 #endif
