@@ -6,7 +6,7 @@
 //      round in CPU time (so a busy machine slows every column alike): the raw signature rate
 //      (libsecp256k1 / OpenSSL on pre-parsed keys, the same digests and signatures), the
 //      unskippable ceiling (that signature + SHA-256 of every CAR block + SHA-256 of every MST
-//      node the inversion re-encodes, hashed four at a time as crypto::sha256_many does), the Engine as cbor-verify runs it (1 thread), and the
+//      node the inversion re-encodes), the Engine as cbor-verify runs it (1 thread), and the
 //      cbor-verify process itself on a frames file (CPU time of the child, whole and minus the
 //      same process on an empty file). Medians over the rounds.
 // Usage: bench_core CORPUS_DIR [--seconds S] [--rounds N] [--cbor-verify PATH]. Prints markdown.
@@ -107,7 +107,6 @@ struct CommitWork {
     std::array<std::uint8_t, 64> sig;
     std::vector<sov::ByteView> blocks;  // views into the input's wires
     std::vector<std::vector<std::uint8_t>> path_nodes;
-    std::vector<sov::ByteView> path_views;  // views of path_nodes
 };
 
 struct Input {
@@ -166,7 +165,6 @@ void prepare(Input& in, const sov::verify::KeySource& keys) {
         }
         sov::cid::Cid root;
         t.root_cid(root, [&](sov::ByteView, sov::ByteView block) { w.path_nodes.emplace_back(block.begin(), block.end()); });
-        for (const auto& b : w.path_nodes) w.path_views.emplace_back(b.data(), b.size());
         in.p256 += w.key.curve == sov::crypto::Curve::p256;
         in.work.push_back(std::move(w));
     }
@@ -200,7 +198,6 @@ Row measure(Input& in, const sov::verify::KeySource& keys, int rounds, int reps,
     const double n = double(in.work.size());
     // One engine throughout, as in a long-running cbor-verify: its prepared-key caches stay warm.
     sov::verify::Engine e(keys, 1, false, 1u << 20);
-    std::vector<std::array<std::uint8_t, 32>> digests;
     for (int round = 0; round < rounds + 1; ++round) {  // round 0 warms up
         double t0 = thread_cpu();
         std::size_t ok = 0;
@@ -211,13 +208,8 @@ Row measure(Input& in, const sov::verify::KeySource& keys, int rounds, int reps,
         for (int k = 0; k < reps; ++k)
             for (auto& w : in.work) {
                 ok += signature_ok(w);
-                // Hashed as the fastest way the library has (four at a time with SHA-NI), the
-                // path nodes too although the Engine must re-encode them one by one.
-                digests.resize(std::max(w.blocks.size(), w.path_views.size()));
-                sov::crypto::sha256_many(w.blocks, digests.data());
-                g_sink = g_sink + digests[0][0];
-                sov::crypto::sha256_many(w.path_views, digests.data());
-                g_sink = g_sink + digests[0][0];
+                for (auto b : w.blocks) g_sink = g_sink + sov::crypto::sha256(b)[0];
+                for (auto& b : w.path_nodes) g_sink = g_sink + sov::crypto::sha256(b)[0];
             }
         double t_ceiling = thread_cpu() - t0;
         t0 = thread_cpu();

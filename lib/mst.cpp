@@ -64,9 +64,8 @@ namespace sov::mst {
 
 // ---- keys ----------------------------------------------------------------------------------
 
-namespace {
-// Leading zero bits of a key's SHA-256, halved.
-int height_of_digest(const std::array<std::uint8_t, 32>& d) noexcept {
+int key_height(std::string_view key) noexcept {
+    const auto d = crypto::sha256(as_bytes(key));
     int zeros = 0;
     for (std::uint8_t b : d) {
         if (b == 0) {
@@ -78,9 +77,6 @@ int height_of_digest(const std::array<std::uint8_t, 32>& d) noexcept {
     }
     return zeros / 2;
 }
-}  // namespace
-
-int key_height(std::string_view key) noexcept { return height_of_digest(crypto::sha256(as_bytes(key))); }
 
 std::size_t common_prefix_len(std::string_view a, std::string_view b) noexcept {
     const std::size_t n = std::min(a.size(), b.size());
@@ -535,20 +531,14 @@ Errc Tree::load(std::int32_t idx) {
     } else {
         const std::string_view k0 = pool_[first].key;
         const std::string_view kn = pool_[first + count - 1].key;
-        // Every key's height, hashed up to 16 keys at a time (crypto::sha256_many interleaves
-        // them; one SHA-256 per key of every loaded node is the inversion's largest cost
-        // after the signature). The root's layer is its first key's.
-        constexpr std::uint32_t kGroup = 16;
-        ByteView keys[kGroup];
-        std::array<std::uint8_t, 32> digests[kGroup];
-        for (std::uint32_t i = 0; i < count; i += kGroup) {
-            const std::uint32_t m = std::min(kGroup, count - i);
-            for (std::uint32_t j = 0; j < m; ++j) keys[j] = as_bytes(pool_[first + i + j].key);
-            crypto::sha256_many({keys, m}, digests);
-            if (h < 0) h = height_of_digest(digests[0]);
-            for (std::uint32_t j = 0; j < m; ++j)
-                if (height_of_digest(digests[j]) != h)
-                    return fail_node(idx, kErrBadTree, "key height does not match its layer");
+        std::uint32_t checked = 0;
+        if (h < 0) {
+            h = key_height(k0);  // the root's layer is its first key's
+            checked = 1;
+        }
+        for (std::uint32_t i = checked; i < count; ++i) {
+            if (key_height(pool_[first + i].key) != h)
+                return fail_node(idx, kErrBadTree, "key height does not match its layer");
         }
         if ((!n->lo.empty() && k0 <= n->lo) || (!n->hi.empty() && kn >= n->hi))
             return fail_node(idx, kErrBadTree, "key outside the range its parent gives it");

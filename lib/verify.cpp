@@ -254,26 +254,12 @@ Outcome Verifier::load_car(ByteView car_bytes, ByteView commit, ByteView& commit
     commit_cid = commit.empty() ? r.root() : commit;
     if (!cid::equal(r.root(), commit_cid)) return bad(Verdict::bad_car, "roots[0] is not the commit CID");
     blocks_.clear();
-    // Every section first, then every block hashed four at a time (crypto::sha256_many), then
-    // checked in order: the same verdict as checking each as it is read (the first block that
-    // does not hash to its CID, else the CAR's framing error, if any).
-    sections_.clear();
-    section_blocks_.clear();
     car::Section s;
     while (r.next(s)) {
-        sections_.push_back(s);
-        section_blocks_.push_back(s.block);
-    }
-    digests_.resize(sections_.size());
-    crypto::sha256_many(section_blocks_, digests_.data());
-    for (std::size_t i = 0; i < sections_.size(); ++i) {
-        const car::Section& sec = sections_[i];
-        cid::Info info;
-        if (cid::parse(sec.cid, info) != Errc::ok || info.hash_code != cid::kHashSha256 || info.digest.size() != 32 ||
-            std::memcmp(info.digest.data(), digests_[i].data(), 32) != 0)
-            return bad(Verdict::bad_cid, "block " + cid::to_string(sec.cid) + " at blocks offset " +
-                                             std::to_string(sec.offset) + " does not hash to its CID");
-        blocks_.add(sec.cid, sec.block);
+        if (!car::verify_section(s))
+            return bad(Verdict::bad_cid, "block " + cid::to_string(s.cid) + " at blocks offset " + std::to_string(s.offset) +
+                                             " does not hash to its CID");
+        blocks_.add(s.cid, s.block);
     }
     if (r.error()) return bad(Verdict::bad_car, "blocks offset " + std::to_string(r.error().offset) + ": " +
                                                      std::string(to_string(r.error().errc)));

@@ -17,8 +17,6 @@
 #include <vector>
 
 #include "sovereign/crypto.h"
-
-#include <openssl/evp.h>
 #include "sovereign/multibase.h"
 
 using namespace sov::crypto;
@@ -106,42 +104,6 @@ TEST_CASE("sha256 FIPS 180-2 vectors", "[crypto][sha256]") {
           "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
     const std::string million(1000000, 'a');
     CHECK(to_hex(digest_of(million)) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-}
-
-TEST_CASE("sha256 and sha256_many equal OpenSSL's EVP SHA-256 at every length and alignment", "[crypto][sha256]") {
-    // The SHA-NI path (lib/sha256.cpp) pads and splits messages itself: every tail length
-    // (0–63 bytes, one or two padding blocks), block boundaries, odd alignments, and batches
-    // whose lanes differ in block count.
-    auto reference = [](sov::ByteView d) {
-        Digest out{};
-        unsigned len = 0;
-        REQUIRE(EVP_Digest(d.data(), d.size(), out.data(), &len, EVP_sha256(), nullptr) == 1);
-        return out;
-    };
-    std::mt19937 rng(20261127);
-    std::vector<std::uint8_t> buf(4096 + 16);
-    for (auto& b : buf) b = std::uint8_t(rng());
-    int single_bad = 0;
-    for (std::size_t len = 0; len <= 300; ++len)
-        for (std::size_t off = 0; off < 4; ++off) {
-            const sov::ByteView d(buf.data() + off, len);
-            single_bad += sha256(d) != reference(d);
-        }
-    CHECK(single_bad == 0);
-    int many_bad = 0;
-    for (int round = 0; round < 400; ++round) {
-        const std::size_t n = 1 + rng() % 11;  // whole groups of four and every remainder
-        std::vector<sov::ByteView> in;
-        for (std::size_t i = 0; i < n; ++i) {
-            const std::size_t len = round % 3 == 0 ? rng() % 4096 : rng() % 130;
-            in.emplace_back(buf.data() + rng() % 16, len);
-        }
-        std::vector<Digest> out(n);
-        sov::crypto::sha256_many(in, out.data());
-        for (std::size_t i = 0; i < n; ++i) many_bad += out[i] != reference(in[i]);
-    }
-    CHECK(many_bad == 0);
-    sov::crypto::sha256_many({}, nullptr);  // nothing to hash: no write
 }
 
 TEST_CASE("interop signature fixtures", "[crypto][corpus]") {

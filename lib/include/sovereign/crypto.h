@@ -13,7 +13,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <span>
 #include <string>
 #include <string_view>
 
@@ -21,14 +20,8 @@
 
 namespace sov::crypto {
 
-/// SHA-256 of `data` (FIPS 180-4); 32-byte digest. SHA-NI instructions where the CPU has
-/// them, else OpenSSL (lib/sha256.cpp).
+/// SHA-256 of `data` (FIPS 180-4), via OpenSSL; 32-byte digest.
 std::array<std::uint8_t, 32> sha256(ByteView data) noexcept;
-
-/// SHA-256 of each of `in` into out[0 .. in.size()): the same digests as sha256() one by one,
-/// computed four messages at a time where the CPU has SHA-NI (≈ 2–3× the throughput on short
-/// messages such as MST keys and CAR blocks). `out` must have room for in.size() digests.
-void sha256_many(std::span<const ByteView> in, std::array<std::uint8_t, 32>* out) noexcept;
 
 /// The two atproto curves; values are stable (used in on-disk caches).
 enum class Curve : std::uint8_t { k256 = 1, p256 = 2 };

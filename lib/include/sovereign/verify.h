@@ -170,10 +170,6 @@ private:
     std::string proof_detail_;
     msg::Message msg_;
     car::BlockMap blocks_;
-    // load_car's scratch, kept to reuse its capacity: the sections, their blocks, their digests.
-    std::vector<car::Section> sections_;
-    std::vector<ByteView> section_blocks_;
-    std::vector<std::array<std::uint8_t, 32>> digests_;
 };
 
 }  // namespace sov::verify
