@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <mutex>
 #include <cstring>
 #include <iostream>
 #include <algorithm>
@@ -23,6 +24,9 @@ namespace {
 std::atomic<bool>* g_stop_flag = nullptr;
 volatile std::sig_atomic_t g_stop_signal = 0;
 Progress* g_progress = nullptr;  // the active progress line, cleared by diag
+// diag() may be called from any thread (the taps report from their event loop while the main
+// thread draws progress): one lock keeps lines whole and the progress state consistent.
+std::mutex g_stderr_mu;
 extern "C" void on_stop_signal(int sig) {
     if (g_stop_signal == 0) g_stop_signal = sig;
     if (g_stop_flag) g_stop_flag->store(true);
@@ -102,13 +106,15 @@ void init(std::string_view tool) {
 const std::string& tool() { return g_tool; }
 
 void diag(std::string_view context, std::string_view message) {
-    if (g_progress) g_progress->clear();
+    std::lock_guard lock(g_stderr_mu);
+    if (g_progress) g_progress->clear_unlocked();
     std::string line = g_tool + ": " + std::string(context) + ": " + std::string(message) + "\n";
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
 void diag(std::string_view message) {
-    if (g_progress) g_progress->clear();
+    std::lock_guard lock(g_stderr_mu);
+    if (g_progress) g_progress->clear_unlocked();
     std::string line = g_tool + ": " + std::string(message) + "\n";
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
@@ -184,6 +190,7 @@ Progress::~Progress() {
 
 void Progress::update(std::uint64_t frames, std::uint64_t bytes) {
     if (!tty_) return;
+    std::lock_guard lock(g_stderr_mu);
     std::int64_t now = now_micros();
     if (now - last_us_ < 250000) return;
     last_us_ = now;
@@ -203,6 +210,11 @@ void Progress::update(std::uint64_t frames, std::uint64_t bytes) {
 }
 
 void Progress::clear() {
+    std::lock_guard lock(g_stderr_mu);
+    clear_unlocked();
+}
+
+void Progress::clear_unlocked() {
     if (shown_) std::fputs("\r\033[K", stderr);
     shown_ = false;
 }

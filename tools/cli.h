@@ -90,7 +90,8 @@ cxxopts::ParseResult parse(cxxopts::Options& opts, int argc, char** argv);
 /// An error in the first record adds a format hint (format_hint_of(), or a generic one for stdin).
 int framing_error(const sov::frames::Reader& r);
 
-/// Progress line on stderr, rate-limited to ~4 updates/s. Drawn only when not `quiet`,
+/// Progress line on stderr, rate-limited to ~4 updates/s. diag() may run on any thread while it
+/// is drawn (one lock orders their writes). Drawn only when not `quiet`,
 /// stderr is a TTY and stdout is not that same terminal. With `total_bytes` known (> 0,
 /// see input_size) it shows % and ETA. Any cli::diag clears the line first (it is redrawn
 /// at the next update). At most one Progress is active at a time.
@@ -106,6 +107,8 @@ public:
     void finish();
     /// Clears the line now if it is drawn (used by diag).
     void clear();
+    /// The same, for a caller that holds the stderr lock (diag).
+    void clear_unlocked();
 
 private:
     bool tty_;

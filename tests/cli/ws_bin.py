@@ -182,3 +182,22 @@ def split_by_src(path):
         i += n
         out.setdefault(env["src"], bytearray()).extend(data[start:i])
     return out
+
+
+def start_sim(mesh_sim, tmp, name, *args):
+    """Starts `mesh-sim serve --no-corpus --listen 127.0.0.1:0 ARGS` (stderr in TMP/NAME.err)
+    and waits for its "serving" line; returns (process, port)."""
+    import subprocess
+    err = open(os.path.join(tmp, name + ".err"), "w+")
+    p = subprocess.Popen([mesh_sim, "serve", "--no-corpus", "--listen", "127.0.0.1:0"] + list(args),
+                         stdout=subprocess.DEVNULL, stderr=err)
+    for _ in range(6000):
+        err.seek(0)
+        for line in err.read().splitlines():
+            if line.startswith("mesh-sim: serving") and "http://127.0.0.1:" in line:
+                return p, int(line.split("http://127.0.0.1:")[1].split()[0].split("/")[0].rstrip(")"))
+        if p.poll() is not None:
+            break
+        time.sleep(0.1)
+    err.seek(0)
+    raise SystemExit("mesh-sim did not start: " + err.read())
