@@ -30,6 +30,7 @@
 #include <optional>
 #include <new>
 #include <thread>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace {
@@ -105,6 +106,27 @@ sov::net::HttpResponse json_answer(int status, const nlohmann::json& body) {
 
 sov::net::HttpResponse xrpc_error(int status, std::string_view error, std::string_view message) {
     return json_answer(status, {{"error", error}, {"message", message}});
+}
+
+// The HTTP (non-WebSocket) XRPC answers of the simulated PDSes and relay.
+sov::net::HttpResponse answer_xrpc(const sov::sim::Network& net, const sov::net::HttpRequest& r) {
+    Route rt = route(net, r);
+    if (!rt.ok()) return xrpc_error(404, "NotFound", "no such host or path: " + r.path);
+    if (rt.method == "com.atproto.sync.subscribeRepos")
+        return xrpc_error(426, "InvalidRequest", "subscribeRepos needs a WebSocket upgrade");
+    std::size_t limit = 500;
+    if (const std::string* l = r.param("limit")) {
+        auto v = parse_u64(l);
+        if (!v || *v < 1 || *v > 1000) return xrpc_error(400, "InvalidRequest", "limit must be in 1..1000");
+        limit = std::size_t(*v);
+    }
+    const std::string* cursor = r.param("cursor");
+    if (rt.pds && rt.method == "com.atproto.server.describeServer") return json_answer(200, net.describe_server(*rt.pds));
+    if (rt.pds && rt.method == "com.atproto.sync.listRepos")
+        return json_answer(200, net.list_repos(*rt.pds, cursor ? *cursor : "", limit));
+    if (rt.relay && rt.method == "com.atproto.sync.listHosts")
+        return json_answer(200, net.list_hosts(cursor ? *cursor : "", limit));
+    return xrpc_error(501, "MethodNotImplemented", "method not implemented: " + rt.method);
 }
 
 // `mesh-sim serve --pdses N [--relay]`.
@@ -278,24 +300,8 @@ int run_net(const cxxopts::ParseResult& args) {
     docs = nlohmann::json();
 
     auto handler = [&net](const sov::net::HttpRequest& r) {
-        Route rt = route(net, r);
-        if (!rt.ok()) return xrpc_error(404, "NotFound", "no such host or path: " + r.path);
-        if (rt.method == "com.atproto.sync.subscribeRepos")
-            return xrpc_error(426, "InvalidRequest", "subscribeRepos needs a WebSocket upgrade");
-        std::size_t limit = 500;
-        if (const std::string* l = r.param("limit")) {
-            auto v = parse_u64(l);
-            if (!v || *v < 1 || *v > 1000) return xrpc_error(400, "InvalidRequest", "limit must be in 1..1000");
-            limit = std::size_t(*v);
-        }
-        const std::string* cursor = r.param("cursor");
-        if (rt.pds && rt.method == "com.atproto.server.describeServer") return json_answer(200, net.describe_server(*rt.pds));
-        if (rt.pds && rt.method == "com.atproto.sync.listRepos")
-            return json_answer(200, net.list_repos(*rt.pds, cursor ? *cursor : "", limit));
-        if (rt.relay && rt.method == "com.atproto.sync.listHosts")
-            return json_answer(200, net.list_hosts(cursor ? *cursor : "", limit));
-        auto h = xrpc_error(501, "MethodNotImplemented", "method not implemented: " + rt.method);
-        if (rt.relay) h.headers.emplace_back("Server", "mesh-sim atproto-relay");
+        sov::net::HttpResponse h = answer_xrpc(net, r);
+        h.headers.emplace_back("Server", route(net, r).relay ? "mesh-sim atproto-relay" : "mesh-sim pds");
         return h;
     };
     auto stream = [&net](const sov::net::HttpRequest& r) {
@@ -318,6 +324,8 @@ int run_net(const cxxopts::ParseResult& args) {
         auto sub = net.subscribe(rt.pds, cursor);
         w.binary = true;
         w.topic = rt.pds ? std::uint32_t(*rt.pds) : net.relay_topic();
+        // What indigo answers, by which a tap tells a relay from a PDS (docs/design.md §8).
+        w.headers.emplace_back("Server", rt.relay ? "mesh-sim atproto-relay" : "mesh-sim pds");
         w.step = [&net, sub](bool can_send) {
             sov::sim::SubStep s = net.step(*sub, can_send);
             sov::net::WsStep out;
@@ -331,6 +339,11 @@ int run_net(const cxxopts::ParseResult& args) {
         };
         return w;
     };
+    // One socket per subscriber: as many as the hard limit allows (a 20,000-host mesh).
+    if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
     sov::Errc code;
     std::string err;
     auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream);

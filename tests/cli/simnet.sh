@@ -170,6 +170,12 @@ for src, data in parts.items():
         verdicts = set(re.findall(r"([a-z-]+) [0-9,]+[,)]", summary.split("(", 1)[1]))
         assert verdicts <= {"ok", "ok-gap", "inactive"}, summary' "$cbor_verify"
 
+check "the relay says atproto-relay in its upgrade answer, a PDS does not" '
+r = ws_bin.Stream(port, "/relay/xrpc/com.atproto.sync.subscribeRepos")
+p = ws_bin.Stream(port, "/pds/0/xrpc/com.atproto.sync.subscribeRepos")
+assert r.status == 101 and "atproto-relay" in r.headers.get("server", ""), r.headers
+assert p.status == 101 and "atproto-relay" not in p.headers.get("server", ""), p.headers'
+
 check "listHosts pages through the hosts that emitted; listRepos, describeServer" "$truth"'
 import json, urllib.request
 def get(path):
@@ -197,6 +203,31 @@ if [ "$rc" = 0 ] && grep -q "400 events emitted" "$tmp/net.err" && grep -q "stop
 else
     fail "SIGTERM: exit 0 with a summary" "exit $rc" "$(tail -3 "$tmp/net.err")"
 fi
+
+# ---- many subscribers at once: 100 PDSes and the relay, each read from cursor 0 concurrently
+start many --pdses 100 --relay --accounts 300 --seed 5 --rate 500 --events 1500 --truth "$tmp/many.frames" ||
+    fail "serve --pdses 100 starts" "$(cat "$tmp/many.err")"
+check "101 concurrent subscribers each get exactly the stream of their host" '
+import threading
+subs = {}
+def run(name, path):
+    s = ws_bin.Stream(port, path)
+    subs[name] = s
+    s.read(want=0, quiet=15, deadline=240)
+threads = [threading.Thread(target=run, args=("pds%d.test" % i, "/pds/%d/xrpc/com.atproto.sync.subscribeRepos?cursor=0" % i))
+           for i in range(100)]
+threads.append(threading.Thread(target=run, args=("relay.test", "/relay/xrpc/com.atproto.sync.subscribeRepos?cursor=0")))
+for t in threads: t.start()
+for t in threads: t.join()
+want = {}
+for r in ws_bin.frames(tmp + "/many.frames"):
+    want.setdefault(r["src"], []).append(r["wire"])
+assert sum(len(v) for k, v in want.items() if k.startswith("pds")) == 1500, "not every event is in the truth yet"
+for name, s in subs.items():
+    assert s.messages == want.get(name, []), "%s: %d messages, truth %d" % (name, len(s.messages), len(want.get(name, [])))
+assert sum(1 for k in want if k.startswith("pds")) > 10, "too few hosts emitted"'
+kill -TERM "$pid"
+wait "$pid"
 
 # ---- ConsumerTooSlow: a reader that stops reading (tiny receive buffer) while 5,000 events go out
 start slow --pdses 1 --relay --accounts 30 --rate 1500 --events 5000 --truth "$tmp/slow.frames" ||
