@@ -243,10 +243,9 @@ int run_net(const cxxopts::ParseResult& args) {
         return cli::kSystem;
     }
     sov::sim::Generator& gen = *gen_holder;
-    nlohmann::json docs = gen.did_docs();
     if (args.count("did-docs")) {
         std::string path = args["did-docs"].as<std::string>(), err;
-        std::string text = docs.dump() + "\n";
+        std::string text = gen.did_docs().dump() + "\n";
         if (sov::Errc e = sov::file::atomic_replace(path, sov::as_bytes(text), err); e != sov::Errc::ok) {
             cli::diag(err);
             return cli::status(e);
@@ -288,16 +287,7 @@ int run_net(const cxxopts::ParseResult& args) {
             if (!sov::sim::append_truth(truth_buf, r)) truth_failed = true;
         };
     sov::sim::Network net(no, sink);
-    for (auto it = docs.begin(); it != docs.end(); ++it) {
-        const auto& svc = it.value()["service"];
-        for (const auto& e : svc)
-            if (e.value("id", "") == "#atproto_pds") {
-                std::string ep = e.value("serviceEndpoint", "");
-                if (auto i = net.host_index(ep.substr(ep.find("//") == std::string::npos ? 0 : ep.find("//") + 2)))
-                    net.add_account(*i, it.key());
-            }
-    }
-    docs = nlohmann::json();
+    for (std::size_t i = 0; i < gen.account_count(); ++i) net.add_account(home[i], gen.account_did(i));
 
     auto handler = [&net](const sov::net::HttpRequest& r) {
         sov::net::HttpResponse h = answer_xrpc(net, r);
