@@ -229,13 +229,13 @@ Network::~Network() = default;
 
 std::string Network::host_label(std::size_t i) { return "pds" + std::to_string(i) + ".test"; }
 
-std::optional<std::size_t> Network::host_index(std::string_view label) const {
+std::optional<std::size_t> Network::index_of(std::string_view label, std::size_t pdses) {
     label = label.substr(0, label.find(':'));
     if (!label.starts_with("pds") || !label.ends_with(".test")) return std::nullopt;
     std::string_view digits = label.substr(3, label.size() - 8);
     std::size_t i = 0;
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), i);
-    if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || i >= o_.pdses ||
+    if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || i >= pdses ||
         (digits.size() > 1 && digits[0] == '0'))
         return std::nullopt;
     return i;

@@ -53,7 +53,7 @@ bool share(double v) { return v >= 0 && v <= 1; }
 // Options of `serve --pdses` only.
 const std::initializer_list<const char*> kNetOnly = {
     "pdses", "relay", "pds-window", "relay-window", "linger", "truth", "relay-drop", "relay-drop-host",
-    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop"};
+    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop", "pool"};
 
 std::int64_t wall_us() {
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -252,6 +252,29 @@ int run_net(const cxxopts::ParseResult& args) {
         }
     }
 
+    // --pool N: N messages generated now, then sent in turn (for rates above the generator's).
+    std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>> pool;
+    if (args.count("pool")) {
+        const std::size_t n = args["pool"].as<std::size_t>();
+        if (n == 0 || n > 10'000'000) {
+            cli::diag("--pool must be in 1..10,000,000 messages");
+            return cli::kUsage;
+        }
+        pool.reserve(n);
+        std::vector<std::uint8_t> wire;
+        std::int64_t recv;
+        for (std::size_t i = 0; i < n && !g_stop.load(); ++i) {
+            if (gen.next(wire, recv) != sov::Errc::ok) {
+                cli::diag("internal error: " + gen.error_detail());
+                return cli::kSystem;
+            }
+            const std::string& ep = gen.last_pds();
+            auto pds = sov::sim::Network::index_of(std::string_view(ep).substr(std::min(ep.size(), std::size_t(8))), no.pdses);
+            if (!pds) return cli::kSystem;
+            pool.emplace_back(*pds, wire);
+        }
+    }
+
     // The ground truth: frame records, buffered, written by the generator thread (the sink
     // runs under the network's lock, called only from emit/advance on that thread).
     int truth_fd = -1;
@@ -375,6 +398,26 @@ int run_net(const cxxopts::ParseResult& args) {
                 if (!done_at) done_at = now;
                 if (linger >= 0 && net.delayed() == 0 && now - done_at >= std::int64_t(linger * 1e6)) break;
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                continue;
+            }
+            if (!pool.empty()) {
+                // --pool: the pre-generated messages in turn, evenly at --rate, in batches
+                // of what is due (the loop's bookkeeping once per batch).
+                const auto due = std::uint64_t(double(now - wall0) * o.events_per_second / 1e6) + 1;
+                if (sent >= due) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(
+                        std::clamp<std::int64_t>(std::int64_t(1e6 / o.events_per_second), 50, 10'000)));
+                    continue;
+                }
+                for (std::uint64_t k = 0; sent < due && sent < events && k < 4096; ++k, ++sent) {
+                    const auto& [pds, w] = pool[sent % pool.size()];
+                    if (net.emit(pds, w, now, wake) != sov::Errc::ok) {
+                        gen_failed = true;
+                        break;
+                    }
+                }
+                if (gen_failed) break;
+                do_wake();
                 continue;
             }
             std::int64_t recv;
@@ -656,6 +699,9 @@ int main(int argc, char** argv) {
          cxxopts::value<double>())
         ("accept-drop", "serve --pdses: this share of PDSes accept a subscription and cut it at once",
          cxxopts::value<double>())
+        ("pool", "serve --pdses: generate N messages first, then send them in turn at --rate (rates above the "
+                 "generator's; repeated commits no longer verify)",
+         cxxopts::value<std::size_t>())
         ("plc-accounts", "gen: the accounts of the simulated PLC directory that 'serve --plc --accounts N' serves "
                          "(DIDs, signing keys across rotations, PDS, handles, tombstones)",
          cxxopts::value<std::size_t>())

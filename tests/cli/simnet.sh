@@ -244,8 +244,9 @@ assert sum(1 for k in want if k.startswith("pds")) > 10, "too few hosts emitted"
 kill -TERM "$pid"
 wait "$pid"
 
-# ---- ConsumerTooSlow: a reader that stops reading (tiny receive buffer) while 5,000 events go out
-start slow --pdses 1 --relay --accounts 30 --rate 1500 --events 5000 --truth "$tmp/slow.frames" ||
+# ---- ConsumerTooSlow: a reader that stops reading (tiny receive buffer) while 20,000 events
+# (about 20 MB: far more than the socket buffers hold) go out
+start slow --pdses 1 --relay --accounts 30 --pool 300 --rate 10000 --events 20000 --truth "$tmp/slow.frames" ||
     fail "serve for ConsumerTooSlow starts" "$(cat "$tmp/slow.err")"
 check "ConsumerTooSlow: the PDS sends the error frame and closes 1008, the relay drops TCP with no close frame" '
 p = ws_bin.Stream(port, "/pds/0/xrpc/com.atproto.sync.subscribeRepos", rcvbuf=4096)
@@ -253,7 +254,7 @@ r = ws_bin.Stream(port, "/relay/xrpc/com.atproto.sync.subscribeRepos", rcvbuf=40
 deadline = time.time() + 300
 while time.time() < deadline:  # until every event is out (the truth file is flushed each second)
     try:
-        if sum(1 for x in ws_bin.frames(tmp + "/slow.frames") if x["src"] == "pds0.test") == 5000:
+        if sum(1 for x in ws_bin.frames(tmp + "/slow.frames") if x["src"] == "pds0.test") == 20000:
             break
     except (IndexError, ValueError, AssertionError):
         pass
@@ -264,9 +265,9 @@ assert p.messages, "the PDS sent nothing"
 h, b = ws_bin.message(p.messages[-1])
 assert h == {"op": -1} and b["error"] == "ConsumerTooSlow", (h, b)
 assert p.end == "close" and p.close_code == 1008, (p.end, p.close_code)
-assert len(p.messages) < 5000, len(p.messages)
+assert len(p.messages) < 20000, len(p.messages)
 assert r.end in ("eof", "reset"), r.end
-assert len(r.messages) < 5000 and all(ws_bin.message(m)[0].get("op") == 1 for m in r.messages)'
+assert len(r.messages) < 20000 and all(ws_bin.message(m)[0].get("op") == 1 for m in r.messages)'
 kill -TERM "$pid"
 wait "$pid"
 
@@ -314,10 +315,27 @@ else
     fail "--events with --linger exits 0 after the last event" "$(cat "$tmp/linger.err")"
 fi
 
+# ---- --pool: pre-generated messages sent in turn, each PDS still numbering its own events
+if timeout 300 "$mesh_sim" serve --no-corpus --pdses 4 --accounts 20 --pool 50 --rate 5000 --events 600 --linger 0 \
+    --truth "$tmp/pool.frames" 2>"$tmp/pool.err"; then
+    port=0
+    check "--pool: 600 events from a pool of 50, consecutive seqs per PDS" '
+recs = ws_bin.frames(tmp + "/pool.frames")
+assert len(recs) == 600, len(recs)
+by = {}
+for r in recs:
+    by.setdefault(r["src"], []).append(ws_bin.message(r["wire"])[1]["seq"])
+for src, seqs in by.items():
+    assert seqs == list(range(1, len(seqs) + 1)), src
+assert len({ws_bin.without_seq(r["wire"]) for r in recs}) <= 50'
+else
+    fail "--pool runs" "$(cat "$tmp/pool.err")"
+fi
+
 # ---- usage errors exit 2 with one line
 for args in "--pdses 0" "--pdses 2 --relay-drop 0.1" "--pdses 2 --relay --relay-drop 1.5" \
     "--pdses 2 --relay --relay-drop-host pds7.test" "--pdses 2 --plc" "--pdses 2 --linger 3" \
-    "--plc --truth x" "--pdses 2 --start 5"; do
+    "--plc --truth x" "--pdses 2 --start 5" "--pdses 2 --pool 0"; do
     # shellcheck disable=SC2086
     "$mesh_sim" serve --no-corpus $args >/dev/null 2>"$tmp/usage.err"
     rc=$?

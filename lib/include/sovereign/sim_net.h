@@ -156,7 +156,9 @@ public:
     /// "pds<i>.test".
     static std::string host_label(std::size_t i);
     /// The PDS index of a label "pds<i>.test" (an optional ":port" ignored), if i < pdses.
-    std::optional<std::size_t> host_index(std::string_view label) const;
+    std::optional<std::size_t> host_index(std::string_view label) const { return index_of(label, o_.pdses); }
+    /// The same for a network of `pdses` PDSes.
+    static std::optional<std::size_t> index_of(std::string_view label, std::size_t pdses);
     std::size_t pdses() const noexcept { return o_.pdses; }
     /// The wake topic of PDS i is i; the relay's is pdses().
     std::uint32_t relay_topic() const noexcept { return std::uint32_t(o_.pdses); }
