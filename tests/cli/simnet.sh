@@ -252,9 +252,10 @@ check "ConsumerTooSlow: the PDS sends the error frame and closes 1008, the relay
 p = ws_bin.Stream(port, "/pds/0/xrpc/com.atproto.sync.subscribeRepos", rcvbuf=4096)
 r = ws_bin.Stream(port, "/relay/xrpc/com.atproto.sync.subscribeRepos", rcvbuf=4096)
 deadline = time.time() + 300
-while time.time() < deadline:  # until every event is out (the truth file is flushed each second)
+while time.time() < deadline:  # until 8,000 events are out (the truth file is flushed each second)
     try:
-        if sum(1 for x in ws_bin.frames(tmp + "/slow.frames") if x["src"] == "pds0.test") == 20000:
+        # (not all 20,000: a reader that takes nothing for 10 s after the error is cut instead)
+        if sum(1 for x in ws_bin.frames(tmp + "/slow.frames") if x["src"] == "pds0.test") >= 8000:
             break
     except (IndexError, ValueError, AssertionError):
         pass

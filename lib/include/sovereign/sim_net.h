@@ -106,6 +106,9 @@ struct NetOptions {
     std::size_t pds_window = 10000;     ///< events each PDS can replay
     std::size_t relay_window = 100000;  ///< events the relay can replay
     std::size_t too_slow = 500;         ///< live events buffered for one consumer before ConsumerTooSlow
+    /// A PDS subscriber found too slow whose socket does not take the error frame within this
+    /// many ms (a reader that stopped reading) is cut at its next step(false) instead.
+    std::uint32_t too_slow_grace_ms = 10000;
     double relay_drop = 0;              ///< share of events the relay drops at random
     std::vector<std::size_t> relay_drop_hosts;        ///< PDS indexes whose events the relay drops
     std::vector<std::string> relay_drop_collections;  ///< commits touching these are dropped
