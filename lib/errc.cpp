@@ -48,6 +48,8 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::frame_missing_field: return "envelope lacks src, recv or wire";
     case Errc::frame_field_type: return "envelope field of the wrong type";
     case Errc::frame_src_too_long: return "src longer than 253 bytes";
+    case Errc::frame_mark_and_wire: return "envelope has both mark and wire";
+    case Errc::frame_bad_mark: return "marker malformed (kind, a field's type, or gap from > to)";
     case Errc::key_bad_multibase: return "key is not z + base58btc";
     case Errc::key_bad_codec: return "key codec is not secp256k1-pub or p256-pub";
     case Errc::key_bad_point: return "key is not a valid curve point";
@@ -92,6 +94,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::cvl_purged: return "message purged by compaction";
     case Errc::cvl_locked: return "archive locked by another writer";
     case Errc::cvl_not_empty: return "directory not empty and not an archive";
+    case Errc::cvl_no_src: return "no message from this src in the archive";
     case Errc::cvl_journal: return "damaged journal record";
     case Errc::tomb_bad_name: return "unexpected tombstone file name";
     case Errc::tomb_bad_size: return "tombstone file of a bad size";
@@ -138,6 +141,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::net_transport: return "network transport failure";
     case Errc::net_http_status: return "unexpected HTTP status";
     case Errc::net_protocol: return "answer breaks the protocol";
+    case Errc::net_future_cursor: return "cursor ahead of the server's stream (FutureCursor)";
     }
     return "unknown error";
 }

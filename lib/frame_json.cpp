@@ -129,7 +129,9 @@ Errc append_record(std::string_view line, std::vector<std::uint8_t>& out, std::s
         }
         entries.push_back(std::move(e));
     }
-    if (!have_wire) {
+    // A marker has no wire (docs/format-frame-stream.md); header or payload beside a mark are
+    // not dropped: they make a wire, and the envelope is refused as having both.
+    if (!have_wire && (!j.contains("mark") || j.contains("header") || j.contains("payload"))) {
         auto h = j.find("header");
         auto p = j.find("payload");
         if (h == j.end() || p == j.end()) { where = "/wire"; return Errc::frame_missing_field; }

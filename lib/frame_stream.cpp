@@ -11,6 +11,81 @@
 
 namespace sov::frames {
 
+namespace {
+
+bool is_int(const cbor::Value& v) noexcept { return v.is(cbor::Kind::uint) || v.is(cbor::Kind::nint); }
+
+// Checks a `mark` value (validated DAG-CBOR) against the Markers table of design §2 and, when
+// `out` is given, decodes it. Offsets are relative to the mark's first byte. The keys come in
+// canonical order (to, url, from, kind, since, cursor, reason), so `kind` is known only after
+// some of its extras: collect first, then check by kind.
+Located check_mark(cbor::Value mark, Marker* out) noexcept {
+    if (!mark.is(cbor::Kind::map)) return {Errc::frame_bad_mark, 0};
+    struct Field {
+        std::string_view key;
+        cbor::Value v;
+        std::size_t at = 0;
+    };
+    enum { kKind, kUrl, kCursor, kReason, kFrom, kTo, kSince, kCount };
+    Field f[kCount] = {{"kind", {}, 0}, {"url", {}, 0},  {"cursor", {}, 0}, {"reason", {}, 0},
+                       {"from", {}, 0}, {"to", {}, 0}, {"since", {}, 0}};
+    cbor::MapIter it = mark.map();
+    std::string_view k;
+    cbor::Value val;
+    while (true) {
+        const std::size_t at = std::size_t(it.position() - mark.data());
+        if (!it.next(k, val)) break;
+        for (auto& fi : f)
+            if (fi.key == k) {
+                fi.v = val;
+                fi.at = at;
+            }
+    }
+    if (!f[kKind].v.is(cbor::Kind::text)) return {Errc::frame_bad_mark, f[kKind].v.valid() ? f[kKind].at : 0};
+    const std::string_view kind = f[kKind].v.as_text();
+    // Required (or optional) keys of each known kind, with their types.
+    auto need = [&](int i, cbor::Kind want, bool optional) -> Located {
+        const Field& fi = f[i];
+        if (!fi.v.valid()) return optional ? Located{} : Located{Errc::frame_bad_mark, 0};
+        const bool ok = want == cbor::Kind::text ? fi.v.is(cbor::Kind::text) : is_int(fi.v);
+        return ok ? Located{} : Located{Errc::frame_bad_mark, fi.at};
+    };
+    Located e;
+    if (kind == "connect") {
+        if ((e = need(kUrl, cbor::Kind::text, false)) || (e = need(kCursor, cbor::Kind::uint, true))) return e;
+    } else if (kind == "disconnect") {
+        if ((e = need(kReason, cbor::Kind::text, false))) return e;
+    } else if (kind == "gap") {
+        if ((e = need(kFrom, cbor::Kind::uint, false)) || (e = need(kTo, cbor::Kind::uint, false))) return e;
+        if (f[kFrom].v.as_int() > f[kTo].v.as_int()) return {Errc::frame_bad_mark, f[kFrom].at};
+    } else if (kind == "idle") {
+        if ((e = need(kSince, cbor::Kind::uint, false))) return e;
+    }
+    if (!out) return {};
+    // Only the fields of the kind are decoded: an unknown kind, or a key of another kind, is
+    // an unknown key (kept in the bytes, ignored here).
+    *out = Marker{};
+    out->kind = std::string(kind);
+    auto text = [&](int i) { return std::optional<std::string>(std::string(f[i].v.as_text())); };
+    auto integer = [&](int i) {
+        return f[i].v.valid() ? std::optional<std::int64_t>(f[i].v.as_int()) : std::nullopt;
+    };
+    if (kind == "connect") {
+        out->url = text(kUrl);
+        out->cursor = integer(kCursor);
+    } else if (kind == "disconnect") {
+        out->reason = text(kReason);
+    } else if (kind == "gap") {
+        out->from = integer(kFrom);
+        out->to = integer(kTo);
+    } else if (kind == "idle") {
+        out->since = integer(kSince);
+    }
+    return {};
+}
+
+}  // namespace
+
 Located parse_envelope(ByteView raw, Envelope& out) noexcept {
     Located v = cbor::validate(raw);
     if (v) return v;
@@ -18,6 +93,8 @@ Located parse_envelope(ByteView raw, Envelope& out) noexcept {
     if (!m.is(cbor::Kind::map)) return {Errc::frame_bad_envelope, 0};
     bool have_src = false, have_recv = false, have_wire = false;
     out.vrd.reset();
+    out.wire = {};
+    out.mark = {};
     cbor::MapIter it = m.map();
     std::string_view k;
     cbor::Value val;
@@ -36,13 +113,18 @@ Located parse_envelope(ByteView raw, Envelope& out) noexcept {
             if (!val.is(cbor::Kind::uint) && !val.is(cbor::Kind::nint)) return {Errc::frame_field_type, at};
             out.recv = val.as_int();
             have_recv = true;
+        } else if (k == "mark") {
+            // Checked here, so every reader rejects a malformed marker as a framing error.
+            if (Located e = check_mark(val, nullptr)) return {e.errc, std::size_t(val.data() - raw.data()) + e.offset};
+            out.mark = val.raw();
         } else if (k == "wire") {
             if (!val.is(cbor::Kind::bytes)) return {Errc::frame_field_type, at};
+            if (!out.mark.empty()) return {Errc::frame_mark_and_wire, at};  // "mark" sorts before "wire"
             out.wire = val.as_bytes();
             have_wire = true;
         }
     }
-    if (!have_src || !have_recv || !have_wire) return {Errc::frame_missing_field, 0};
+    if (!have_src || !have_recv || (!have_wire && out.mark.empty())) return {Errc::frame_missing_field, 0};
     out.raw = raw;
     return {};
 }
@@ -57,8 +139,10 @@ EnvelopeLayout layout_of(const Envelope& env) noexcept {
         l.vrd_off = off(env.vrd->data());
         l.vrd_len = std::uint32_t(env.vrd->size());
     }
-    l.wire_off = off(env.wire.data());
+    if (!env.wire.empty()) l.wire_off = off(env.wire.data());
     l.wire_len = std::uint32_t(env.wire.size());
+    if (env.is_marker()) l.mark_off = off(env.mark.data());
+    l.mark_len = std::uint32_t(env.mark.size());
     l.raw_len = std::uint32_t(env.raw.size());
     l.recv = env.recv;
     return l;
@@ -69,7 +153,8 @@ Envelope at(const EnvelopeLayout& l, const std::uint8_t* raw) noexcept {
     e.src = {reinterpret_cast<const char*>(raw + l.src_off), l.src_len};
     if (l.has_vrd) e.vrd = std::string_view{reinterpret_cast<const char*>(raw + l.vrd_off), l.vrd_len};
     e.recv = l.recv;
-    e.wire = {raw + l.wire_off, l.wire_len};
+    if (l.wire_len) e.wire = {raw + l.wire_off, l.wire_len};
+    if (l.mark_len) e.mark = {raw + l.mark_off, l.mark_len};
     e.raw = {raw, l.raw_len};
     return e;
 }
@@ -122,6 +207,60 @@ bool append_record(std::vector<std::uint8_t>& out, std::string_view src, std::op
     std::memmove(out.data() + base + vl, out.data() + base + kMaxVarint, len);
     std::memcpy(out.data() + base, v, vl);
     out.resize(base + vl + len);
+    return true;
+}
+
+Located parse_marker(const Envelope& env, Marker& out) noexcept {
+    if (!env.is_marker()) return {Errc::frame_missing_field, 0};
+    return check_mark(cbor::Value::of(env.mark), &out);
+}
+
+bool append_marker(std::vector<std::uint8_t>& out, std::string_view src, std::int64_t recv, const Marker& m) {
+    if (src.size() > kMaxSrc) return false;
+    // The mark map's entries, sorted canonically (keys of different lengths interleave).
+    struct Entry {
+        std::string_view key;
+        const std::string* text;
+        std::optional<std::int64_t> num;
+    };
+    Entry e[7]{};
+    std::size_t n = 0;
+    e[n++] = {"kind", &m.kind, std::nullopt};
+    if (m.url) e[n++] = {"url", &*m.url, std::nullopt};
+    if (m.cursor) e[n++] = {"cursor", nullptr, m.cursor};
+    if (m.reason) e[n++] = {"reason", &*m.reason, std::nullopt};
+    if (m.from) e[n++] = {"from", nullptr, m.from};
+    if (m.to) e[n++] = {"to", nullptr, m.to};
+    if (m.since) e[n++] = {"since", nullptr, m.since};
+    std::sort(e, e + n, [](const Entry& a, const Entry& b) { return cbor::key_compare(a.key, b.key) < 0; });
+    const std::size_t base = out.size();
+    out.resize(base + kMaxVarint);
+    cbor::Writer w(out);
+    w.map(3);
+    w.text("src");
+    w.text(src);
+    w.text("mark");
+    w.map(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        w.text(e[i].key);
+        if (e[i].text) w.text(*e[i].text);
+        else w.integer(*e[i].num);
+    }
+    w.text("recv");
+    w.integer(recv);
+    const std::size_t len = out.size() - base - kMaxVarint;
+    std::uint8_t v[kMaxVarint + 1];
+    const std::size_t vl = varint::encode(len, v);
+    std::memmove(out.data() + base + vl, out.data() + base + kMaxVarint, len);
+    std::memcpy(out.data() + base, v, vl);
+    out.resize(base + vl + len);
+    // Never a record readers reject (a text that is not UTF-8, a known kind lacking its keys,
+    // gap from > to, over 16 MiB): the writer checks with the reader's own rules.
+    Envelope check;
+    if (len > kMaxEnvelope || parse_record({out.data() + base, vl + len}, check)) {
+        out.resize(base);
+        return false;
+    }
     return true;
 }
 

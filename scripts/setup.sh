@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(g++ meson ninja-build pkg-config python3
-      libsecp256k1-dev libssl-dev libsodium-dev libzstd-dev zstd libwebsockets-dev libcurl4-openssl-dev
+      libsecp256k1-dev libssl-dev libsodium-dev libzstd-dev zstd libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libcurl4-openssl-dev
       libcxxopts-dev nlohmann-json3-dev libsimdjson-dev catch2 b3sum)
 # clang + compiler-rt for the libFuzzer suite; pandoc turns man/*.md into man pages.
 [ "${SOVEREIGN_NO_FUZZ:-}" = 1 ] || PKGS+=(clang libclang-rt-14-dev)

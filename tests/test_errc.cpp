@@ -10,10 +10,15 @@ using sov::Errc;
 
 TEST_CASE("errc: published numbers never change") {
     CHECK(unsigned(Errc::io_error) == 4);
+    CHECK(unsigned(Errc::frame_src_too_long) == 505);
+    CHECK(unsigned(Errc::frame_mark_and_wire) == 506);
+    CHECK(unsigned(Errc::frame_bad_mark) == 507);
     CHECK(unsigned(Errc::cvl_not_archive) == 1000);
     CHECK(unsigned(Errc::cvl_checksum) == 1005);
     CHECK(unsigned(Errc::cvl_no_ordinal) == 1013);
     CHECK(unsigned(Errc::cvl_locked) == 1015);
+    CHECK(unsigned(Errc::cvl_journal) == 1017);
+    CHECK(unsigned(Errc::cvl_no_src) == 1018);
     CHECK(unsigned(Errc::tomb_bad_name) == 1100);
     CHECK(unsigned(Errc::state_bad_magic) == 1200);
     CHECK(unsigned(Errc::proof_malformed) == 1300);
@@ -25,6 +30,7 @@ TEST_CASE("errc: published numbers never change") {
     CHECK(unsigned(Errc::cache_bad_did) == 1607);
     CHECK(unsigned(Errc::mirror_corrupt) == 1700);
     CHECK(unsigned(Errc::net_protocol) == 1705);
+    CHECK(unsigned(Errc::net_future_cursor) == 1706);
 }
 
 TEST_CASE("errc: every code has its own phrase") {
@@ -62,9 +68,9 @@ TEST_CASE("errc: exit status of every code (0 ok, 1 data rejected, 2 usage or sy
                    Errc::cvl_bad_version, Errc::cvl_bad_magic, Errc::cvl_truncated, Errc::cvl_checksum,
                    Errc::cvl_bad_index, Errc::cvl_chain, Errc::cvl_root_mismatch, Errc::cvl_missing_dict,
                    Errc::cvl_bad_dict, Errc::cvl_missing_data, Errc::cvl_bad_cluster, Errc::cvl_no_ordinal,
-                   Errc::cvl_purged, Errc::cvl_journal, Errc::tomb_bad_name, Errc::tomb_bad_size,
+                   Errc::cvl_purged, Errc::cvl_journal, Errc::cvl_no_src, Errc::frame_mark_and_wire, Errc::frame_bad_mark, Errc::tomb_bad_name, Errc::tomb_bad_size,
                    Errc::tomb_not_file, Errc::state_checksum, Errc::proof_malformed, Errc::proof_invalid,
-                   Errc::proof_root_mismatch, Errc::proof_unbound, Errc::plc_malformed, Errc::plc_limit,
+                   Errc::proof_root_mismatch, Errc::proof_unbound, Errc::plc_malformed, Errc::plc_limit, Errc::net_future_cursor,
                    Errc::plc_cid_mismatch, Errc::plc_did_mismatch, Errc::plc_bad_prev,
                    Errc::plc_prev_nullified, Errc::plc_after_tombstone, Errc::plc_nullify_key,
                    Errc::plc_nullify_late, Errc::plc_time_order, Errc::plc_duplicate,

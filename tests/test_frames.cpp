@@ -21,6 +21,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -1268,4 +1269,350 @@ TEST_CASE("layout_of / at rebuild an envelope over a copy without parsing again"
     REQUIRE_FALSE(sov::frames::parse_envelope(copy, reparsed));
     CHECK(reparsed.wire.data() == moved.wire.data());
     CHECK(reparsed.src.data() == moved.src.data());
+}
+
+// --- Markers (docs/design.md §2 "Markers") ----------------------------------------------------
+
+namespace {
+
+Bytes marker_record(std::string_view src, std::int64_t recv, const frames::Marker& m) {
+    Bytes out;
+    REQUIRE(frames::append_marker(out, src, recv, m));
+    return out;
+}
+
+frames::Marker mk(std::string kind) {
+    frames::Marker m;
+    m.kind = std::move(kind);
+    return m;
+}
+
+// An envelope {src: "s", mark: <written by f>, recv: 1}; `mark_at` gets the mark's offset.
+template <class F>
+Bytes env_with_mark(F f, std::size_t& mark_at) {
+    Env e;
+    e.w.map(3);
+    e.w.text("src");
+    e.w.text("s");
+    e.w.text("mark");
+    mark_at = e.bytes.size();
+    f(e.w);
+    e.w.text("recv");
+    e.w.integer(1);
+    return e.bytes;
+}
+
+}  // namespace
+
+TEST_CASE("markers: every kind round trips through append_marker, parse_record and parse_marker", "[frames][markers]") {
+    std::vector<frames::Marker> all;
+    {
+        auto m = mk("connect");
+        m.url = "wss://bsky.network/xrpc/com.atproto.sync.subscribeRepos";
+        m.cursor = 31527015470;
+        all.push_back(m);
+        m.cursor.reset();  // live head
+        all.push_back(m);
+    }
+    {
+        auto m = mk("disconnect");
+        m.reason = "close 1008: ConsumerTooSlow";
+        all.push_back(m);
+    }
+    {
+        auto m = mk("gap");
+        m.from = 100;
+        m.to = 100;  // one seq
+        all.push_back(m);
+        m.to = 250;
+        all.push_back(m);
+    }
+    {
+        auto m = mk("idle");
+        m.since = 1764200000000000;
+        all.push_back(m);
+    }
+    for (const auto& m : all) {
+        INFO(m.kind);
+        Bytes rec = marker_record("bsky.network", 1764200000123456, m);
+        frames::Envelope env;
+        REQUIRE_FALSE(frames::parse_record(rec, env));
+        CHECK(env.is_marker());
+        CHECK(env.wire.empty());
+        CHECK(env.src == "bsky.network");
+        CHECK(env.recv == 1764200000123456);
+        CHECK_FALSE(env.vrd);
+        frames::Marker back;
+        REQUIRE_FALSE(frames::parse_marker(env, back));
+        CHECK(back.kind == m.kind);
+        CHECK(back.url == m.url);
+        CHECK(back.cursor == m.cursor);
+        CHECK(back.reason == m.reason);
+        CHECK(back.from == m.from);
+        CHECK(back.to == m.to);
+        CHECK(back.since == m.since);
+        // Canonical: re-encoding the decoded value gives the same bytes.
+        Bytes again;
+        sov::cbor::Writer w(again);
+        sov::cbor::reencode(sov::cbor::Value::of(env.raw), w);
+        CHECK(again == Bytes(env.raw.begin(), env.raw.end()));
+    }
+    // A message is not a marker, and parse_marker says so.
+    Bytes rec = record("s", std::nullopt, 1, kWire);
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_record(rec, env));
+    CHECK_FALSE(env.is_marker());
+    frames::Marker m;
+    CHECK(frames::parse_marker(env, m).errc == Errc::frame_missing_field);
+}
+
+TEST_CASE("markers: canonical bytes, keys src, mark, recv", "[frames][markers]") {
+    auto m = mk("connect");
+    m.url = "wss://x";
+    m.cursor = 5;
+    Bytes rec = marker_record("s", 7, m);
+    // Hand-built: the mark's keys canonically are url (3), kind (4), cursor (6).
+    Env e;
+    e.w.map(3);
+    e.w.text("src");
+    e.w.text("s");
+    e.w.text("mark");
+    e.w.map(3);
+    e.w.text("url");
+    e.w.text("wss://x");
+    e.w.text("kind");
+    e.w.text("connect");
+    e.w.text("cursor");
+    e.w.integer(5);
+    e.w.text("recv");
+    e.w.integer(7);
+    CHECK(rec == wrap(e.bytes));
+
+    // The gap's keys: to (2), from (4), kind (4).
+    auto g = mk("gap");
+    g.from = 3;
+    g.to = 9;
+    Bytes grec = marker_record("s", 0, g);
+    Env eg;
+    eg.w.map(3);
+    eg.w.text("src");
+    eg.w.text("s");
+    eg.w.text("mark");
+    eg.w.map(3);
+    eg.w.text("to");
+    eg.w.integer(9);
+    eg.w.text("from");
+    eg.w.integer(3);
+    eg.w.text("kind");
+    eg.w.text("gap");
+    eg.w.text("recv");
+    eg.w.integer(0);
+    CHECK(grec == wrap(eg.bytes));
+
+    // The example of docs/format-frame-stream.md "Markers": 75 bytes, n = 74.
+    auto doc = mk("connect");
+    doc.url = "wss://bsky.network";
+    doc.cursor = 5;
+    Bytes drec = marker_record("bsky.network", 0, doc);
+    CHECK(drec.size() == 75);
+    CHECK(drec[0] == 0x4a);
+    CHECK(drec[1] == 0xa3);
+}
+
+TEST_CASE("markers: both mark and wire, or neither, is a framing error with its offset", "[frames][markers]") {
+    SECTION("both") {
+        Env e;
+        e.w.map(4);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("mark");
+        e.w.map(1);
+        e.w.text("kind");
+        e.w.text("idle-ish");
+        e.w.text("recv");
+        e.w.integer(1);
+        const std::size_t at = e.bytes.size();
+        e.w.text("wire");
+        e.w.bytes(view(kWire));
+        frames::Envelope env;
+        sov::Located l = frames::parse_envelope(e.bytes, env);
+        CHECK(l.errc == Errc::frame_mark_and_wire);
+        CHECK(l.offset == at);
+        // Through the Reader, as a tool sees it: the absolute offset, after a good record.
+        Bytes stream = record("s", std::nullopt, 1, kWire);
+        const std::size_t first = stream.size();
+        Bytes bad = wrap(e.bytes);
+        stream.insert(stream.end(), bad.begin(), bad.end());
+        TempFile f(stream);
+        frames::Reader r = frames::Reader::open(f.path());
+        REQUIRE(r.next(env));
+        CHECK_FALSE(r.next(env));
+        CHECK(r.error().errc == Errc::frame_mark_and_wire);
+        CHECK(r.error().offset == first + sov::varint::encoded_size(e.bytes.size()) + at);
+    }
+    SECTION("neither") {
+        Env e;
+        e.w.map(2);
+        e.w.text("src");
+        e.w.text("s");
+        e.w.text("recv");
+        e.w.integer(1);
+        frames::Envelope env;
+        sov::Located l = frames::parse_envelope(e.bytes, env);
+        CHECK(l.errc == Errc::frame_missing_field);
+        CHECK(l.offset == 0);
+    }
+}
+
+TEST_CASE("markers: a malformed mark is rejected at the offending entry", "[frames][markers]") {
+    using W = sov::cbor::Writer;
+    struct Case {
+        const char* what;
+        std::function<void(W&)> mark;
+        std::size_t entry;  // offset of the faulty entry inside the mark map (0 = the map itself)
+    };
+    // Entry offsets: a 1-byte map head, then entries in canonical order.
+    std::vector<Case> cases = {
+        {"mark is text", [](W& w) { w.text("connect"); }, 0},
+        {"mark is an array", [](W& w) { w.array(0); }, 0},
+        {"no kind", [](W& w) { w.map(1); w.text("url"); w.text("wss://x"); }, 0},
+        {"kind is an int", [](W& w) { w.map(1); w.text("kind"); w.integer(1); }, 1},
+        {"connect without url", [](W& w) { w.map(1); w.text("kind"); w.text("connect"); }, 0},
+        {"connect url is bytes", [](W& w) { w.map(2); w.text("url"); w.bytes(ByteView{}); w.text("kind"); w.text("connect"); }, 1},
+        {"connect cursor is text",
+         [](W& w) { w.map(3); w.text("url"); w.text("u"); w.text("kind"); w.text("connect"); w.text("cursor"); w.text("5"); },
+         1 + 4 + 2 + 5 + 8},
+        {"disconnect without reason", [](W& w) { w.map(1); w.text("kind"); w.text("disconnect"); }, 0},
+        {"disconnect reason is an int",
+         [](W& w) { w.map(2); w.text("kind"); w.text("disconnect"); w.text("reason"); w.integer(3); }, 1 + 5 + 11},
+        {"gap without to", [](W& w) { w.map(2); w.text("from"); w.integer(1); w.text("kind"); w.text("gap"); }, 0},
+        {"gap from is text",
+         [](W& w) { w.map(3); w.text("to"); w.integer(2); w.text("from"); w.text("1"); w.text("kind"); w.text("gap"); }, 1 + 4},
+        {"gap from > to",
+         [](W& w) { w.map(3); w.text("to"); w.integer(2); w.text("from"); w.integer(3); w.text("kind"); w.text("gap"); }, 1 + 4},
+        {"idle since is a bool", [](W& w) { w.map(2); w.text("kind"); w.text("idle"); w.text("since"); w.boolean(true); }, 1 + 5 + 5},
+    };
+    for (const auto& c : cases) {
+        INFO(c.what);
+        std::size_t mark_at = 0;
+        Bytes env_bytes = env_with_mark(c.mark, mark_at);
+        frames::Envelope env;
+        sov::Located l = frames::parse_envelope(env_bytes, env);
+        CHECK(l.errc == Errc::frame_bad_mark);
+        CHECK(l.offset == mark_at + c.entry);
+    }
+}
+
+TEST_CASE("markers: unknown kinds and unknown keys pass, and are kept", "[frames][markers]") {
+    std::size_t mark_at = 0;
+    Bytes unknown = env_with_mark(
+        [](sov::cbor::Writer& w) {
+            w.map(3);
+            w.text("hue");
+            w.array(1);
+            w.integer(1);
+            w.text("kind");
+            w.text("resync");
+            w.text("reason");
+            w.integer(7);  // another kind's key: not checked for an unknown kind
+        },
+        mark_at);
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_envelope(unknown, env));
+    CHECK(env.is_marker());
+    CHECK(env.mark.data() == unknown.data() + mark_at);
+    frames::Marker m;
+    REQUIRE_FALSE(frames::parse_marker(env, m));
+    CHECK(m.kind == "resync");
+    CHECK_FALSE(m.reason);
+
+    Bytes extra = env_with_mark(
+        [](sov::cbor::Writer& w) {
+            w.map(3);
+            w.text("url");
+            w.text("wss://x");
+            w.text("kind");
+            w.text("connect");
+            w.text("zzzzzzzz");
+            w.null();
+        },
+        mark_at);
+    REQUIRE_FALSE(frames::parse_envelope(extra, env));
+    REQUIRE_FALSE(frames::parse_marker(env, m));
+    CHECK(m.kind == "connect");
+    CHECK(m.url == "wss://x");
+    CHECK_FALSE(m.cursor);
+    // A rewrite (cbor-verify would never give a marker a verdict, but a rewrite keeps it whole).
+    Bytes out;
+    REQUIRE(frames::append_record_with_verdict(out, env, "skip"));
+    frames::Envelope env2;
+    REQUIRE_FALSE(frames::parse_record(out, env2));
+    CHECK(env2.is_marker());
+    CHECK(Bytes(env2.mark.begin(), env2.mark.end()) == Bytes(env.mark.begin(), env.mark.end()));
+}
+
+TEST_CASE("markers: append_marker writes nothing a reader would reject", "[frames][markers]") {
+    Bytes out{0xaa};
+    auto c = mk("connect");
+    c.url = "u";
+    CHECK_FALSE(frames::append_marker(out, std::string(254, 'a'), 0, c));
+    CHECK(frames::append_marker(out, std::string(253, 'a'), 0, c));
+    out.resize(1);
+    CHECK_FALSE(frames::append_marker(out, "s", 0, mk("connect")));  // no url
+    auto g = mk("gap");
+    g.from = 5;
+    g.to = 4;
+    CHECK_FALSE(frames::append_marker(out, "s", 0, g));
+    auto d = mk("disconnect");
+    d.reason = std::string("\xff\xfe", 2);  // not UTF-8
+    CHECK_FALSE(frames::append_marker(out, "s", 0, d));
+    CHECK(out == Bytes{0xaa});
+    // An unknown kind with no extras is fine.
+    CHECK(frames::append_marker(out, "s", 0, mk("hello")));
+}
+
+TEST_CASE("markers: layout_of / at keep the mark", "[frames][markers][layout]") {
+    auto m = mk("idle");
+    m.since = 42;
+    Bytes rec = marker_record("relay.example", -1, m);
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_record(rec, env));
+    auto layout = frames::layout_of(env);
+    Bytes copy(env.raw.begin(), env.raw.end());
+    auto moved = frames::at(layout, copy.data());
+    CHECK(moved.is_marker());
+    CHECK(moved.wire.empty());
+    CHECK(moved.mark.data() == copy.data() + (env.mark.data() - env.raw.data()));
+    CHECK(moved.mark.size() == env.mark.size());
+    frames::Marker back;
+    REQUIRE_FALSE(frames::parse_marker(moved, back));
+    CHECK(back.since == 42);
+}
+
+TEST_CASE("markers: frame_json prints the mark and reads it back byte for byte", "[frame_json][markers]") {
+    auto m = mk("gap");
+    m.from = 10;
+    m.to = 12;
+    Bytes rec = marker_record("s", 9, m);
+    frames::Envelope env;
+    REQUIRE_FALSE(frames::parse_record(rec, env));
+    std::string line;
+    sov::frame_json::append_line(env, true, line);
+    CHECK(line == R"({"src":"s","mark":{"to":12,"from":10,"kind":"gap"},"recv":9})");
+    Bytes back;
+    std::string where;
+    REQUIRE(sov::frame_json::append_record(line, back, where) == Errc::ok);
+    CHECK(back == rec);
+    // Key order in the line does not matter; mark with header/payload is both mark and wire.
+    back.clear();
+    REQUIRE(sov::frame_json::append_record(R"({"recv":9,"mark":{"kind":"gap","from":10,"to":12},"src":"s"})", back,
+                                           where) == Errc::ok);
+    CHECK(back == rec);
+    back.clear();
+    CHECK(sov::frame_json::append_record(
+              R"({"src":"s","mark":{"kind":"x"},"recv":1,"header":{"t":"#commit","op":1},"payload":{}})", back,
+              where) == Errc::frame_mark_and_wire);
+    CHECK(sov::frame_json::append_record(R"({"src":"s","mark":{"kind":"gap","from":2,"to":1},"recv":1})", back,
+                                         where) == Errc::frame_bad_mark);
+    CHECK(back.empty());
 }

@@ -49,7 +49,7 @@ struct Batch {
     std::vector<sov::frames::EnvelopeLayout> layouts;             // field positions: no second parse
 
     std::vector<sov::frames::Envelope> envs;
-    std::vector<sov::verify::FrameIn> in;
+    std::vector<sov::verify::FrameIn> in;  // the messages only (markers never reach the verifier)
     std::vector<sov::verify::Outcome> out;
     void clear() {
         bytes = 0;
@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
     std::optional<sov::frames::Writer> rej;
     if (rejects_fd >= 0) rej.emplace(rejects_fd);
     std::array<std::uint64_t, sov::verify::kVerdictCount> counts{};
-    std::uint64_t frames = 0, bytes_in = 0, reported = 0;
+    std::uint64_t frames = 0, bytes_in = 0, reported = 0, markers = 0;
     cli::Progress progress(quiet, cli::input_size(files));
     int status = cli::kOk;
     std::int64_t last_save = cli::now_micros();
@@ -219,16 +219,26 @@ int main(int argc, char** argv) {
         const std::uint8_t* held = r.held_data();
         std::size_t n = b.records.size();
         b.envs.resize(n);
-        b.in.resize(n);
-        b.out.resize(n);
+        b.in.clear();
         for (std::size_t i = 0; i < n; ++i) {
             b.envs[i] = sov::frames::at(b.layouts[i], held + b.records[i].first);  // validated by the reader
-            b.in[i] = sov::verify::FrameIn{b.envs[i].wire, b.envs[i].recv, b.envs[i].src};
+            if (!b.envs[i].is_marker()) b.in.push_back({b.envs[i].wire, b.envs[i].recv, b.envs[i].src});
         }
+        b.out.resize(b.in.size());
         engine.run(b.in, b.out);
-        for (std::size_t i = 0; i < n; ++i) {
+        // j: the message's place among the verified ones (outcomes and facts).
+        for (std::size_t i = 0, j = 0; i < n; ++i) {
             const auto& env = b.envs[i];
-            const auto& o = b.out[i];
+            if (env.is_marker()) {
+                // Markers pass unchanged and in place, with no verdict (docs/design.md §2); the
+                // verifier never sees them, so they touch no verification state.
+                sov::frames::append_record_raw(out.buffer(), env);
+                out.maybe_flush();
+                ++markers;
+                continue;
+            }
+            const std::size_t mi = j++;
+            const auto& o = b.out[mi];
             ++counts[std::size_t(o.verdict)];
             std::string_view vrd = sov::verify::to_string(o.verdict);
             bool pass = sov::verify::passes(o.verdict);
@@ -261,7 +271,7 @@ int main(int argc, char** argv) {
                 cli::diag(where(), std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
                                      " bytes) with its verdict would exceed the 16 MiB record limit; not written");
             if (reported < max_reports) {
-                const auto& f = engine.facts()[i];
+                const auto& f = engine.facts()[mi];
                 std::string who = f.did.empty() ? "" : std::string(f.did) + " ";
                 if (f.seq) who += "seq " + std::to_string(f.seq) + ": ";
                 cli::diag(where(), std::string(vrd) + ": " + who + o.detail);
@@ -340,7 +350,8 @@ int main(int argc, char** argv) {
     // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
     if (!quiet && !out.broken_pipe() && wst == cli::kOk)
         cli::diag(cli::count(frames, "frame") + ": " + cli::with_commas(passed) + " passed, " +
-                  cli::with_commas(rejected) + " rejected" + (detail.empty() ? "" : " (" + detail + ")") + "; " +
+                  cli::with_commas(rejected) + " rejected" + (detail.empty() ? "" : " (" + detail + ")") +
+                  (markers ? ", markers " + cli::with_commas(markers) : "") + "; " +
                   cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out" + cli::stop_note());
     if (strict && rejected && status == cli::kOk) status = cli::kDataRejected;
     return cli::stop_status(std::max(status, wst));

@@ -237,7 +237,7 @@ std::vector<std::string> list_values(const cxxopts::ParseResult& args, const std
 bool MessageFilter::matches(sov::ByteView wire, sov::msg::Message& m) const {
     if (!active()) return true;
     if (sov::msg::parse(wire, m)) return false;
-    if (!types.empty() && !types.count(m.type)) return false;
+    if ((marks || !types.empty()) && !types.count(m.type)) return false;  // `--type mark` alone: no message
     if (!dids.empty() && !dids.count(m.did)) return false;
     if (!collections.empty()) {
         for (const auto& op : m.ops)

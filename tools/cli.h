@@ -136,10 +136,17 @@ struct MessageFilter {
     std::set<sov::msg::Type> types;
     std::set<std::string, std::less<>> dids;
     std::set<std::string, std::less<>> collections;  ///< NSIDs, matched against op paths
-    bool active() const { return !types.empty() || !dids.empty() || !collections.empty(); }
+    bool marks = false;                              ///< `--type mark`: keep markers
+    bool active() const { return !types.empty() || !dids.empty() || !collections.empty() || marks; }
     /// True if `wire` passes. Wire bytes that do not parse match no criterion (so any active
     /// filter drops them). `m` is scratch space.
     bool matches(sov::ByteView wire, sov::msg::Message& m) const;
+    /// True if the record passes: a message as matches(wire); a marker passes when no filter
+    /// is active or `marks` is set (a marker has no type, DID or collection of its own).
+    bool matches(const sov::frames::Envelope& env, sov::msg::Message& m) const {
+        if (env.is_marker()) return !active() || marks;
+        return matches(env.wire, m);
+    }
 };
 
 /// Usage check: if more than one of `names` (long option names) was given, reports

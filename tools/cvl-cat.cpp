@@ -8,6 +8,7 @@
 #include "sovereign/syntax.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -36,7 +37,7 @@ int main(int argc, char** argv) {
     cxxopts::Options opts("cvl-cat",
                           "Read frames out of a CVL archive, byte-identical to what was packed; check, prove, describe.\n"
                           "Usage: cvl-cat DIR [FILTERS]          frames in ordinal order to stdout\n"
-                          "       cvl-cat DIR --check | --stats | --proof ORD\n"
+                          "       cvl-cat DIR --check | --stats | --proof ORD | --last-seq SRC\n"
                           "       cvl-cat [DIR] --verify-proof FILE [--root ANCHOR] [--frame FILE]\n");
     opts.add_options()
         ("first-ordinal", "only ordinals from N on (inclusive)", cxxopts::value<std::uint64_t>())
@@ -56,6 +57,9 @@ int main(int argc, char** argv) {
         ("frame", "with --verify-proof: the proven message, a frame stream of one record (as --ordinal writes it)",
          cxxopts::value<std::string>())
         ("stats", "print sizes, ratios and the anchor to publish, per segment")
+        ("last-seq", "print the largest seq archived from SRC (journal, then newest segments first): "
+                     "relay-tap --cursor \"$(cvl-cat DIR --last-seq SRC)\"; exit 1 if SRC has none",
+         cxxopts::value<std::string>())
         ("force", "write frames to stdout even when it is a terminal")
         ("q,quiet", "no summary line and no progress")
         ("dir", "archive directory", cxxopts::value<std::string>());
@@ -74,8 +78,8 @@ int main(int argc, char** argv) {
     auto args = cli::parse(opts, argc, argv);
     bool quiet = args.count("quiet") > 0;
     // One mode at a time; filters and --root only where they mean something.
-    if (!cli::exclusive(args, {"check", "stats", "proof", "verify-proof"})) return cli::kUsage;
-    for (const char* mode : {"check", "stats", "proof", "verify-proof"})
+    if (!cli::exclusive(args, {"check", "stats", "proof", "verify-proof", "last-seq"})) return cli::kUsage;
+    for (const char* mode : {"check", "stats", "proof", "verify-proof", "last-seq"})
         if (!cli::not_with(args, mode,
                            {"first-ordinal", "last-ordinal", "ordinal", "since", "until", "did", "collection",
                             "include-deleted"}))
@@ -170,6 +174,30 @@ int main(int argc, char** argv) {
     }
     std::string dir = args["dir"].as<std::string>(), err;
     sov::Errc code;
+    if (args.count("last-seq")) {
+        // Resuming a tap (docs/design.md §8): the number alone on stdout, nothing when SRC
+        // has no message (exit 1), so `--cursor "$(…)"` never gets a wrong or made-up value.
+        const std::string src = args["last-seq"].as<std::string>();
+        if (src.empty() || src.size() > sov::frames::kMaxSrc) {
+            cli::diag("--last-seq takes a src label of 1 to 253 bytes (as the frames' src, e.g. bsky.network)");
+            return cli::kUsage;
+        }
+        if (auto probe = sov::cvl::Archive::open(dir, err, &code); !probe) {
+            std::string hint = cli::archive_hint(dir);
+            return cli::fail(code, hint.empty() ? err : hint);
+        }
+        sov::cvl::LastSeq ls;
+        const sov::Errc e = sov::cvl::last_seq(dir, src, ls, err);
+        for (const auto& d : ls.journal_damage)
+            cli::diag(d + " (a damaged journal record, not counted; cvl-pack recovers the journal when it next starts)");
+        if (e != sov::Errc::ok) return cli::fail(e, err);
+        std::printf("%lld\n", static_cast<long long>(ls.seq));
+        if (std::fflush(stdout) != 0 && errno != EPIPE) {
+            cli::diag("stdout", std::strerror(errno));
+            return cli::kSystem;
+        }
+        return cli::kOk;
+    }
     auto ar = sov::cvl::Archive::open(dir, err, &code);
     if (!ar) {
         std::string hint = cli::archive_hint(dir);

@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
                       "(trusts the sender's clock; for old captures that recorded no receive time)",
          cxxopts::value<std::string>())
         ("blocks", "with --to json: add the CAR blocks of each message decoded (blocks_json)")
-        ("type", "keep only these message types (commit,sync,identity,account,info,error,…); repeatable",
+        ("type", "keep only these message types (commit,sync,identity,account,info,error,…) and, with 'mark', "
+                 "markers; repeatable",
          cxxopts::value<std::vector<std::string>>())
         ("did", "keep only messages about these DIDs; repeatable", cxxopts::value<std::vector<std::string>>())
         ("collection", "keep only commits with an op in these collections (NSIDs); repeatable",
@@ -112,6 +113,10 @@ int main(int argc, char** argv) {
     cli::MessageFilter filter;
     for (const auto& t : cli::list_values(args, "type")) {
             std::string name = t[0] == '#' ? t.substr(1) : t;
+            if (name == "mark") {  // markers (docs/design.md §2), not a message type
+                filter.marks = true;
+                continue;
+            }
             sov::msg::Type ty = name == "error" ? sov::msg::Type::error : sov::msg::type_from_header("#" + name);
             if (ty == sov::msg::Type::unknown && name != "unknown") {
                 cli::diag("unknown message type '" + t + "' for --type");
@@ -140,11 +145,19 @@ int main(int argc, char** argv) {
     std::string cur_path;
     std::uint64_t cur_offset = 0;
     std::uint64_t not_in_jetstream = 0;
+    // Markers read, and those the output format cannot carry (raw-u32le, jetstream: counted
+    // in the summary, never dropped silently).
+    std::uint64_t markers_in = 0, markers_unwritable = 0;
 
     // Emits one frame given as an envelope; returns false when output should stop.
     auto emit = [&](const sov::frames::Envelope& env) -> bool {
         ++frames_in;
-        if (!filter.matches(env.wire, m)) return true;
+        if (env.is_marker()) ++markers_in;
+        if (!filter.matches(env, m)) return true;
+        if (env.is_marker() && (to == Format::raw_u32le || to == Format::jetstream)) {
+            ++markers_unwritable;
+            return true;
+        }
         auto& buf = out.buffer();
         switch (to) {
         case Format::frames: sov::frames::append_record_raw(buf, env); break;
@@ -315,10 +328,15 @@ int main(int argc, char** argv) {
     int wst = cli::finish_output(out, "stdout");
     // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
     if (!quiet && !out.broken_pipe() && wst == cli::kOk)
-        cli::diag(cli::count(frames_in, "frame") + " read, " + cli::with_commas(frames_out) + " written (" +
+        cli::diag(cli::count(frames_in, "frame") + " read" +
+                  (markers_in ? " (" + cli::count(markers_in, "marker") + ")" : "") + ", " + cli::with_commas(frames_out) + " written (" +
                   cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out)" +
                   (not_in_jetstream ? ", " + cli::with_commas(not_in_jetstream) + " of a type Jetstream does not carry"
                                     : "") +
+                  (markers_unwritable ? ", " + cli::count(markers_unwritable, "marker") + " not written (" +
+                                            (to == Format::jetstream ? "Jetstream" : "a raw capture") +
+                                            " carries messages only)"
+                                      : "") +
                   (untimed ? ", " + cli::count(untimed, "message") + " without a time (recv 0)" : "") +
                   cli::stop_note());
     return cli::stop_status(std::max(status, wst));

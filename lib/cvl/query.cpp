@@ -2,8 +2,10 @@
 // or list, receive time, DID and collection, with tombstones hiding messages. Ordinal lists
 // are point reads (lazy, O(1) indexes each); DID selections read only the clusters of that
 // DID's groups; everything else scans the segments that can match, in order.
+#include "internal/cvl/journal.h"
 #include "internal/cvl/reader.h"
 
+#include "sovereign/cbor.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
 
@@ -20,7 +22,9 @@ bool content_matches(const Selection& sel, ByteView env, msg::Message& m) {
     if (frames::parse_envelope(env, e)) return false;
     if (e.recv < sel.since || e.recv >= sel.until) return false;
     if (sel.did.empty() && sel.collection.empty()) return true;
-    if (msg::parse(e.wire, m)) return false;
+    // A marker has no DID and no collection: a DID or collection selection leaves it out (the
+    // time selection keeps it, by its recv). docs/format-cvl.md §11.
+    if (e.is_marker() || msg::parse(e.wire, m)) return false;
     if (!sel.did.empty() && m.did != sel.did) return false;
     if (!sel.collection.empty()) {
         for (auto& op : m.ops)
@@ -149,6 +153,85 @@ Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uin
         if (e != Errc::ok) report(e, err);  // this segment is unreadable; go on with the others
     }
     return first_error;
+}
+
+std::optional<std::int64_t> seq_of_wire(ByteView wire) noexcept {
+    std::size_t hlen;
+    if (wire.empty() || cbor::validate_prefix(wire, hlen) || hlen == wire.size()) return std::nullopt;
+    const ByteView rest = wire.subspan(hlen);
+    if (cbor::validate(rest)) return std::nullopt;
+    const cbor::Value h = cbor::Value::of(wire.first(hlen)), p = cbor::Value::of(rest);
+    if (!h.is(cbor::Kind::map) || !p.is(cbor::Kind::map)) return std::nullopt;
+    const cbor::Value op = h.get("op"), t = h.get("t"), seq = p.get("seq");
+    if (!op.is(cbor::Kind::uint) || op.as_int() != 1 || !t.is(cbor::Kind::text)) return std::nullopt;
+    static constexpr std::string_view kWithSeq[] = {"#commit", "#identity", "#account", "#sync",
+                                                    "#handle", "#migrate",  "#tombstone"};
+    if (std::find(std::begin(kWithSeq), std::end(kWithSeq), t.as_text()) == std::end(kWithSeq)) return std::nullopt;
+    if (!seq.is(cbor::Kind::uint) && !seq.is(cbor::Kind::nint)) return std::nullopt;
+    return seq.as_int();
+}
+
+Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::string& err) {
+    out = LastSeq{};
+    bool found = false;
+    auto consider = [&](ByteView envelope, std::uint64_t ord) {
+        frames::Envelope e;
+        if (frames::parse_envelope(envelope, e) || e.is_marker() || e.src != src) return;
+        const std::optional<std::int64_t> seq = seq_of_wire(e.wire);
+        if (!seq) return;
+        if (!found || *seq > out.seq) {
+            out.seq = *seq;
+            out.ordinal = ord;
+            found = true;
+        }
+    };
+    // The journal first, and before the segments are listed: a seal that renames the journal
+    // away while we look has put its frames in a segment the listing below will see. A journal
+    // deleted between its listing and its reading (io_not_found) is looked for again.
+    std::vector<detail::Journal::Contents> journals;
+    for (int attempt = 0;; ++attempt) {
+        const Errc e = detail::Journal::read_all(dir, journals, err);
+        if (e == Errc::ok) break;
+        if (e != Errc::io_not_found || attempt == 8) return e;
+    }
+    for (auto j = journals.rbegin(); j != journals.rend(); ++j) {
+        for (const auto& d : j->damage)
+            out.journal_damage.push_back(j->path + ":" + std::to_string(d.offset) + ": " + d.reason);
+        if (found) continue;
+        for (const auto& r : j->records) consider(r.env, r.ord);
+        out.in_journal = found;
+    }
+    if (found) return Errc::ok;
+    journals.clear();
+
+    Errc code = Errc::ok;
+    auto ar = Archive::open(dir, err, &code);
+    if (!ar) return code;
+    // Newest segment first, each found by a point read of the ordinal before the previous one.
+    Errc damage = Errc::ok;
+    std::string damage_text;
+    const DamageFn on_damage = [&](Errc e, const std::string& text, const std::vector<std::uint64_t>& ords) {
+        if (damage != Errc::ok) return;
+        damage = e;
+        damage_text = text + " (ordinals " + ordinal_ranges(ords) + " unread)";
+    };
+    for (std::uint64_t end = ar->end_ordinal(); end > 0 && !found;) {
+        std::uint64_t first = 0;
+        const Errc e = ar->scan_segment_of(
+            end - 1, [&](std::uint64_t ord, ByteView envelope) { consider(envelope, ord); return true; }, on_damage,
+            first, err);
+        if (e != Errc::ok) return e;
+        // A cluster that cannot be read may hold a larger seq of SRC: no answer is better
+        // than a wrong one (a resumed tap would fetch again what is archived, or skip).
+        if (damage != Errc::ok) {
+            err = damage_text;
+            return damage;
+        }
+        end = first;
+    }
+    if (found) return Errc::ok;
+    err = dir + ": no message with a seq from src '" + std::string(src) + "' in the archive";
+    return Errc::cvl_no_src;
 }
 
 }  // namespace sov::cvl

@@ -677,6 +677,14 @@ Errc Archive::scan_segment(std::size_t seg, const std::function<bool(std::uint64
     return impl_->scan_fresh(L, f, &on_damage, err);
 }
 
+Errc Archive::scan_segment_of(std::uint64_t ord, const std::function<bool(std::uint64_t, ByteView)>& f,
+                              const DamageFn& on_damage, std::uint64_t& first, std::string& err) {
+    detail::Loaded* L;
+    if (Errc e = impl_->locate(ord, L, err); e != Errc::ok) return e;
+    first = L->x.first();
+    return impl_->scan_fresh(L, f, &on_damage, err);
+}
+
 const std::vector<ProblemInfo>& Archive::problem_infos() const noexcept {
     impl_->load_all();
     return impl_->problem_infos;

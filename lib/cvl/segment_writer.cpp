@@ -25,6 +25,7 @@ Meta meta_of(ByteView envelope) {
     frames::Envelope env;
     if (frames::parse_envelope(envelope, env)) return m;
     m.recv = env.recv;
+    if (env.is_marker()) return m;  // a marker: no DID (clustered with the DID-less messages), no op
     msg::Message msg;
     if (msg::parse(env.wire, msg)) return m;
     m.did = std::string(msg.did);

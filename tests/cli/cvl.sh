@@ -19,8 +19,9 @@ ccat=$build/tools/cvl-cat
 tomb=$build/tools/tomb-set
 fcat=$build/tools/frame-cat
 sim=$build/tools/mesh-sim
+cver=$build/tools/cbor-verify
 
-for t in "$pack" "$ccat" "$tomb" "$fcat" "$sim"; do
+for t in "$pack" "$ccat" "$tomb" "$fcat" "$sim" "$cver"; do
     [ -x "$t" ] || { echo "FAIL - $t is not built"; exit 1; }
 done
 command -v python3 >/dev/null || { echo "FAIL - python3 is required"; exit 1; }
@@ -1204,6 +1205,143 @@ expect_match "T6 SIGINT: summary says 500 frames appended, ordinals 0 to 499, 0 
     "^cvl-pack: 500 frames appended \(ordinals 0 to 499\), 0 segments sealed, 0 dictionaries trained; $(commas "$(size "$tmp/500.frames")") bytes in"
 echo "    (cvl-pack exit status after SIGINT: $prc)"
 rm -rf "$tmp/A8" "$tmp/fifo8" "$tmp/T.raw" "$tmp/pretty.json" "$tmp/array.json"
+
+# ---- markers and --last-seq (docs/format-cvl.md §11) -------------------------------------------------
+
+M=$tmp/M
+mkdir -p "$M"
+# records FILE...: the records of frame streams, by index, for the interleavings below.
+cat >"$M/mix.py" <<'PY'
+import json, sys
+def records(path):
+    d = open(path, 'rb').read(); i = 0; out = []
+    while i < len(d):
+        n = s = 0; st = i
+        while True:
+            b = d[i]; i += 1; n |= (b & 127) << s; s += 7
+            if b < 128: break
+        out.append(d[st:i + n]); i += n
+    return out
+cmd = sys.argv[1]
+if cmd == 'every':      # every N MSGS MARKS: a marker before every N messages, the rest after
+    n, msgs, marks = int(sys.argv[2]), records(sys.argv[3]), records(sys.argv[4])
+    out = []
+    for k, m in enumerate(marks):
+        out.append(m); out += msgs[n * k:n * (k + 1)]
+    out += msgs[n * len(marks):]
+elif cmd == 'alternate':  # alternate A B: a, b, a, b, … then the rest
+    a, b = records(sys.argv[2]), records(sys.argv[3])
+    out = []
+    for i in range(max(len(a), len(b))):
+        out += a[i:i + 1] + b[i:i + 1]
+elif cmd == 'cat':
+    out = [r for p in sys.argv[2:] for r in records(p)]
+elif cmd == 'maxseq':   # maxseq SRC < JSON lines: the largest payload.seq of SRC's messages
+    best = None
+    for l in sys.stdin:
+        j = json.loads(l)
+        if j['src'] == sys.argv[2] and 'mark' not in j and 'seq' in j.get('payload', {}):
+            best = j['payload']['seq'] if best is None else max(best, j['payload']['seq'])
+    print(best); sys.exit(0)
+sys.stdout.buffer.write(b''.join(out))
+PY
+mix() { python3 "$M/mix.py" "$@"; }
+"$sim" gen -q --no-corpus --accounts 30 --events 400 --seed 11 --src a.example --did-docs "$M/docs.json" >"$M/a.frames"
+cat >"$M/marks.jsonl" <<'JSONL'
+{"src":"a.example","mark":{"kind":"connect","url":"wss://a.example/xrpc/com.atproto.sync.subscribeRepos","cursor":0},"recv":1000}
+{"src":"a.example","mark":{"kind":"idle","since":900},"recv":1001}
+{"src":"a.example","mark":{"kind":"gap","from":120,"to":130},"recv":1002}
+{"src":"a.example","mark":{"kind":"disconnect","reason":"TCP reset"},"recv":1003}
+{"src":"a.example","mark":{"kind":"gap","from":999999990,"to":999999999},"recv":1004}
+JSONL
+"$fcat" -q --from json "$M/marks.jsonl" >"$M/marks.frames"
+mix every 90 "$M/a.frames" "$M/marks.frames" >"$M/mixed.frames"   # markers at 0, 91, 182, 273, 364
+# cbor-verify | cvl-pack: small segments, so markers land in several segments.
+"$cver" -q --did-docs "$M/docs.json" "$M/mixed.frames" >"$M/verified.frames"
+"$cver" -q --did-docs "$M/docs.json" "$M/mixed.frames" | "$pack" -q -o "$M/A" --segment-messages 100
+expect "markers: cbor-verify | cvl-pack exits 0" "${PIPESTATUS[*]}" "0 0"
+run "$ccat" -q "$M/A"
+same "markers: cvl-cat gives back the verified stream, markers byte-identical and in place" "$tmp/out" "$M/verified.frames"
+"$fcat" -q --type mark "$tmp/out" >"$M/back-marks.frames"
+same "markers: the archive's markers are the markers written" "$M/back-marks.frames" "$M/marks.frames"
+run "$ccat" -q "$M/A" --ordinal 91 --ordinal 364
+"$fcat" -q --type mark "$tmp/out" | "$fcat" -q --to json >"$M/two.jsonl"
+expect "markers: ordinals 91 and 364 are the 2nd and 5th markers" "$(cut -c1-60 "$M/two.jsonl" | tr '\n' '|')" \
+    "$(sed -n '2p;5p' "$M/marks.jsonl" | cut -c1-60 | tr '\n' '|')"
+run "$ccat" -q "$M/A" --until 2000
+same "markers: --until selects them by recv (all five, nothing else)" "$tmp/out" "$M/marks.frames"
+did=$("$fcat" -q --to json "$M/a.frames" | head -1 | python3 -c 'import json,sys; p=json.load(sys.stdin)["payload"]; print(p.get("repo") or p["did"])')
+run "$ccat" -q "$M/A" --did "$did"
+expect "markers: --did leaves markers out" "$("$fcat" -q --type mark "$tmp/out" | wc -c | tr -d ' ')" 0
+expect "markers: --did still gives the DID's messages" "$("$fcat" -q --did "$did" "$M/verified.frames" | cmp -s - "$tmp/out" && echo same)" same
+run "$ccat" "$M/A" --check
+expect "markers: cvl-cat --check passes on an archive with markers" "$rc" 0
+
+# --last-seq: two sources alternating, a third only at the very start (found in the first
+# segment, read last), a marker-only source, and a marker whose numbers must not count.
+"$sim" gen -q --no-corpus --accounts 30 --events 250 --seed 12 --src b.example >"$M/b.frames"
+"$sim" gen -q --no-corpus --accounts 5 --events 5 --seed 13 --src c.example >"$M/c.frames"
+"$fcat" -q --from json >"$M/m.frames" <<'JSONL'
+{"src":"m.example","mark":{"kind":"connect","url":"wss://m.example/"},"recv":5}
+JSONL
+mix alternate "$M/mixed.frames" "$M/b.frames" >"$M/ab.frames"
+mix cat "$M/c.frames" "$M/ab.frames" "$M/m.frames" >"$M/L.frames"
+"$pack" -q -o "$M/L" --segment-messages 100 <"$M/L.frames"
+"$fcat" -q --to json "$M/L.frames" >"$M/L.jsonl"
+for src in a.example b.example c.example; do
+    want=$(mix maxseq "$src" <"$M/L.jsonl")
+    run "$ccat" "$M/L" --last-seq "$src"
+    expect "--last-seq $src: the largest seq, alone on stdout, exit 0" "$rc:$(cat "$tmp/out")" "0:$want"
+done
+expect "--last-seq: a marker's numbers never count (a.example below the gap marker's 999999999)" \
+    "$([ "$("$ccat" "$M/L" --last-seq a.example)" -lt 999999990 ] && echo below)" below
+run "$ccat" "$M/L" --last-seq d.example
+expect "--last-seq of an absent src: exit 1, nothing on stdout" "$rc:$(size "$tmp/out")" "1:0"
+expect_match "--last-seq of an absent src: names it" "$(cat "$tmp/err")" \
+    "^cvl-cat: .*L: no message with a seq from src 'd.example' in the archive$"
+run "$ccat" "$M/L" --last-seq m.example
+expect "--last-seq of a src with markers only: exit 1" "$rc:$(size "$tmp/out")" "1:0"
+run "$ccat" "$M/L" --last-seq ''
+expect "--last-seq '': usage error" "$rc" 2
+run "$ccat" "$M/L" --last-seq a.example --did "$did"
+expect "--last-seq with a filter: usage error" "$rc" 2
+run "$ccat" "$M/L" --last-seq a.example --check
+expect "--last-seq with another mode: usage error" "$rc" 2
+run "$ccat" "$tmp/nonexistent-archive" --last-seq a.example
+expect "--last-seq on a missing archive: exit 2" "$rc" 2
+# Damage in the segment that must be read: exit 1, no number (never a guess).
+cp -a "$M/L" "$M/L2"
+last_seg=$(ls "$M/L2/seg" | sort | tail -1 | cut -d. -f1)
+for f in "$M"/L2/shard/*/"$last_seg"-*.dat; do printf '\x55\x55\x55\x55' | dd of="$f" bs=1 seek=8 conv=notrunc 2>/dev/null; done
+run "$ccat" "$M/L2" --last-seq a.example
+expect "--last-seq: a damaged last segment is exit 1 with nothing on stdout" "$rc:$(size "$tmp/out")" "1:0"
+rm -rf "$M/L2"
+
+# The journal: frames cvl-pack has read but not sealed count, while it runs and after kill -9.
+"$sim" gen -q --no-corpus --accounts 5 --events 30 --seed 14 --src e.example >"$M/e.frames"
+want_e=$("$fcat" -q --to json "$M/e.frames" | mix maxseq e.example)
+rm -f "$M/fifo"
+mkfifo "$M/fifo"
+"$pack" -q -o "$M/L" --fsync-interval 0 <"$M/fifo" 2>"$M/pack-err" &
+pe=$!
+bg+=("$pe")
+exec 9>"$M/fifo"
+cat "$M/e.frames" >&9
+got=
+for _ in $(seq 600); do   # up to 60 s for the 30 frames to be journaled
+    got=$("$ccat" "$M/L" --last-seq e.example 2>/dev/null) && break
+    sleep 0.1
+done
+expect "--last-seq while cvl-pack runs: the journal's frames count" "$got" "$want_e"
+kill -9 "$pe" 2>/dev/null
+wait "$pe" 2>/dev/null
+exec 9>&-
+expect "--last-seq after cvl-pack was killed: from the journal" "$("$ccat" "$M/L" --last-seq e.example)" "$want_e"
+expect "--last-seq after the kill: the other sources unchanged" "$("$ccat" "$M/L" --last-seq b.example)" \
+    "$(mix maxseq b.example <"$M/L.jsonl")"
+"$pack" -q -o "$M/L" </dev/null   # recovers and seals the journal
+expect "--last-seq after recovery: from the sealed segment" "$("$ccat" "$M/L" --last-seq e.example)" "$want_e"
+rm -rf "$M"
 
 echo "$passed passed, $failed failed ($((SECONDS - start_s)) s)"
 [ $failed -eq 0 ]

@@ -554,5 +554,119 @@ run "$frame_cat" --from raw-u32le --src x --to jetstream "$tmp/bad.u32le"
 expect "--to jetstream: an unparsable message exits 1" "$rc" 1
 expect_match "--to jetstream: names file and offset" "$(cat "$tmp/err")" "bad.u32le:0: not convertible to Jetstream"
 
+# ---- markers (docs/design.md §2 "Markers", docs/format-frame-stream.md) -----------------------------
+# A stream of signed messages with five markers interleaved (made from DAG-JSON lines).
+
+mk=$tmp/mk
+mkdir -p "$mk"
+"$mesh_sim" gen -q --no-corpus --accounts 20 --events 200 --seed 3 --src pds.example \
+    --did-docs "$mk/docs.json" >"$mk/msgs.frames"
+cat >"$mk/marks.jsonl" <<'JSONL'
+{"src":"pds.example","mark":{"kind":"connect","url":"wss://pds.example/xrpc/com.atproto.sync.subscribeRepos"},"recv":1783173600000001}
+{"src":"pds.example","mark":{"kind":"gap","from":40,"to":45},"recv":1783173600000002}
+{"src":"pds.example","mark":{"kind":"idle","since":1783173600000000},"recv":1783173600000003}
+{"src":"pds.example","mark":{"kind":"disconnect","reason":"close 1001"},"recv":1783173600000004}
+{"src":"pds.example","mark":{"kind":"resync","note":"a kind no tool knows"},"recv":1783173600000005}
+JSONL
+run "$frame_cat" --from json "$mk/marks.jsonl"
+expect "markers: frame-cat --from json reads marker lines" "$rc" 0
+cp "$tmp/out" "$mk/marks.frames"
+# interleave MSGS MARKS: marker k goes before message 50·k (the last one after every message).
+python3 - "$mk/msgs.frames" "$mk/marks.frames" >"$mk/mixed.frames" <<'PY'
+import sys
+def records(path):
+    d = open(path, 'rb').read(); i = 0; out = []
+    while i < len(d):
+        n = s = 0; st = i
+        while True:
+            b = d[i]; i += 1; n |= (b & 127) << s; s += 7
+            if b < 128: break
+        out.append(d[st:i + n]); i += n
+    return out
+msgs, marks = records(sys.argv[1]), records(sys.argv[2])
+out = []
+for k, m in enumerate(marks):
+    out += msgs[50 * (k - 1):50 * k] if k else []
+    out.append(m)
+out += msgs[50 * (len(marks) - 1):]
+sys.stdout.buffer.write(b''.join(out))
+PY
+expect "markers: the mixed stream has 205 frames" "$(count_frames "$mk/mixed.frames")" 205
+
+run "$frame_cat" --type mark "$mk/mixed.frames"
+expect "frame-cat --type mark exits 0" "$rc" 0
+if cmp -s "$tmp/out" "$mk/marks.frames"; then pass "frame-cat --type mark: exactly the markers, byte for byte"
+else fail "frame-cat --type mark: exactly the markers, byte for byte" "$(cmp "$tmp/out" "$mk/marks.frames" 2>&1)"; fi
+expect_match "frame-cat --type mark: summary counts the markers" "$(cat "$tmp/err")" \
+    "^frame-cat: 205 frames read \(5 markers\), 5 written"
+run "$frame_cat" "$mk/mixed.frames"
+if cmp -s "$tmp/out" "$mk/mixed.frames"; then pass "frame-cat without a filter keeps markers in place"
+else fail "frame-cat without a filter keeps markers in place" "$(cmp "$tmp/out" "$mk/mixed.frames" 2>&1)"; fi
+run "$frame_cat" --type commit "$mk/mixed.frames"
+"$frame_cat" -q --type mark "$tmp/out" >"$mk/none.frames"
+expect "frame-cat --type commit drops the markers" "$(size "$mk/none.frames")" 0
+did=$("$frame_cat" -q --to json "$mk/msgs.frames" | head -1 | python3 -c 'import json,sys; p=json.load(sys.stdin)["payload"]; print(p.get("repo") or p["did"])')
+run "$frame_cat" --did "$did" --to json "$mk/mixed.frames"
+expect "frame-cat --did drops the markers" "$(grep -c '"mark":' "$tmp/out")" 0
+ndid=$(lines "$tmp/out")
+run "$frame_cat" --type commit,identity,account,sync,mark --did "$did" --to json "$mk/mixed.frames"
+expect "frame-cat --type …,mark --did: the DID's messages and every marker" "$(lines "$tmp/out"):$(grep -c '"mark":' "$tmp/out")" \
+    "$((ndid + 5)):5"
+run "$frame_cat" --to json "$mk/mixed.frames"
+expect "frame-cat --to json: a marker line shows its kind and keys" "$(sed -n 2p "$tmp/out")" \
+    '{"src":"pds.example","mark":{"to":45,"from":40,"kind":"gap"},"recv":1783173600000002}'
+cp "$tmp/out" "$mk/mixed.jsonl"
+run "$frame_cat" --from json "$mk/mixed.jsonl"
+if cmp -s "$tmp/out" "$mk/mixed.frames"; then pass "frame-cat --to json | --from json: markers round trip byte for byte"
+else fail "frame-cat --to json | --from json: markers round trip byte for byte" "$(cmp "$tmp/out" "$mk/mixed.frames" 2>&1)"; fi
+run "$frame_cat" --to raw-u32le --force "$mk/mixed.frames"
+expect_match "frame-cat --to raw-u32le: markers are counted as not written" "$(cat "$tmp/err")" \
+    "5 markers not written \(a raw capture carries messages only\)"
+run "$frame_cat" --to jetstream "$mk/mixed.frames"
+expect "frame-cat --to jetstream with markers exits 0" "$rc" 0
+expect_match "frame-cat --to jetstream: markers are counted as not written" "$(cat "$tmp/err")" \
+    "5 markers not written \(Jetstream carries messages only\)"
+
+# Malformed markers are framing errors with the offset.
+run "$frame_cat" --from json - <<<'{"src":"s","mark":{"kind":"gap","from":9,"to":1},"recv":1}'
+expect "frame-cat --from json: gap from > to exits 1" "$rc" 1
+expect_match "frame-cat --from json: gap from > to is named" "$(cat "$tmp/err")" "marker malformed"
+# {src:"s", mark:{kind:"x"}, recv:1, wire:h''} after one good marker: offset of the wire entry.
+python3 - "$mk/marks.frames" >"$mk/both.frames" <<'PY'
+import sys
+good = open(sys.argv[1], 'rb').read()
+first = good[:1 + good[0]]
+env = bytes([0xa4, 0x63]) + b'src' + bytes([0x61]) + b's' + bytes([0x64]) + b'mark' + bytes([0xa1, 0x64]) + b'kind' + \
+      bytes([0x61]) + b'x' + bytes([0x64]) + b'recv' + bytes([0x01, 0x64]) + b'wire' + bytes([0x41, 0x00])
+sys.stdout.buffer.write(first + bytes([len(env)]) + env)
+PY
+first_len=$(( $(od -An -tu1 -N1 "$mk/marks.frames") + 1 ))
+run "$frame_cat" --to json "$mk/both.frames"
+expect "frame-cat: a record with both mark and wire exits 1" "$rc" 1
+expect_match "frame-cat: both mark and wire: file, offset of the wire entry, reason" "$(cat "$tmp/err")" \
+    "both.frames:$((first_len + 1 + 26)): envelope has both mark and wire"
+expect "frame-cat: the record before it was written" "$(lines "$tmp/out")" 1
+
+# cbor-verify: markers pass unchanged, in place, with no verdict, and change no verdict.
+run "$cbor_verify" --did-docs "$mk/docs.json" "$mk/mixed.frames"
+expect "cbor-verify with markers exits 0" "$rc" 0
+cp "$tmp/out" "$mk/verified.frames"
+expect_match "cbor-verify: summary counts markers apart" "$(cat "$tmp/err")" \
+    "^cbor-verify: 205 frames: 200 passed, 0 rejected \(ok 200\), markers 5; "
+"$frame_cat" -q --type mark "$mk/verified.frames" >"$mk/verified-marks.frames"
+if cmp -s "$mk/verified-marks.frames" "$mk/marks.frames"; then pass "cbor-verify: markers byte-identical, no vrd"
+else fail "cbor-verify: markers byte-identical, no vrd" "$(cmp "$mk/verified-marks.frames" "$mk/marks.frames" 2>&1)"; fi
+"$frame_cat" -q --to json "$mk/verified.frames" | grep -n '"mark":' | cut -d: -f1 | tr '\n' ' ' >"$mk/pos"
+expect "cbor-verify: markers in place (lines of the JSON)" "$(cat "$mk/pos")" "1 52 103 154 205 "
+"$cbor_verify" -q --did-docs "$mk/docs.json" "$mk/msgs.frames" >"$mk/verified-plain.frames"
+"$frame_cat" -q --to json "$mk/verified.frames" | grep -v '"mark":' >"$mk/a.jsonl"
+"$frame_cat" -q --to json "$mk/verified-plain.frames" >"$mk/b.jsonl"
+if cmp -s "$mk/a.jsonl" "$mk/b.jsonl"; then pass "cbor-verify: the messages' verdicts are those of the stream without markers"
+else fail "cbor-verify: the messages' verdicts are those of the stream without markers" "$(cmp "$mk/a.jsonl" "$mk/b.jsonl" 2>&1)"; fi
+run "$cbor_verify" --did-docs "$tmp/no-docs.json" --annotate --rejects "$mk/rej.frames" "$mk/mixed.frames"
+"$frame_cat" -q --type mark "$tmp/out" >"$mk/ann-marks.frames"
+expect "cbor-verify --annotate: markers still unchanged" "$(cmp -s "$mk/ann-marks.frames" "$mk/marks.frames" && echo same)" same
+expect "cbor-verify --rejects: no marker among the rejects" "$("$frame_cat" -q --type mark "$mk/rej.frames" | wc -c | tr -d ' ')" 0
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

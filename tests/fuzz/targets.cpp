@@ -84,9 +84,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<std::uint8_t> out;
         sov::frames::append_record_with_verdict(out, env, "ok");
         sov::frames::Envelope env2;
-        if (sov::frames::parse_record(out, env2) || env2.wire.size() != env.wire.size()) fail("verdict rewrite broke the record");
+        if (sov::frames::parse_record(out, env2) || env2.wire.size() != env.wire.size() ||
+            env2.is_marker() != env.is_marker())
+            fail("verdict rewrite broke the record");
         std::string line;
         sov::frame_json::append_line(env, true, line);
+        if (env.is_marker()) {
+            // parse_envelope accepted the mark, so parse_marker must; known kinds re-encode to
+            // a record that parses back to the same marker.
+            sov::frames::Marker mk, mk2;
+            if (sov::frames::parse_marker(env, mk)) fail("parse_marker refused a mark parse_envelope accepted");
+            out.clear();
+            if (!sov::frames::append_marker(out, env.src, env.recv, mk)) fail("append_marker refused a parsed marker");
+            sov::frames::Envelope env3;
+            if (sov::frames::parse_record(out, env3) || sov::frames::parse_marker(env3, mk2) || mk2.kind != mk.kind ||
+                mk2.url != mk.url || mk2.cursor != mk.cursor || mk2.reason != mk.reason || mk2.from != mk.from ||
+                mk2.to != mk.to || mk2.since != mk.since)
+                fail("marker round trip");
+        }
     }
 #elif SOV_FUZZ_TARGET == 5  // event-stream message + verification
     static OneKey keys;

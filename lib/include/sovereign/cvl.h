@@ -219,6 +219,11 @@ public:
     /// segment could be attempted.
     Errc scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, const DamageFn& on_damage,
                       std::string& err);
+    /// As the tolerant scan_segment(), for the segment holding ordinal `ord`, found through
+    /// the index headers (a point read: no other index is loaded or checked). `first` gets the
+    /// segment's first ordinal. Errors as read() (cvl_no_ordinal when no segment holds `ord`).
+    Errc scan_segment_of(std::uint64_t ord, const std::function<bool(std::uint64_t, ByteView)>& f,
+                         const DamageFn& on_damage, std::uint64_t& first, std::string& err);
     /// Ordinals in the clusters holding `did`'s messages (by DID hash; a shared cluster also
     /// holds other DIDs, so callers confirm by decoding).
     std::vector<std::uint64_t> ordinals_of_did(std::size_t seg, std::string_view did) const;
@@ -280,5 +285,29 @@ struct SelectStats {
 /// none).
 Errc select(Archive& ar, const Selection& sel, const std::function<bool(std::uint64_t, ByteView)>& f,
             const std::function<void(Errc, const std::string&)>& on_error, SelectStats& stats);
+
+// --- Resuming a tap from the archive (docs/design.md §8) ----------------------------------------
+/// The `seq` of a message: the wire's header is an `op: 1` frame of a type that carries a
+/// seq (#commit, #identity, #account, #sync; the deprecated #handle, #migrate, #tombstone)
+/// and its payload has an integer `seq`. nullopt otherwise (markers, #info, error frames,
+/// wire bytes that are not a header + payload pair).
+std::optional<std::int64_t> seq_of_wire(ByteView wire) noexcept;
+struct LastSeq {
+    std::int64_t seq = 0;           ///< the largest seq found
+    std::uint64_t ordinal = 0;      ///< the ordinal of the message holding it
+    bool in_journal = false;        ///< found among the unsealed frames of the journal
+    std::vector<std::string> journal_damage;  ///< "<journal>:<offset>: <reason>" for records not read
+};
+/// `cvl-cat DIR --last-seq SRC`: the largest seq (seq_of_wire) of a message, not a marker,
+/// whose envelope has `src` = SRC, in the newest part of the archive holding one: the
+/// journal's frames first (what `cvl-pack` has read but not sealed; they are part of the
+/// archive once it restarts), then the sealed segments from the newest backwards, stopping at
+/// the first that holds such a message; so usually only the journal and the last segment are
+/// read. Tombstoned messages count (they were received); purged ones cannot (their content is
+/// gone). Damaged journal records are skipped and listed in `journal_damage` (journal
+/// recovery drops them too). Errors: cvl_no_src (no such message, `err` naming SRC), the
+/// errors of Archive::open, io_* reading the journal, and the damage codes of a segment that
+/// must be read (its answer could be missing: never a guess).
+Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::string& err);
 
 }  // namespace sov::cvl

@@ -77,6 +77,8 @@ enum class Errc : std::uint16_t {
     frame_missing_field = 503,   ///< src, recv or wire absent
     frame_field_type = 504,      ///< src/vrd not text, recv not int, wire not bytes
     frame_src_too_long = 505,    ///< src over 253 bytes
+    frame_mark_and_wire = 506,   ///< a record with both mark and wire (a marker has no wire)
+    frame_bad_mark = 507,        ///< mark not a map with a text kind, a known extra key mistyped, gap from > to
     // 600..699 crypto / keys (docs/protocol.md §5)
     key_bad_multibase = 600, ///< multikey not 'z' + base58btc
     key_bad_codec = 601,     ///< multicodec prefix not secp256k1-pub or p256-pub
@@ -109,7 +111,7 @@ enum class Errc : std::uint16_t {
     mst_duplicate_op = 906,  ///< two ops on the same path in one commit
     mst_not_invertible = 907,///< no prevData, or update/delete without prev (legacy)
     // 1000..1099 CVL archive (docs/format-cvl.md); all but cvl_locked / cvl_not_archive /
-    // cvl_not_empty are damage to the archive's files (exit 1)
+    // cvl_not_empty / cvl_no_ordinal / cvl_no_src are damage to the archive's files (exit 1)
     cvl_not_archive = 1000,  ///< directory has no cvl.json (not an archive)
     cvl_bad_config = 1001,   ///< cvl.json unreadable as an archive description, or a value out of range
     cvl_bad_version = 1002,  ///< archive or index version this code does not read
@@ -128,6 +130,7 @@ enum class Errc : std::uint16_t {
     cvl_locked = 1015,       ///< another writer holds the archive lock
     cvl_not_empty = 1016,    ///< a directory to create an archive in is not empty
     cvl_journal = 1017,      ///< a damaged journal record
+    cvl_no_src = 1018,       ///< no message (with a seq) from the asked src in the archive (cvl-cat --last-seq)
     // 1100..1199 tombstones (sovereign/bitset.h)
     tomb_bad_name = 1100,    ///< tomb-*.bits name not canonical, or a range beyond 2^48
     tomb_bad_size = 1101,    ///< tombstone file of a size the format does not allow
@@ -180,6 +183,7 @@ enum class Errc : std::uint16_t {
     net_transport = 1703,    ///< connection refused, reset, timed out, TLS failure
     net_http_status = 1704,  ///< an HTTP answer with a status the caller cannot use
     net_protocol = 1705,     ///< an answer that breaks the protocol (bad body, bad frame)
+    net_future_cursor = 1706,  ///< the server refused the cursor as ahead of its stream (FutureCursor)
 };
 
 /// Short lowercase phrase for diagnostics, e.g. "map keys not in canonical order".
@@ -194,7 +198,8 @@ Errc from_errno(int err) noexcept;
 /// cvl_not_archive, cvl_not_empty, tomb_read_only, tomb_range, cache_locked, mirror_locked,
 /// net_*); 1 for everything else,
 /// i.e. input data rejected (framing, a corrupt archive or state file, a missing ordinal,
-/// a proof that does not verify, a PLC operation that fails validation). Tools choose their
+/// a proof that does not verify, a PLC operation that fails validation, a cursor the server
+/// calls FutureCursor). Tools choose their
 /// status from the code only, never from message text.
 int exit_status(Errc e) noexcept;
 

@@ -4,7 +4,8 @@
 // objects: {"src":…, "vrd":…, "recv":…, "header":{…}, "payload":{…}, …unknown keys}. A wire
 // that is not a valid header + payload pair stays {"wire":{"$bytes":…}} so nothing is lost.
 // With decode_blocks, "blocks_json" adds the CAR in `payload.blocks` decoded:
-// {"roots":[…], "blocks":[{"cid":{"$link":…}, "value":…}]}; it is ignored on input.
+// {"roots":[…], "blocks":[{"cid":{"$link":…}, "value":…}]}; it is ignored on input. A marker
+// has no wire: {"src":…, "mark":{"kind":…, …}, "recv":…} (its mark map in DAG-JSON).
 // Converting back gives byte-identical records for canonical input (exact bytes:
 // docs/format-frame-stream.md).
 #pragma once

@@ -1,6 +1,7 @@
 // sovereign/frame_stream.h — the frame stream of docs/design.md §2 (exact bytes:
 // docs/format-frame-stream.md): records `uvarint(n) envelope`, 1 ≤ n ≤ 16 MiB, varint ≤ 4
-// bytes and minimal; envelope = canonical DAG-CBOR map {src, vrd?, recv, wire, …unknown}.
+// bytes and minimal; envelope = canonical DAG-CBOR map {src, vrd?, why?, recv, wire, …unknown}
+// for a message, {src, mark, recv, …unknown} for a marker (design §2 "Markers").
 #pragma once
 
 #include "sovereign/errc.h"
@@ -25,18 +26,50 @@ struct Envelope {
     std::string_view src;
     std::optional<std::string_view> vrd;
     std::int64_t recv = 0;   ///< µs since the Unix epoch (UTC), 0 if unknown
-    ByteView wire;           ///< the event-stream message exactly as received
+    ByteView wire;           ///< the event-stream message exactly as received; empty for a marker
+    ByteView mark;           ///< a marker's `mark` map (its DAG-CBOR bytes); empty for a message
     ByteView raw;            ///< the whole envelope (map) bytes
+
+    /// True for a marker (a record with `mark` and no `wire`): its `wire` is empty and means
+    /// nothing; decode it with parse_marker().
+    bool is_marker() const noexcept { return !mark.empty(); }
 };
 
 /// Validates and decodes one envelope (DAG-CBOR strict, required keys and types, src ≤ 253
-/// bytes). Unknown keys are allowed. Error offset is relative to `raw`.
+/// bytes, exactly one of `wire` and `mark`, a `mark` that parse_marker() accepts). Unknown
+/// keys are allowed. Errors: frame_bad_envelope, frame_missing_field (src or recv absent,
+/// or neither wire nor mark), frame_mark_and_wire (at the `wire` entry), frame_field_type,
+/// frame_src_too_long, frame_bad_mark (at the offending entry of the mark map), and the CBOR
+/// codes. Error offset is relative to `raw`.
 Located parse_envelope(ByteView raw, Envelope& out) noexcept;
+
+/// A decoded marker (design §2 "Markers"): what a tap saw of its connection to `src`.
+/// Fields not carried by `kind` stay empty; unknown kinds keep only `kind`.
+struct Marker {
+    std::string kind;                      // "connect", "disconnect", "gap", "idle", or other
+    std::optional<std::string> url;        // connect
+    std::optional<std::int64_t> cursor;    // connect (absent = live head)
+    std::optional<std::string> reason;     // disconnect
+    std::optional<std::int64_t> from, to;  // gap (inclusive seqs)
+    std::optional<std::int64_t> since;     // idle (µs)
+};
+/// Appends one marker record {src, mark, recv} (canonical): `mark` holds `kind` and every
+/// field of `m` that is set. false + nothing appended on src > 253 bytes, or when no reader
+/// would accept the record (a known kind without its required fields, gap from > to,
+/// text that is not UTF-8).
+bool append_marker(std::vector<std::uint8_t>& out, std::string_view src, std::int64_t recv, const Marker& m);
+/// Decodes env.mark (env.is_marker() must be true; otherwise frame_missing_field at 0). The
+/// mark must be a map with a text `kind`; known kinds need their keys with these types:
+/// connect `url` text, `cursor` int optional; disconnect `reason` text; gap `from`, `to` int
+/// with from ≤ to; idle `since` int. Unknown kinds and unknown keys pass. Error
+/// (frame_bad_mark) offset relative to env.mark: the offending entry, or 0 for the map.
+Located parse_marker(const Envelope& env, Marker& out) noexcept;
 
 /// Where an envelope's fields sit inside its raw bytes, so that a parsed envelope can be
 /// copied elsewhere and its views rebuilt without parsing it again (layout_of / at).
 struct EnvelopeLayout {
     std::uint32_t src_off = 0, src_len = 0, vrd_off = 0, vrd_len = 0, wire_off = 0, wire_len = 0, raw_len = 0;
+    std::uint32_t mark_off = 0, mark_len = 0;  ///< mark_len 0 for a message
     bool has_vrd = false;
     std::int64_t recv = 0;
 };

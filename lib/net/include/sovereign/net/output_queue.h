@@ -1,0 +1,76 @@
+// sovereign/net/output_queue.h — frames from the event loop to stdout through a writer thread
+// (docs/design.md §7 "Backpressure"): a blocked stdout never stalls the loop, the queue is
+// bounded, and the producer is told to stop reading sockets when it is full — nothing is
+// dropped and nothing buffers without bound.
+//
+// Checkpoints: a producer may tag the end of a frame with (source, seq); once every byte up to
+// that point has been handed to write(2), on_written(source, seq) is called on the writer
+// thread. That is how a tap's cursor becomes "the last seq written to stdout" (§8).
+#pragma once
+
+#include "sovereign/io.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sov::net {
+
+struct OutputQueueOptions {
+    std::size_t high_bytes = 32u << 20;  ///< push() reports "full" above this many queued bytes
+    std::size_t low_bytes = 8u << 20;    ///< on_drained() once the queue falls to this
+};
+
+class OutputQueue {
+public:
+    using Options = OutputQueueOptions;
+    struct Callbacks {
+        /// Writer thread: every byte up to a checkpoint (source, seq) has been written.
+        std::function<void(std::uint32_t source, std::int64_t seq)> on_written;
+        /// Writer thread: the queue was full and is now at or below low_bytes.
+        std::function<void()> on_drained;
+        /// Writer thread: writing failed (errno) or the reader went away (EPIPE: err = EPIPE).
+        /// Later pushes are discarded.
+        std::function<void(int err)> on_failed;
+    };
+
+    /// Starts the writer thread on `fd` (not closed by the queue).
+    OutputQueue(int fd, Options options, Callbacks callbacks);
+    ~OutputQueue();  ///< close()s
+    OutputQueue(const OutputQueue&) = delete;
+    OutputQueue& operator=(const OutputQueue&) = delete;
+
+    /// Appends `bytes`, with a checkpoint after them when `seq` ≥ 0. Returns true when the
+    /// queue is now over high_bytes: the producer should stop reading until on_drained().
+    bool push(ByteView bytes, std::uint32_t source = 0, std::int64_t seq = -1);
+    /// Writes everything queued, then ends the writer thread. Idempotent.
+    void close();
+    std::size_t queued_bytes() const;
+    std::uint64_t written_bytes() const;
+    bool failed() const;
+
+private:
+    struct Checkpoint {
+        std::size_t end;
+        std::uint32_t source;
+        std::int64_t seq;
+    };
+    void run();
+
+    int fd_;
+    Options options_;
+    Callbacks cb_;
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<std::uint8_t> buf_;
+    std::vector<Checkpoint> cps_;
+    std::size_t queued_ = 0;        // bytes in buf_ plus the batch being written
+    std::uint64_t written_ = 0;
+    bool full_ = false, closing_ = false, failed_ = false;
+    std::thread thread_;
+};
+
+}  // namespace sov::net
