@@ -1368,6 +1368,10 @@ const Stats& Generator::stats() const noexcept { return impl_->stats; }
 const std::string& Generator::last_pds() const noexcept { return impl_->last_pds; }
 
 std::int64_t Generator::last_time_us() const noexcept { return impl_->now_us; }
+
+std::size_t Generator::account_count() const noexcept { return impl_->accounts.size(); }
+
+const std::string& Generator::account_did(std::size_t i) const { return impl_->accounts.at(i).did; }
 const std::string& Generator::error_detail() const noexcept { return impl_->error; }
 
 // --- ShapeMeter ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 
 namespace sov::sim {
@@ -211,6 +212,7 @@ struct Network::Subscription {
     std::uint64_t epoch = 0, cut_epoch = 0;
     enum class State { run, future_error, slow_error, closing } state = State::run;
     std::string close_reason;
+    std::chrono::steady_clock::time_point slow_since;
     bool outdated_pending = false;
     bool flaky = false;
 };
@@ -229,13 +231,13 @@ Network::~Network() = default;
 
 std::string Network::host_label(std::size_t i) { return "pds" + std::to_string(i) + ".test"; }
 
-std::optional<std::size_t> Network::host_index(std::string_view label) const {
+std::optional<std::size_t> Network::index_of(std::string_view label, std::size_t pdses) {
     label = label.substr(0, label.find(':'));
     if (!label.starts_with("pds") || !label.ends_with(".test")) return std::nullopt;
     std::string_view digits = label.substr(3, label.size() - 8);
     std::size_t i = 0;
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), i);
-    if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || i >= o_.pdses ||
+    if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || i >= pdses ||
         (digits.size() > 1 && digits[0] == '0'))
         return std::nullopt;
     return i;
@@ -409,7 +411,13 @@ SubStep Network::step(Subscription& s, bool can_send) {
         s.close_reason = "FutureCursor";
         return {K::send, error_frame("FutureCursor", "Cursor in the future."), 0};
     case Subscription::State::slow_error:
-        if (!can_send) return {};
+        if (!can_send) {
+            if (std::chrono::steady_clock::now() - s.slow_since >= std::chrono::milliseconds(o_.too_slow_grace_ms)) {
+                ++n_.cuts;
+                return {K::cut, {}, 0};
+            }
+            return {};
+        }
         s.state = Subscription::State::closing;
         s.close_reason = "ConsumerTooSlow";
         return {K::send, error_frame("ConsumerTooSlow", "Stream consumer too slow"), 0};
@@ -420,6 +428,7 @@ SubStep Network::step(Subscription& s, bool can_send) {
         ++n_.too_slow;
         if (!s.pds) return {K::cut, {}, 0};  // indigo: the TCP connection is dropped
         s.state = Subscription::State::slow_error;
+        s.slow_since = std::chrono::steady_clock::now();
         if (!can_send) return {};
         s.state = Subscription::State::closing;
         s.close_reason = "ConsumerTooSlow";

@@ -257,6 +257,15 @@ TEST_CASE("Network: ConsumerTooSlow (PDS: error frame; relay: cut), restarts, cu
     CHECK(st.data.find("ConsumerTooSlow") != std::string::npos);
     CHECK(net.step(*p, true).kind == sim::SubStep::Kind::close);
     CHECK(net.step(*r, false).kind == sim::SubStep::Kind::cut);
+    // A reader that never takes the error frame is cut once the grace is over (0 here).
+    sim::NetOptions og;
+    og.too_slow = 2;
+    og.too_slow_grace_ms = 0;
+    sim::Network ng(og);
+    auto g = ng.subscribe(0, std::nullopt);
+    for (std::size_t i = 0; i < 3; ++i) REQUIRE(ng.emit(0, msgs[i], 1, wake) == Errc::ok);
+    CHECK(ng.step(*g, false).kind == sim::SubStep::Kind::wait);  // noticed
+    CHECK(ng.step(*g, false).kind == sim::SubStep::Kind::cut);   // still not writable: cut
     // A replay from cursor 0 is not "too slow" (only live events buffered since connect count).
     auto q = net.subscribe(0, 0);
     CHECK(drain(net, *q).size() == 11);

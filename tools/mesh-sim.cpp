@@ -30,6 +30,7 @@
 #include <optional>
 #include <new>
 #include <thread>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace {
@@ -52,7 +53,7 @@ bool share(double v) { return v >= 0 && v <= 1; }
 // Options of `serve --pdses` only.
 const std::initializer_list<const char*> kNetOnly = {
     "pdses", "relay", "pds-window", "relay-window", "linger", "truth", "relay-drop", "relay-drop-host",
-    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop"};
+    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop", "pool"};
 
 std::int64_t wall_us() {
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -105,6 +106,27 @@ sov::net::HttpResponse json_answer(int status, const nlohmann::json& body) {
 
 sov::net::HttpResponse xrpc_error(int status, std::string_view error, std::string_view message) {
     return json_answer(status, {{"error", error}, {"message", message}});
+}
+
+// The HTTP (non-WebSocket) XRPC answers of the simulated PDSes and relay.
+sov::net::HttpResponse answer_xrpc(const sov::sim::Network& net, const sov::net::HttpRequest& r) {
+    Route rt = route(net, r);
+    if (!rt.ok()) return xrpc_error(404, "NotFound", "no such host or path: " + r.path);
+    if (rt.method == "com.atproto.sync.subscribeRepos")
+        return xrpc_error(426, "InvalidRequest", "subscribeRepos needs a WebSocket upgrade");
+    std::size_t limit = 500;
+    if (const std::string* l = r.param("limit")) {
+        auto v = parse_u64(l);
+        if (!v || *v < 1 || *v > 1000) return xrpc_error(400, "InvalidRequest", "limit must be in 1..1000");
+        limit = std::size_t(*v);
+    }
+    const std::string* cursor = r.param("cursor");
+    if (rt.pds && rt.method == "com.atproto.server.describeServer") return json_answer(200, net.describe_server(*rt.pds));
+    if (rt.pds && rt.method == "com.atproto.sync.listRepos")
+        return json_answer(200, net.list_repos(*rt.pds, cursor ? *cursor : "", limit));
+    if (rt.relay && rt.method == "com.atproto.sync.listHosts")
+        return json_answer(200, net.list_hosts(cursor ? *cursor : "", limit));
+    return xrpc_error(501, "MethodNotImplemented", "method not implemented: " + rt.method);
 }
 
 // `mesh-sim serve --pdses N [--relay]`.
@@ -221,13 +243,35 @@ int run_net(const cxxopts::ParseResult& args) {
         return cli::kSystem;
     }
     sov::sim::Generator& gen = *gen_holder;
-    nlohmann::json docs = gen.did_docs();
     if (args.count("did-docs")) {
         std::string path = args["did-docs"].as<std::string>(), err;
-        std::string text = docs.dump() + "\n";
+        std::string text = gen.did_docs().dump() + "\n";
         if (sov::Errc e = sov::file::atomic_replace(path, sov::as_bytes(text), err); e != sov::Errc::ok) {
             cli::diag(err);
             return cli::status(e);
+        }
+    }
+
+    // --pool N: N messages generated now, then sent in turn (for rates above the generator's).
+    std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>> pool;
+    if (args.count("pool")) {
+        const std::size_t n = args["pool"].as<std::size_t>();
+        if (n == 0 || n > 10'000'000) {
+            cli::diag("--pool must be in 1..10,000,000 messages");
+            return cli::kUsage;
+        }
+        pool.reserve(n);
+        std::vector<std::uint8_t> wire;
+        std::int64_t recv;
+        for (std::size_t i = 0; i < n && !g_stop.load(); ++i) {
+            if (gen.next(wire, recv) != sov::Errc::ok) {
+                cli::diag("internal error: " + gen.error_detail());
+                return cli::kSystem;
+            }
+            const std::string& ep = gen.last_pds();
+            auto pds = sov::sim::Network::index_of(std::string_view(ep).substr(std::min(ep.size(), std::size_t(8))), no.pdses);
+            if (!pds) return cli::kSystem;
+            pool.emplace_back(*pds, wire);
         }
     }
 
@@ -266,36 +310,11 @@ int run_net(const cxxopts::ParseResult& args) {
             if (!sov::sim::append_truth(truth_buf, r)) truth_failed = true;
         };
     sov::sim::Network net(no, sink);
-    for (auto it = docs.begin(); it != docs.end(); ++it) {
-        const auto& svc = it.value()["service"];
-        for (const auto& e : svc)
-            if (e.value("id", "") == "#atproto_pds") {
-                std::string ep = e.value("serviceEndpoint", "");
-                if (auto i = net.host_index(ep.substr(ep.find("//") == std::string::npos ? 0 : ep.find("//") + 2)))
-                    net.add_account(*i, it.key());
-            }
-    }
-    docs = nlohmann::json();
+    for (std::size_t i = 0; i < gen.account_count(); ++i) net.add_account(home[i], gen.account_did(i));
 
     auto handler = [&net](const sov::net::HttpRequest& r) {
-        Route rt = route(net, r);
-        if (!rt.ok()) return xrpc_error(404, "NotFound", "no such host or path: " + r.path);
-        if (rt.method == "com.atproto.sync.subscribeRepos")
-            return xrpc_error(426, "InvalidRequest", "subscribeRepos needs a WebSocket upgrade");
-        std::size_t limit = 500;
-        if (const std::string* l = r.param("limit")) {
-            auto v = parse_u64(l);
-            if (!v || *v < 1 || *v > 1000) return xrpc_error(400, "InvalidRequest", "limit must be in 1..1000");
-            limit = std::size_t(*v);
-        }
-        const std::string* cursor = r.param("cursor");
-        if (rt.pds && rt.method == "com.atproto.server.describeServer") return json_answer(200, net.describe_server(*rt.pds));
-        if (rt.pds && rt.method == "com.atproto.sync.listRepos")
-            return json_answer(200, net.list_repos(*rt.pds, cursor ? *cursor : "", limit));
-        if (rt.relay && rt.method == "com.atproto.sync.listHosts")
-            return json_answer(200, net.list_hosts(cursor ? *cursor : "", limit));
-        auto h = xrpc_error(501, "MethodNotImplemented", "method not implemented: " + rt.method);
-        if (rt.relay) h.headers.emplace_back("Server", "mesh-sim atproto-relay");
+        sov::net::HttpResponse h = answer_xrpc(net, r);
+        h.headers.emplace_back("Server", route(net, r).relay ? "mesh-sim atproto-relay" : "mesh-sim pds");
         return h;
     };
     auto stream = [&net](const sov::net::HttpRequest& r) {
@@ -318,6 +337,8 @@ int run_net(const cxxopts::ParseResult& args) {
         auto sub = net.subscribe(rt.pds, cursor);
         w.binary = true;
         w.topic = rt.pds ? std::uint32_t(*rt.pds) : net.relay_topic();
+        // What indigo answers, by which a tap tells a relay from a PDS (docs/design.md §8).
+        w.headers.emplace_back("Server", rt.relay ? "mesh-sim atproto-relay" : "mesh-sim pds");
         w.step = [&net, sub](bool can_send) {
             sov::sim::SubStep s = net.step(*sub, can_send);
             sov::net::WsStep out;
@@ -331,6 +352,11 @@ int run_net(const cxxopts::ParseResult& args) {
         };
         return w;
     };
+    // One socket per subscriber: as many as the hard limit allows (a 20,000-host mesh).
+    if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
     sov::Errc code;
     std::string err;
     auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream);
@@ -372,6 +398,26 @@ int run_net(const cxxopts::ParseResult& args) {
                 if (!done_at) done_at = now;
                 if (linger >= 0 && net.delayed() == 0 && now - done_at >= std::int64_t(linger * 1e6)) break;
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                continue;
+            }
+            if (!pool.empty()) {
+                // --pool: the pre-generated messages in turn, evenly at --rate, in batches
+                // of what is due (the loop's bookkeeping once per batch).
+                const auto due = std::uint64_t(double(now - wall0) * o.events_per_second / 1e6) + 1;
+                if (sent >= due) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(
+                        std::clamp<std::int64_t>(std::int64_t(1e6 / o.events_per_second), 50, 10'000)));
+                    continue;
+                }
+                for (std::uint64_t k = 0; sent < due && sent < events && k < 4096; ++k, ++sent) {
+                    const auto& [pds, w] = pool[sent % pool.size()];
+                    if (net.emit(pds, w, now, wake) != sov::Errc::ok) {
+                        gen_failed = true;
+                        break;
+                    }
+                }
+                if (gen_failed) break;
+                do_wake();
                 continue;
             }
             std::int64_t recv;
@@ -653,6 +699,9 @@ int main(int argc, char** argv) {
          cxxopts::value<double>())
         ("accept-drop", "serve --pdses: this share of PDSes accept a subscription and cut it at once",
          cxxopts::value<double>())
+        ("pool", "serve --pdses: generate N messages first, then send them in turn at --rate (rates above the "
+                 "generator's; repeated commits no longer verify)",
+         cxxopts::value<std::size_t>())
         ("plc-accounts", "gen: the accounts of the simulated PLC directory that 'serve --plc --accounts N' serves "
                          "(DIDs, signing keys across rotations, PDS, handles, tombstones)",
          cxxopts::value<std::size_t>())

@@ -322,6 +322,20 @@ int HttpServer::Impl::callback(lws* wsi, lws_callback_reasons reason, void* user
         }
         lws_callback_on_writable(wsi);
         return 0;
+    case LWS_CALLBACK_ADD_HEADERS:
+        if (s && s->stream && in) {
+            auto* a = static_cast<lws_process_html_args*>(in);
+            auto** p = reinterpret_cast<unsigned char**>(&a->p);
+            unsigned char* end = reinterpret_cast<unsigned char*>(a->p) + a->max_len;
+            for (const auto& [name, value] : s->stream->answer.headers) {
+                std::string n = name + ":";
+                if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
+                                                reinterpret_cast<const unsigned char*>(value.data()), int(value.size()),
+                                                p, end))
+                    return 1;
+            }
+        }
+        return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         self->on_woken();
         return 0;

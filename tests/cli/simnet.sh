@@ -170,6 +170,12 @@ for src, data in parts.items():
         verdicts = set(re.findall(r"([a-z-]+) [0-9,]+[,)]", summary.split("(", 1)[1]))
         assert verdicts <= {"ok", "ok-gap", "inactive"}, summary' "$cbor_verify"
 
+check "the relay says atproto-relay in its upgrade answer, a PDS does not" '
+r = ws_bin.Stream(port, "/relay/xrpc/com.atproto.sync.subscribeRepos")
+p = ws_bin.Stream(port, "/pds/0/xrpc/com.atproto.sync.subscribeRepos")
+assert r.status == 101 and "atproto-relay" in r.headers.get("server", ""), r.headers
+assert p.status == 101 and "atproto-relay" not in p.headers.get("server", ""), p.headers'
+
 check "listHosts pages through the hosts that emitted; listRepos, describeServer" "$truth"'
 import json, urllib.request
 def get(path):
@@ -198,16 +204,58 @@ else
     fail "SIGTERM: exit 0 with a summary" "exit $rc" "$(tail -3 "$tmp/net.err")"
 fi
 
-# ---- ConsumerTooSlow: a reader that stops reading (tiny receive buffer) while 5,000 events go out
-start slow --pdses 1 --relay --accounts 30 --rate 1500 --events 5000 --truth "$tmp/slow.frames" ||
+# ---- many subscribers at once: 100 PDSes and the relay, each read from cursor 0 concurrently
+start many --pdses 100 --relay --accounts 300 --seed 5 --rate 500 --events 1500 --truth "$tmp/many.frames" ||
+    fail "serve --pdses 100 starts" "$(cat "$tmp/many.err")"
+check "101 concurrent subscribers each get exactly the stream of their host" '
+import threading
+subs, want, done = {}, {}, threading.Event()
+def run(name, path):
+    s = ws_bin.Stream(port, path)
+    subs[name] = s
+    stop_at = time.time() + 240
+    while time.time() < stop_at:
+        s.read(want=0, quiet=0.5, deadline=5)
+        if s.end != "quiet":
+            break
+        if done.is_set() and len(s.messages) >= len(want.get(name, [])):
+            s.read(want=0, quiet=0.5, deadline=5)  # anything more would be a duplicate
+            break
+threads = [threading.Thread(target=run, args=("pds%d.test" % i, "/pds/%d/xrpc/com.atproto.sync.subscribeRepos?cursor=0" % i))
+           for i in range(100)]
+threads.append(threading.Thread(target=run, args=("relay.test", "/relay/xrpc/com.atproto.sync.subscribeRepos?cursor=0")))
+for t in threads: t.start()
+stop_at = time.time() + 240
+while time.time() < stop_at and not done.is_set():
+    try:
+        recs = ws_bin.frames(tmp + "/many.frames")
+    except (IndexError, ValueError, AssertionError):
+        recs = []
+    if sum(1 for r in recs if r["src"] == "relay.test") == 1500:
+        for r in recs:
+            want.setdefault(r["src"], []).append(r["wire"])
+        done.set()
+    time.sleep(0.2)
+for t in threads: t.join()
+assert done.is_set(), "the truth did not reach 1500 relayed events"
+for name, s in subs.items():
+    assert s.messages == want.get(name, []), "%s: %d messages, truth %d" % (name, len(s.messages), len(want.get(name, [])))
+assert sum(1 for k in want if k.startswith("pds")) > 10, "too few hosts emitted"'
+kill -TERM "$pid"
+wait "$pid"
+
+# ---- ConsumerTooSlow: a reader that stops reading (tiny receive buffer) while 20,000 events
+# (about 20 MB: far more than the socket buffers hold) go out
+start slow --pdses 1 --relay --accounts 30 --pool 300 --rate 10000 --events 20000 --truth "$tmp/slow.frames" ||
     fail "serve for ConsumerTooSlow starts" "$(cat "$tmp/slow.err")"
 check "ConsumerTooSlow: the PDS sends the error frame and closes 1008, the relay drops TCP with no close frame" '
 p = ws_bin.Stream(port, "/pds/0/xrpc/com.atproto.sync.subscribeRepos", rcvbuf=4096)
 r = ws_bin.Stream(port, "/relay/xrpc/com.atproto.sync.subscribeRepos", rcvbuf=4096)
 deadline = time.time() + 300
-while time.time() < deadline:  # until every event is out (the truth file is flushed each second)
+while time.time() < deadline:  # until 8,000 events are out (the truth file is flushed each second)
     try:
-        if sum(1 for x in ws_bin.frames(tmp + "/slow.frames") if x["src"] == "pds0.test") == 5000:
+        # (not all 20,000: a reader that takes nothing for 10 s after the error is cut instead)
+        if sum(1 for x in ws_bin.frames(tmp + "/slow.frames") if x["src"] == "pds0.test") >= 8000:
             break
     except (IndexError, ValueError, AssertionError):
         pass
@@ -218,9 +266,9 @@ assert p.messages, "the PDS sent nothing"
 h, b = ws_bin.message(p.messages[-1])
 assert h == {"op": -1} and b["error"] == "ConsumerTooSlow", (h, b)
 assert p.end == "close" and p.close_code == 1008, (p.end, p.close_code)
-assert len(p.messages) < 5000, len(p.messages)
+assert len(p.messages) < 20000, len(p.messages)
 assert r.end in ("eof", "reset"), r.end
-assert len(r.messages) < 5000 and all(ws_bin.message(m)[0].get("op") == 1 for m in r.messages)'
+assert len(r.messages) < 20000 and all(ws_bin.message(m)[0].get("op") == 1 for m in r.messages)'
 kill -TERM "$pid"
 wait "$pid"
 
@@ -268,10 +316,27 @@ else
     fail "--events with --linger exits 0 after the last event" "$(cat "$tmp/linger.err")"
 fi
 
+# ---- --pool: pre-generated messages sent in turn, each PDS still numbering its own events
+if timeout 300 "$mesh_sim" serve --no-corpus --pdses 4 --accounts 20 --pool 50 --rate 5000 --events 600 --linger 0 \
+    --truth "$tmp/pool.frames" 2>"$tmp/pool.err"; then
+    port=0
+    check "--pool: 600 events from a pool of 50, consecutive seqs per PDS" '
+recs = ws_bin.frames(tmp + "/pool.frames")
+assert len(recs) == 600, len(recs)
+by = {}
+for r in recs:
+    by.setdefault(r["src"], []).append(ws_bin.message(r["wire"])[1]["seq"])
+for src, seqs in by.items():
+    assert seqs == list(range(1, len(seqs) + 1)), src
+assert len({ws_bin.without_seq(r["wire"]) for r in recs}) <= 50'
+else
+    fail "--pool runs" "$(cat "$tmp/pool.err")"
+fi
+
 # ---- usage errors exit 2 with one line
 for args in "--pdses 0" "--pdses 2 --relay-drop 0.1" "--pdses 2 --relay --relay-drop 1.5" \
     "--pdses 2 --relay --relay-drop-host pds7.test" "--pdses 2 --plc" "--pdses 2 --linger 3" \
-    "--plc --truth x" "--pdses 2 --start 5"; do
+    "--plc --truth x" "--pdses 2 --start 5" "--pdses 2 --pool 0"; do
     # shellcheck disable=SC2086
     "$mesh_sim" serve --no-corpus $args >/dev/null 2>"$tmp/usage.err"
     rc=$?

@@ -5,7 +5,8 @@ import base64, os, socket, struct, time
 
 
 def connect(port, path, host="127.0.0.1", rcvbuf=None):
-    """Upgrades GET `path`; returns (socket, HTTP status, bytes already read past the headers)."""
+    """Upgrades GET `path`; returns (socket, HTTP status, bytes already read past the headers,
+    {lower-case header name: value})."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -18,10 +19,15 @@ def connect(port, path, host="127.0.0.1", rcvbuf=None):
     while b"\r\n\r\n" not in buf:
         d = s.recv(4096)
         if not d:
-            return s, None, b""
+            return s, None, b"", {}
         buf += d
     head, rest = buf.split(b"\r\n\r\n", 1)
-    return s, int(head.split(b" ")[1]), rest
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return s, int(lines[0].split(" ")[1]), rest, headers
 
 
 class Stream:
@@ -30,7 +36,7 @@ class Stream:
     `quiet` seconds once `want` messages arrived, or `deadline` passed)."""
 
     def __init__(self, port, path, host="127.0.0.1", rcvbuf=None):
-        self.sock, self.status, self.buf = connect(port, path, host, rcvbuf)
+        self.sock, self.status, self.buf, self.headers = connect(port, path, host, rcvbuf)
         self.messages = []  # binary payloads
         self.end = None
         self.close_code = None

@@ -140,6 +140,11 @@ public:
     /// clock: Options::start_us plus exponential gaps at Options::events_per_second).
     std::int64_t last_time_us() const noexcept;
 
+    /// The number of accounts and the DID of account i (i < account_count()), in the order
+    /// Options::pds_of_account is asked about them.
+    std::size_t account_count() const noexcept;
+    const std::string& account_did(std::size_t i) const;
+
     /// JSON object DID → DID document for every account (cbor-verify --did-docs).
     nlohmann::json did_docs() const;
     const Stats& stats() const noexcept;

@@ -106,6 +106,9 @@ struct NetOptions {
     std::size_t pds_window = 10000;     ///< events each PDS can replay
     std::size_t relay_window = 100000;  ///< events the relay can replay
     std::size_t too_slow = 500;         ///< live events buffered for one consumer before ConsumerTooSlow
+    /// A PDS subscriber found too slow whose socket does not take the error frame within this
+    /// many ms (a reader that stopped reading) is cut at its next step(false) instead.
+    std::uint32_t too_slow_grace_ms = 10000;
     double relay_drop = 0;              ///< share of events the relay drops at random
     std::vector<std::size_t> relay_drop_hosts;        ///< PDS indexes whose events the relay drops
     std::vector<std::string> relay_drop_collections;  ///< commits touching these are dropped
@@ -156,7 +159,9 @@ public:
     /// "pds<i>.test".
     static std::string host_label(std::size_t i);
     /// The PDS index of a label "pds<i>.test" (an optional ":port" ignored), if i < pdses.
-    std::optional<std::size_t> host_index(std::string_view label) const;
+    std::optional<std::size_t> host_index(std::string_view label) const { return index_of(label, o_.pdses); }
+    /// The same for a network of `pdses` PDSes.
+    static std::optional<std::size_t> index_of(std::string_view label, std::size_t pdses);
     std::size_t pdses() const noexcept { return o_.pdses; }
     /// The wake topic of PDS i is i; the relay's is pdses().
     std::uint32_t relay_topic() const noexcept { return std::uint32_t(o_.pdses); }

@@ -81,6 +81,8 @@ struct WsAnswer {
     /// Runs on the service thread.
     std::function<WsStep(bool can_send)> step;
     std::uint32_t topic = 0;  ///< the wake() group of this stream (e.g. one per simulated host)
+    /// Extra headers of the 101 answer, e.g. {"Server", "… atproto-relay"}; names without the colon.
+    std::vector<std::pair<std::string, std::string>> headers;
 };
 
 class HttpServer {
