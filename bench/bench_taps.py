@@ -19,7 +19,7 @@ hosts_list = [1000, 5000, 10000]
 replay = 20000
 for i, a in enumerate(args):
     if a == "--hosts":
-        hosts_list = [int(x) for x in args[i + 1].split(",")]
+        hosts_list = [int(x) for x in args[i + 1].split(",") if x.isdigit()]  # "none": skip part 1
     if a == "--replay":
         replay = int(args[i + 1])
 tmp = tempfile.mkdtemp(prefix="sov-bench-taps-")
@@ -125,7 +125,7 @@ for rnd in range(3):
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     # plain socket: upgrade by hand, read bytes until the replay's size is in
-    s, status, rest = ws_bin.connect(port, "/relay/xrpc/com.atproto.sync.subscribeRepos?cursor=0")
+    s, status, rest, _ = ws_bin.connect(port, "/relay/xrpc/com.atproto.sync.subscribeRepos?cursor=0")
     want = int(err.split("(")[1].split(" bytes")[0].replace(",", "")) if "bytes)" in err else 0
     got = len(rest)
     t1 = time.time()
