@@ -3,6 +3,8 @@
 // once (into the buffer) and memory is at most two batches.
 #include "sovereign/net/output_queue.h"
 
+#include "sovereign/frame_stream.h"
+
 #include <cerrno>
 #include <unistd.h>
 
@@ -21,6 +23,23 @@ bool OutputQueue::push(ByteView bytes, std::uint32_t source, std::int64_t seq) {
     buf_.insert(buf_.end(), bytes.begin(), bytes.end());
     if (seq >= 0) cps_.push_back(Checkpoint{buf_.size(), source, seq});
     queued_ += bytes.size();
+    cv_.notify_one();
+    if (queued_ > options_.high_bytes) full_ = true;
+    return full_;
+}
+
+bool OutputQueue::push_record(std::string_view src, std::int64_t recv, ByteView wire, std::uint32_t source,
+                              std::int64_t seq, bool& fits) {
+    std::lock_guard lock(mu_);
+    fits = true;
+    if (failed_ || closing_) return false;
+    const std::size_t before = buf_.size();
+    if (!frames::append_record(buf_, src, std::nullopt, recv, wire)) {
+        fits = false;
+        return full_;
+    }
+    if (seq >= 0) cps_.push_back(Checkpoint{buf_.size(), source, seq});
+    queued_ += buf_.size() - before;
     cv_.notify_one();
     if (queued_ > options_.high_bytes) full_ = true;
     return full_;

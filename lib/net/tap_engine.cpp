@@ -212,14 +212,14 @@ void TapEngine::on_message(ConnId id, ByteView wire, bool /*binary*/, std::int64
         m.to = step.gap->to;
         push_marker(s, m);
     }
-    scratch_.clear();
-    if (!frames::append_record(scratch_, s.def.src, std::nullopt, recv_us, wire)) {
+    const std::int64_t checkpoint = h.seq ? *h.seq : -1;
+    bool fits = true;
+    const bool full = out_.push_record(s.def.src, recv_us, wire, s.index, checkpoint, fits);
+    if (!fits) {
         if (cb_.diag) cb_.diag(s.def.src, "a message of " + std::to_string(wire.size()) + " bytes fits no frame record");
         finish(Errc::frame_oversized);
         return;
     }
-    const std::int64_t checkpoint = h.seq ? *h.seq : -1;
-    const bool full = out_.push(ByteView(scratch_.data(), scratch_.size()), s.index, checkpoint);
     ++n_.messages;
     n_.bytes += wire.size();
     if (h.op == -1) {

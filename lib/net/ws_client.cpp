@@ -251,6 +251,13 @@ int WsLoop::Impl::callback(lws* wsi, lws_callback_reasons reason, void* /*user*/
         }
         case LWS_CALLBACK_CLIENT_RECEIVE: {
             if (c->state != State::open || c->pending) return 0;
+            const auto* b = static_cast<const std::uint8_t*>(in);
+            if (!c->in_message && lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0 &&
+                len <= self->options.max_message) {
+                // The whole message in one piece (the usual case): no reassembly copy.
+                self->events.on_message(c->id, ByteView(b, len), lws_frame_is_binary(wsi) != 0, now_us());
+                return 0;
+            }
             if (!c->in_message) {
                 c->in_message = true;
                 c->binary = lws_frame_is_binary(wsi) != 0;
@@ -264,7 +271,6 @@ int WsLoop::Impl::callback(lws* wsi, lws_callback_reasons reason, void* /*user*/
                 c->message.shrink_to_fit();
                 return -1;
             }
-            const auto* b = static_cast<const std::uint8_t*>(in);
             c->message.insert(c->message.end(), b, b + len);
             if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
                 c->in_message = false;

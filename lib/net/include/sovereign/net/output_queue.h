@@ -10,6 +10,8 @@
 
 #include "sovereign/io.h"
 
+#include <string_view>
+
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -46,6 +48,11 @@ public:
     /// Appends `bytes`, with a checkpoint after them when `seq` ≥ 0. Returns true when the
     /// queue is now over high_bytes: the producer should stop reading until on_drained().
     bool push(ByteView bytes, std::uint32_t source = 0, std::int64_t seq = -1);
+    /// Appends the frame record {src, recv, wire} encoded straight into the queue (no copy of
+    /// its own), with the checkpoint as push(). Returns false in `fits` (and appends nothing)
+    /// when no reader would accept the record (src over 253 bytes, envelope over 16 MiB).
+    bool push_record(std::string_view src, std::int64_t recv, ByteView wire, std::uint32_t source, std::int64_t seq,
+                     bool& fits);
     /// Writes everything queued, then ends the writer thread. Idempotent.
     void close();
     std::size_t queued_bytes() const;
