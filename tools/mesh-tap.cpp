@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
         ("metrics", "serve Prometheus metrics on ADDR (127.0.0.1:PORT)", cxxopts::value<std::string>())
         ("ca", "PEM file of certificate authorities for wss:// (default: the system's)", cxxopts::value<std::string>())
         ("ping-interval", "seconds between our pings (pong deadline: twice this)", cxxopts::value<double>()->default_value("30"))
+        ("idle-marker", "seconds of silence before an idle marker (at most one per this)", cxxopts::value<double>()->default_value("60"))
         ("offline-after", "failed attempts in a row before a host is offline (retried hourly)",
          cxxopts::value<std::uint32_t>()->default_value("10"))
         ("max-connecting", "connection attempts in flight at once", cxxopts::value<std::uint32_t>()->default_value("512"))
@@ -259,6 +260,11 @@ int main(int argc, char** argv) {
         return cli::kUsage;
     }
     const double ping_s = args["ping-interval"].as<double>();
+    const double idle_s = args["idle-marker"].as<double>();
+    if (!(idle_s >= 0.1 && idle_s <= 86400)) {
+        cli::diag("--idle-marker must be between 0.1 and 86400 seconds");
+        return cli::kUsage;
+    }
     if (!(ping_s >= 0.05 && ping_s <= 3600)) {
         cli::diag("--ping-interval must be between 0.05 and 3600 seconds");
         return cli::kUsage;
@@ -331,6 +337,7 @@ int main(int argc, char** argv) {
     eo.offline_after = std::max<std::uint32_t>(1, args["offline-after"].as<std::uint32_t>());
     eo.max_connecting = std::max<std::uint32_t>(1, args["max-connecting"].as<std::uint32_t>());
     eo.skip_relays = true;
+    eo.idle_marker_ms = std::uint32_t(idle_s * 1000);
     eo.future_cursor_fatal = false;
     const std::size_t host_count = hosts.sources.size();
     engine = std::make_unique<TapEngine>(std::move(hosts.sources), eo, out,

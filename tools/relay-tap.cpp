@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
         ("metrics", "serve Prometheus metrics on ADDR (127.0.0.1:PORT)", cxxopts::value<std::string>())
         ("ca", "PEM file of certificate authorities for wss:// (default: the system's)", cxxopts::value<std::string>())
         ("ping-interval", "seconds between our pings (pong deadline: twice this)", cxxopts::value<double>()->default_value("30"))
+        ("idle-marker", "seconds of silence before an idle marker (at most one per this)", cxxopts::value<double>()->default_value("60"))
         ("force", "write frames to a terminal")
         ("q,quiet", "no progress line");
     opts.parse_positional({"url"});
@@ -141,6 +142,11 @@ int main(int argc, char** argv) {
     }
     if (cli::refuse_terminal(STDOUT_FILENO, args.count("force") > 0)) return cli::kUsage;
     const double ping_s = args["ping-interval"].as<double>();
+    const double idle_s = args["idle-marker"].as<double>();
+    if (!(idle_s >= 0.1 && idle_s <= 86400)) {
+        cli::diag("--idle-marker must be between 0.1 and 86400 seconds");
+        return cli::kUsage;
+    }
     if (!(ping_s >= 0.05 && ping_s <= 3600)) {
         cli::diag("--ping-interval must be between 0.05 and 3600 seconds");
         return cli::kUsage;
@@ -168,6 +174,7 @@ int main(int argc, char** argv) {
                         }});
     TapEngineOptions eo;
     eo.max_messages = max_messages;
+    eo.idle_marker_ms = std::uint32_t(idle_s * 1000);
     eo.offline_after = UINT32_MAX;  // one source: never give up on it
     engine = std::make_unique<TapEngine>(std::vector<TapSource>{TapSource{*ep, src, cursor}}, eo, out,
                                          TapEngineCallbacks{

@@ -276,6 +276,35 @@ try:
     r = run([tool("mesh-tap"), "--hosts", hosts])
     check("mesh-tap without --state is a usage error", r.returncode == 2, r.stderr.decode())
     stop(sim)
+
+    # 7. A host that says it is a relay is skipped; a silent host gets idle markers.
+    sim, port = start_sim("idle", "--pdses", "40", "--relay", "--accounts", "20", "--rate", "50", "--events", "100000",
+                          "--seed", "9")
+    with open(hosts, "w") as f:
+        f.write("ws://127.0.0.1:%d/relay the-relay\n" % port)
+        for i in range(40):
+            f.write("ws://127.0.0.1:%d/pds/%d pds%d.test\n" % (port, i, i))
+    path = os.path.join(tmp, "idle.frames")
+    with open(path, "wb") as f:
+        p = subprocess.Popen([tool("mesh-tap"), "--hosts", hosts, "--state", os.path.join(tmp, "istate"), "-q",
+                              "--idle-marker", "0.5"], stdout=f, stderr=subprocess.PIPE)
+        time.sleep(3)
+        stop(p, signal.SIGTERM)
+    err = p.stderr.read().decode()
+    envs = ws_bin.frames(path)
+    idle = {}
+    for e in envs:
+        if e.get("mark", {}).get("kind") == "idle":
+            idle.setdefault(e["src"], []).append((e["recv"], e["mark"]["since"]))
+    check("mesh-tap: a host whose upgrade says Server: …atproto-relay is skipped, named, nothing written from it",
+          "is a relay" in err and not any(e["src"] == "the-relay" for e in envs), err)
+    # 20 accounts on 40 PDSes (Zipf placement): most hosts never emit and must get idle markers,
+    # spaced at least --idle-marker apart, `since` = their last activity (the connect, or the
+    # last event of a host that emits now and then), before the marker.
+    spaced = all(all(b[0] - a[0] >= 450000 and a[1] <= b[1] < b[0] for a, b in zip(v, v[1:])) for v in idle.values())
+    check("mesh-tap --idle-marker 0.5: silent hosts get idle markers, at most one per 0.5 s each",
+          len(idle) >= 10 and spaced and max(len(v) for v in idle.values()) >= 2, len(idle), idle)
+    stop(sim)
 finally:
     for p in procs:
         if p.poll() is None:
