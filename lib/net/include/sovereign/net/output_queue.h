@@ -77,6 +77,7 @@ private:
     std::size_t queued_ = 0;        // bytes in buf_ plus the batch being written
     std::uint64_t written_ = 0;
     bool full_ = false, closing_ = false, failed_ = false;
+    bool writer_waiting_ = false;  // the writer sleeps on cv_: only then is a push worth a wake-up
     std::thread thread_;
 };
 
