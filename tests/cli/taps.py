@@ -161,6 +161,8 @@ try:
     open(os.path.join(tmp, "arch.frames"), "wb").write(cat.stdout)
     got = messages(ws_bin.frames(os.path.join(tmp, "arch.frames")))
     seqs = [seq_of(m) for m in got]
+    # The truth file is flushed once a second: wait until it holds every relay event.
+    wait_for(lambda: len(truth_by_src(os.path.join(tmp, "truth.frames")).get("relay.test", [])) >= N, limit=120, step=0.5)
     truth = truth_by_src(os.path.join(tmp, "truth.frames"))
     relay_truth = {seq_of(e): e["wire"] for e in truth.get("relay.test", [])}
     check("kill -9 of relay-tap or cvl-pack %d times, resumed from cvl-cat --last-seq: seqs 1..%d exactly once" % (kills, N),
