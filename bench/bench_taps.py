@@ -111,8 +111,12 @@ sim, port = start_sim("--pdses", "20", "--relay", "--rate", "100000", "--events"
                       str(replay + 10), "--truth", os.path.join(tmp, "truth.frames"))
 # Wait until the relay holds every event (the truth file: each PDS event and its relay copy).
 t = os.path.join(tmp, "truth.frames")
-while not (os.path.exists(t) and len(ws_bin.frames(t)) >= 2 * replay):
+for _ in range(1800):  # at most 30 minutes
+    if os.path.exists(t) and len(ws_bin.frames(t)) >= 2 * replay:
+        break
     time.sleep(1)
+else:
+    raise SystemExit("the simulator did not fill its relay window within 30 minutes")
 rows = []
 for rnd in range(3):
     # relay-tap, the whole window into /dev/null

@@ -5,13 +5,13 @@
 // union. The engine (connections, cursors, markers, host states) is lib/net's TapEngine; this
 // file gathers the host list, loads and saves the per-host cursors, and reports.
 #include "cli.h"
+#include "tap_run.h"
 
 #include "sovereign/did_cache.h"
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/net/endpoint.h"
 #include "sovereign/net/http_client.h"
-#include "sovereign/net/http_server.h"
 #include "sovereign/net/output_queue.h"
 #include "sovereign/net/tap_engine.h"
 #include "sovereign/net/ws_client.h"
@@ -25,11 +25,9 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
-#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -39,7 +37,6 @@ namespace {
 using namespace sov;
 using namespace sov::net;
 
-std::atomic<bool> g_stop{false};
 constexpr const char* kCursorFile = "cursors";
 
 struct HostList {
@@ -240,16 +237,10 @@ int main(int argc, char** argv) {
         ("list-hosts", "the hosts a relay lists (com.atproto.sync.listHosts, every page)", cxxopts::value<std::vector<std::string>>())
         ("cache", "the PDS endpoints in a DID cache (a plc-sync mirror directory)", cxxopts::value<std::vector<std::string>>())
         ("state", "directory of per-host cursors (created when absent)", cxxopts::value<std::string>())
-        ("max-messages", "stop after writing this many messages", cxxopts::value<std::uint64_t>())
-        ("metrics", "serve Prometheus metrics on ADDR (127.0.0.1:PORT)", cxxopts::value<std::string>())
-        ("ca", "PEM file of certificate authorities for wss:// (default: the system's)", cxxopts::value<std::string>())
-        ("ping-interval", "seconds between our pings (pong deadline: twice this)", cxxopts::value<double>()->default_value("30"))
-        ("idle-marker", "seconds of silence before an idle marker (at most one per this)", cxxopts::value<double>()->default_value("60"))
         ("offline-after", "failed attempts in a row before a host is offline (retried hourly)",
          cxxopts::value<std::uint32_t>()->default_value("10"))
-        ("max-connecting", "connection attempts in flight at once", cxxopts::value<std::uint32_t>()->default_value("512"))
-        ("force", "write frames to a terminal")
-        ("q,quiet", "no progress line");
+        ("max-connecting", "connection attempts in flight at once", cxxopts::value<std::uint32_t>()->default_value("512"));
+    tap::add_options(opts);
     auto args = cli::parse(opts, argc, argv);
     if (!args.count("hosts") && !args.count("list-hosts") && !args.count("cache")) {
         cli::diag("no hosts: give --hosts FILE, --list-hosts RELAY or --cache DIR (or several); see --help");
@@ -259,17 +250,8 @@ int main(int argc, char** argv) {
         cli::diag("--state DIR is required (per-host cursors live there)");
         return cli::kUsage;
     }
-    const double ping_s = args["ping-interval"].as<double>();
-    const double idle_s = args["idle-marker"].as<double>();
-    if (!(idle_s >= 0.1 && idle_s <= 86400)) {
-        cli::diag("--idle-marker must be between 0.1 and 86400 seconds");
-        return cli::kUsage;
-    }
-    if (!(ping_s >= 0.05 && ping_s <= 3600)) {
-        cli::diag("--ping-interval must be between 0.05 and 3600 seconds");
-        return cli::kUsage;
-    }
-    if (cli::refuse_terminal(STDOUT_FILENO, args.count("force") > 0)) return cli::kUsage;
+    tap::Run run;
+    if (int st = tap::read_options(args, run.engine, run.ws)) return st;
 
     HostList hosts;
     if (args.count("hosts"))
@@ -313,106 +295,28 @@ int main(int argc, char** argv) {
         cli::diag("the open-file limit (" + std::to_string(rl.rlim_cur) + ") is below the " +
                   std::to_string(hosts.sources.size()) + " hosts: some connections will fail (raise ulimit -n)");
 
-    cli::install_stop_handler(g_stop);
-    std::atomic<int> out_errno{0};
-    std::atomic<int> done_code{-1};
-    std::mutex mu;
-    std::condition_variable cv;
-    auto wake = [&] {
-        std::lock_guard lock(mu);
-        cv.notify_all();
-    };
-    std::unique_ptr<TapEngine> engine;
-    OutputQueue out(STDOUT_FILENO, {},
-                    OutputQueue::Callbacks{
-                        [&](std::uint32_t source, std::int64_t seq) { engine->on_written(source, seq); },
-                        [&] { engine->resume(); },
-                        [&](int err) {
-                            out_errno = err;
-                            g_stop = true;
-                            wake();
-                        }});
-    TapEngineOptions eo;
-    if (args.count("max-messages")) eo.max_messages = args["max-messages"].as<std::uint64_t>();
-    eo.offline_after = std::max<std::uint32_t>(1, args["offline-after"].as<std::uint32_t>());
-    eo.max_connecting = std::max<std::uint32_t>(1, args["max-connecting"].as<std::uint32_t>());
-    eo.skip_relays = true;
-    eo.idle_marker_ms = std::uint32_t(idle_s * 1000);
-    eo.future_cursor_fatal = false;
+    run.engine.offline_after = std::max<std::uint32_t>(1, args["offline-after"].as<std::uint32_t>());
+    run.engine.max_connecting = std::max<std::uint32_t>(1, args["max-connecting"].as<std::uint32_t>());
+    run.engine.skip_relays = true;
+    run.engine.future_cursor_fatal = false;
     const std::size_t host_count = hosts.sources.size();
-    engine = std::make_unique<TapEngine>(std::move(hosts.sources), eo, out,
-                                         TapEngineCallbacks{
-                                             [](const std::string& s, const std::string& text) { cli::diag(s, text); },
-                                             [&](Errc e) {
-                                                 done_code = int(e);
-                                                 g_stop = true;
-                                                 wake();
-                                             }});
-    WsOptions wo;
-    wo.ping_interval_ms = std::uint32_t(ping_s * 1000);
-    wo.pong_deadline_ms = 2 * wo.ping_interval_ms;
-    if (args.count("ca")) wo.ca_file = args["ca"].as<std::string>();
-    Errc code;
-    std::string err;
-    auto loop = WsLoop::start(*engine, wo, code, err);
-    if (!loop) return cli::fail(code, err);
-
-    std::unique_ptr<HttpServer> metrics;
-    if (args.count("metrics")) {
-        metrics = HttpServer::start(args["metrics"].as<std::string>(), [&](const HttpRequest& r) {
-            HttpResponse a;
-            if (r.path != "/metrics") {
-                a.status = 404;
-                a.body = "not found\n";
-                a.content_type = "text/plain";
-                return a;
-            }
-            a.content_type = "text/plain; version=0.0.4";
-            a.body = metrics_text(*engine, out);
-            return a;
-        }, code, err);
-        if (!metrics) {
-            loop->stop();
-            return cli::fail(code, "--metrics: " + err);
-        }
-    }
-    cli::diag(cli::count(host_count, "host") + " to follow" +
-              (cursors.empty() ? std::string() : ", " + cli::count(cursors.size(), "cursor") + " from " + state));
-
-    loop->post([&] { engine->start(*loop); });
-    cli::Progress progress(args.count("quiet") > 0);
+    run.sources = std::move(hosts.sources);
+    run.metrics_addr = args.count("metrics") ? args["metrics"].as<std::string>() : "";
+    run.quiet = args.count("quiet") > 0;
+    run.metrics = metrics_text;
     std::string last_saved;
-    int status = cli::kOk;
-    std::int64_t last_save_us = 0;
-    while (!g_stop) {
-        {
-            std::unique_lock lock(mu);
-            cv.wait_for(lock, std::chrono::milliseconds(250));
-        }
-        progress.update(engine->counters().messages, engine->counters().bytes);
-        const std::int64_t now = cli::now_micros();
-        if (now - last_save_us >= 1'000'000) {
-            last_save_us = now;
-            if (int s = save_cursors(state, *engine, last_saved); s != 0) {
-                status = s;
-                break;
-            }
-        }
-    }
-    const std::string states = states_line(*engine);
-    loop->post([&] { engine->stop(); });
-    loop->stop();
-    out.close();
-    if (metrics) metrics->stop();
-    progress.finish();
-    if (int s = save_cursors(state, *engine, last_saved); s != 0 && status == cli::kOk) status = s;
-    if (done_code > 0 && status == cli::kOk) status = cli::status(Errc(done_code.load()));
-    if (out_errno != 0 && out_errno != EPIPE && status == cli::kOk)
-        status = cli::fail(from_errno(out_errno), std::string("stdout: ") + std::strerror(out_errno));
-    const auto& n = engine->counters();
-    cli::diag(cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " +
-              cli::count(host_count, "host") + " (" + states + " at the end); " +
-              cli::count(n.connects, "connection") + ", " + cli::count(n.gaps, "gap") + ", " +
-              cli::count(n.duplicates, "duplicate") + " skipped" + cli::stop_note());
-    return cli::stop_status(status);
+    run.save = [&](const TapEngine& e) { return save_cursors(state, e, last_saved); };
+    run.started = [&](const TapEngine&) {
+        cli::diag(cli::count(host_count, "host") + " to follow" +
+                  (cursors.empty() ? std::string() : ", " + cli::count(cursors.size(), "cursor") + " from " + state));
+    };
+    std::string states;
+    run.stopping = [&](const TapEngine& e) { states = states_line(e); };
+    run.summary = [&](const TapEngine& e) {
+        const auto& n = e.counters();
+        return cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " +
+               cli::count(host_count, "host") + " (" + states + " at the end); " + cli::count(n.connects, "connection") +
+               ", " + cli::count(n.gaps, "gap") + ", " + cli::count(n.duplicates, "duplicate") + " skipped";
+    };
+    return tap::run(run);
 }

@@ -4,12 +4,12 @@
 // The connection, reconnects and cursor rules are lib/net (WsLoop, Backoff, SourceCursor,
 // OutputQueue); this file wires them to stdout, the cursor file, progress and the summary.
 #include "cli.h"
+#include "tap_run.h"
 
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/net/backoff.h"
 #include "sovereign/net/endpoint.h"
-#include "sovereign/net/http_server.h"
 #include "sovereign/net/output_queue.h"
 #include "sovereign/net/tap_engine.h"
 #include "sovereign/net/ws_client.h"
@@ -17,9 +17,7 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -29,7 +27,6 @@ namespace {
 using namespace sov;
 using namespace sov::net;
 
-std::atomic<bool> g_stop{false};
 
 std::optional<std::int64_t> parse_cursor(const std::string& s) {
     std::int64_t v = 0;
@@ -73,17 +70,11 @@ int main(int argc, char** argv) {
     cxxopts::Options opts("relay-tap", "relay-tap URL [--cursor N] [--cursor-file F] [options] > FILE.frames");
     opts.add_options()
         ("url", "relay or PDS: wss://host, ws://host:port, or a bare host (wss)", cxxopts::value<std::string>())
-        ("src", "label for the frames' src (default: the URL's host[:port])", cxxopts::value<std::string>())
+        ("src", "label for the frames' src (default: the URL's host[:port] and path prefix)", cxxopts::value<std::string>())
         ("cursor", "start after this seq (replay from N+1)", cxxopts::value<std::string>())
         ("cursor-file", "load the cursor from F (when it exists) and save it there, at most once a second and at exit",
-         cxxopts::value<std::string>())
-        ("max-messages", "stop after writing this many messages", cxxopts::value<std::uint64_t>())
-        ("metrics", "serve Prometheus metrics on ADDR (127.0.0.1:PORT)", cxxopts::value<std::string>())
-        ("ca", "PEM file of certificate authorities for wss:// (default: the system's)", cxxopts::value<std::string>())
-        ("ping-interval", "seconds between our pings (pong deadline: twice this)", cxxopts::value<double>()->default_value("30"))
-        ("idle-marker", "seconds of silence before an idle marker (at most one per this)", cxxopts::value<double>()->default_value("60"))
-        ("force", "write frames to a terminal")
-        ("q,quiet", "no progress line");
+         cxxopts::value<std::string>());
+    tap::add_options(opts);
     opts.parse_positional({"url"});
     opts.positional_help("URL");
     auto args = cli::parse(opts, argc, argv);
@@ -140,123 +131,28 @@ int main(int argc, char** argv) {
             return cli::fail(e, err);
         }
     }
-    if (cli::refuse_terminal(STDOUT_FILENO, args.count("force") > 0)) return cli::kUsage;
-    const double ping_s = args["ping-interval"].as<double>();
-    const double idle_s = args["idle-marker"].as<double>();
-    if (!(idle_s >= 0.1 && idle_s <= 86400)) {
-        cli::diag("--idle-marker must be between 0.1 and 86400 seconds");
-        return cli::kUsage;
-    }
-    if (!(ping_s >= 0.05 && ping_s <= 3600)) {
-        cli::diag("--ping-interval must be between 0.05 and 3600 seconds");
-        return cli::kUsage;
-    }
-    const std::uint64_t max_messages = args.count("max-messages") ? args["max-messages"].as<std::uint64_t>() : 0;
-
-    cli::install_stop_handler(g_stop);
-    std::atomic<int> out_errno{0};
-    std::atomic<int> done_code{-1};
-    std::mutex mu;
-    std::condition_variable cv;
-    auto wake = [&] {
-        std::lock_guard lock(mu);
-        cv.notify_all();
-    };
-    std::unique_ptr<TapEngine> engine;
-    OutputQueue out(STDOUT_FILENO, {},
-                    OutputQueue::Callbacks{
-                        [&](std::uint32_t source, std::int64_t seq) { engine->on_written(source, seq); },
-                        [&] { engine->resume(); },
-                        [&](int err) {
-                            out_errno = err;
-                            g_stop = true;
-                            wake();
-                        }});
-    TapEngineOptions eo;
-    eo.max_messages = max_messages;
-    eo.idle_marker_ms = std::uint32_t(idle_s * 1000);
-    eo.offline_after = UINT32_MAX;  // one source: never give up on it
-    engine = std::make_unique<TapEngine>(std::vector<TapSource>{TapSource{*ep, src, cursor}}, eo, out,
-                                         TapEngineCallbacks{
-                                             [](const std::string& s, const std::string& text) { cli::diag(s, text); },
-                                             [&](Errc e) {
-                                                 done_code = int(e);
-                                                 g_stop = true;
-                                                 wake();
-                                             }});
-
-    WsOptions wo;
-    wo.ping_interval_ms = std::uint32_t(ping_s * 1000);
-    wo.pong_deadline_ms = 2 * wo.ping_interval_ms;
-    if (args.count("ca")) wo.ca_file = args["ca"].as<std::string>();
-    Errc code;
-    std::string err;
-    auto loop = WsLoop::start(*engine, wo, code, err);
-    if (!loop) return cli::fail(code, err);
-
-    std::unique_ptr<HttpServer> metrics;
-    if (args.count("metrics")) {
-        metrics = HttpServer::start(args["metrics"].as<std::string>(), [&](const HttpRequest& r) {
-            HttpResponse a;
-            if (r.path != "/metrics") {
-                a.status = 404;
-                a.body = "not found\n";
-                a.content_type = "text/plain";
-                return a;
-            }
-            a.content_type = "text/plain; version=0.0.4";
-            a.body = metrics_text(*engine, out);
-            return a;
-        }, code, err);
-        if (!metrics) {
-            loop->stop();
-            return cli::fail(code, "--metrics: " + err);
-        }
-    }
-
-    loop->post([&] { engine->start(*loop); });
-    cli::Progress progress(args.count("quiet") > 0);
+    tap::Run run;
+    run.engine.offline_after = UINT32_MAX;  // one source: never give up on it
+    if (int st = tap::read_options(args, run.engine, run.ws)) return st;
+    run.sources.push_back(TapSource{*ep, src, cursor});
+    run.metrics_addr = args.count("metrics") ? args["metrics"].as<std::string>() : "";
+    run.quiet = args.count("quiet") > 0;
+    run.metrics = metrics_text;
     std::int64_t saved = cursor.value_or(-1);
-    auto save = [&]() -> int {
-        const std::int64_t c = engine->written_cursor(0);
+    run.save = [&](const TapEngine& e) -> int {
+        const std::int64_t c = e.written_cursor(0);
         if (cursor_file.empty() || c < 0 || c == saved) return 0;
-        std::string e;
-        if (Errc ec = save_cursor(cursor_file, c, e); ec != Errc::ok) return cli::fail(ec, e);
+        std::string err;
+        if (Errc ec = save_cursor(cursor_file, c, err); ec != Errc::ok) return cli::fail(ec, err);
         saved = c;
         return 0;
     };
-    int status = cli::kOk;
-    std::int64_t last_save_us = 0;
-    while (!g_stop) {
-        {
-            std::unique_lock lock(mu);
-            cv.wait_for(lock, std::chrono::milliseconds(250));
-        }
-        progress.update(engine->counters().messages, engine->counters().bytes);
-        const std::int64_t now = cli::now_micros();
-        if (now - last_save_us >= 1'000'000) {
-            last_save_us = now;
-            if (int s = save(); s != 0) {
-                status = s;
-                break;
-            }
-        }
-    }
-    // Stop: close the connection (its disconnect marker goes out), write everything queued,
-    // save the cursor of the last frame written.
-    loop->post([&] { engine->stop(); });
-    loop->stop();
-    out.close();
-    if (metrics) metrics->stop();
-    progress.finish();
-    if (int s = save(); s != 0 && status == cli::kOk) status = s;
-    if (done_code > 0 && status == cli::kOk) status = cli::status(Errc(done_code.load()));
-    if (out_errno != 0 && out_errno != EPIPE && status == cli::kOk)
-        status = cli::fail(from_errno(out_errno), std::string("stdout: ") + std::strerror(out_errno));
-    const auto& n = engine->counters();
-    const std::int64_t c = engine->written_cursor(0);
-    cli::diag(cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " + src + "; cursor " +
-              (c >= 0 ? std::to_string(c) : std::string("none")) + "; " + cli::count(n.connects, "connection") + ", " +
-              cli::count(n.gaps, "gap") + ", " + cli::count(n.duplicates, "duplicate") + " skipped" + cli::stop_note());
-    return cli::stop_status(status);
+    run.summary = [&](const TapEngine& e) {
+        const auto& n = e.counters();
+        const std::int64_t c = e.written_cursor(0);
+        return cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " + src + "; cursor " +
+               (c >= 0 ? std::to_string(c) : std::string("none")) + "; " + cli::count(n.connects, "connection") + ", " +
+               cli::count(n.gaps, "gap") + ", " + cli::count(n.duplicates, "duplicate") + " skipped";
+    };
+    return tap::run(run);
 }

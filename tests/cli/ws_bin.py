@@ -153,29 +153,9 @@ def without_seq(wire):
     return repr((h, sorted(p.items())))
 
 
-def frames(path):
-    """The envelopes (dicts) of a frame-stream file."""
-    data = open(path, "rb").read()
-    out, i = [], 0
-    while i < len(data):
-        n, shift = 0, 0
-        while True:
-            c = data[i]; i += 1
-            n |= (c & 0x7f) << shift
-            shift += 7
-            if not c & 0x80:
-                break
-        env, j = cbor(data, i)
-        assert j == i + n, "envelope length mismatch"
-        out.append(env)
-        i += n
-    return out
-
-
-def split_by_src(path):
-    """{src: raw frame-stream bytes of that src's records} of a frame-stream file."""
-    data = open(path, "rb").read()
-    out, i = {}, 0
+def records(data):
+    """(start, end, envelope dict) of each record of frame-stream bytes."""
+    i = 0
     while i < len(data):
         start, n, shift = i, 0, 0
         while True:
@@ -184,9 +164,23 @@ def split_by_src(path):
             shift += 7
             if not c & 0x80:
                 break
-        env, _ = cbor(data, i)
+        env, j = cbor(data, i)
+        assert j == i + n, "envelope length mismatch"
         i += n
-        out.setdefault(env["src"], bytearray()).extend(data[start:i])
+        yield start, i, env
+
+
+def frames(path):
+    """The envelopes (dicts) of a frame-stream file."""
+    return [env for _, _, env in records(open(path, "rb").read())]
+
+
+def split_by_src(path):
+    """{src: raw frame-stream bytes of that src's records} of a frame-stream file."""
+    data = open(path, "rb").read()
+    out = {}
+    for start, end, env in records(data):
+        out.setdefault(env["src"], bytearray()).extend(data[start:end])
     return out
 
 
