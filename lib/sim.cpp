@@ -39,17 +39,11 @@ namespace sov::sim {
 // --- Rng, Zipf -------------------------------------------------------------------------
 
 namespace {
-std::uint64_t splitmix(std::uint64_t& x) noexcept {
-    std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 inline std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
 }  // namespace
 
 Rng::Rng(std::uint64_t seed) noexcept {
-    for (auto& s : s_) s = splitmix(seed);
+    for (auto& s : s_) s = splitmix64(seed);
 }
 
 std::uint64_t Rng::next() noexcept {
@@ -258,7 +252,7 @@ struct Generator::Impl {
             if (a.id) {
                 a.clock_id = unsigned(krng.below(1024));
                 std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
-                a.repo_seed = splitmix(x);
+                a.repo_seed = splitmix64(x);
                 continue;
             }
             std::array<std::uint8_t, 32> seed{};
@@ -276,7 +270,7 @@ struct Generator::Impl {
             a.pds = o.pds_of_account ? o.pds_of_account(i) : "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
             a.clock_id = unsigned(krng.below(1024));
             std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
-            a.repo_seed = splitmix(x);  // not drawn from krng: the default stream stays as it was
+            a.repo_seed = splitmix64(x);  // not drawn from krng: the default stream stays as it was
         }
         // Activity rank → account, shuffled so activity is unrelated to DID order.
         rank_to_account.resize(accounts.size());
@@ -762,7 +756,7 @@ struct Generator::Impl {
             std::array<std::uint8_t, cid::kBlessedLen> c{0x01, 0x71, 0x12, 0x20};
             std::uint64_t x = seed ^ (a * 0x9e3779b97f4a7c15ULL) ^ (b * 0xc2b2ae3d27d4eb4fULL);
             for (std::size_t k = 4; k < c.size(); k += 8) {
-                std::uint64_t v = splitmix(x);
+                std::uint64_t v = splitmix64(x);
                 std::memcpy(c.data() + k, &v, 8);
             }
             return c;

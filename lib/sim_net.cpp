@@ -9,6 +9,7 @@
 #include "sovereign/cbor.h"
 #include "sovereign/cid.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/sim.h"
 
 #include <nlohmann/json.hpp>
 
@@ -21,12 +22,6 @@ namespace sov::sim {
 
 namespace {
 
-std::uint64_t splitmix(std::uint64_t& x) noexcept {
-    std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 // Splits wire into its header and payload; false unless both are DAG-CBOR and the payload a map.
 bool split(ByteView wire, ByteView& header, ByteView& payload) {
@@ -223,7 +218,7 @@ Network::Network(NetOptions o, Sink truth)
     std::uint64_t fx = o_.seed ^ 0x666c616b79ULL;
     for (std::size_t i = 0; i < o_.pdses; ++i) {
         hosts_.emplace_back(o_.pds_window);
-        hosts_.back().flaky = o_.accept_drop > 0 && double(splitmix(fx) >> 11) * 0x1.0p-53 < o_.accept_drop;
+        hosts_.back().flaky = o_.accept_drop > 0 && double(splitmix64(fx) >> 11) * 0x1.0p-53 < o_.accept_drop;
     }
 }
 
@@ -245,7 +240,7 @@ std::optional<std::size_t> Network::index_of(std::string_view label, std::size_t
 
 bool Network::flaky(std::size_t i) const noexcept { return i < hosts_.size() && hosts_[i].flaky; }
 
-double Network::uniform() { return double(splitmix(rng_state_) >> 11) * 0x1.0p-53; }
+double Network::uniform() { return double(splitmix64(rng_state_) >> 11) * 0x1.0p-53; }
 
 void Network::add_account(std::size_t pds, const std::string& did) {
     std::lock_guard lock(mu_);

@@ -35,6 +35,17 @@
 
 namespace {
 
+// Builds the generator in `holder`; false (after saying so) when its accounts do not fit memory.
+bool make_generator(const sov::sim::Options& o, std::optional<sov::sim::Generator>& holder) {
+    try {
+        holder.emplace(o);
+    } catch (const std::bad_alloc&) {
+        cli::diag("out of memory for " + cli::with_commas(o.accounts) + " accounts (try fewer --accounts)");
+        return false;
+    }
+    return true;
+}
+
 std::atomic<bool> g_stop{false};
 
 constexpr std::size_t kMaxAccounts = 10'000'000;  // ~a key pair and a DID document each, in memory
@@ -236,12 +247,7 @@ int run_net(const cxxopts::ParseResult& args) {
 
     cli::install_stop_handler(g_stop);
     std::optional<sov::sim::Generator> gen_holder;
-    try {
-        gen_holder.emplace(o);
-    } catch (const std::bad_alloc&) {
-        cli::diag("out of memory for " + cli::with_commas(o.accounts) + " accounts (try fewer --accounts)");
-        return cli::kSystem;
-    }
+    if (!make_generator(o, gen_holder)) return cli::kSystem;
     sov::sim::Generator& gen = *gen_holder;
     if (args.count("did-docs")) {
         std::string path = args["did-docs"].as<std::string>(), err;
@@ -913,12 +919,7 @@ int main(int argc, char** argv) {
     }
 
     std::optional<sov::sim::Generator> gen_holder;
-    try {
-        gen_holder.emplace(o);
-    } catch (const std::bad_alloc&) {
-        cli::diag("out of memory for " + cli::with_commas(o.accounts) + " accounts (try fewer --accounts)");
-        return cli::kSystem;
-    }
+    if (!make_generator(o, gen_holder)) return cli::kSystem;
     sov::sim::Generator& gen = *gen_holder;
     if (args.count("replay-repo")) {
         std::string err;

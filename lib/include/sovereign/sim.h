@@ -18,6 +18,15 @@
 
 namespace sov::sim {
 
+/// splitmix64: advances `x` and returns the next value of its sequence (Steele, Lea, Flood
+/// 2014). Seeds Rng, and serves where one well-mixed value per step is enough.
+inline std::uint64_t splitmix64(std::uint64_t& x) noexcept {
+    std::uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 /// xoshiro256** seeded by splitmix64: fast, and identical on every platform (unlike the
 /// standard distributions), so a seed gives the same bytes everywhere.
 class Rng {
