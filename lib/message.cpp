@@ -3,6 +3,10 @@
 #include "sovereign/cid.h"
 #include "sovereign/syntax.h"
 
+#include <initializer_list>
+#include <string>
+#include <utility>
+
 namespace sov::msg {
 
 std::string_view to_string(Type t) noexcept {
@@ -261,6 +265,71 @@ Problem parse(ByteView wire, Message& m) {
     case Type::unknown: break;
     }
     return f.p;
+}
+
+namespace {
+
+// `header` bytes then a map of the text fields that are not empty.
+std::string frame(ByteView header, std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
+    std::vector<std::uint8_t> out(header.begin(), header.end());
+    cbor::Writer w(out);
+    std::size_t n = 0;
+    for (const auto& f : fields) n += !f.second.empty();
+    w.map(n);
+    for (const auto& [k, v] : fields)
+        if (!v.empty()) {
+            w.text(k);
+            w.text(v);
+        }
+    return std::string(out.begin(), out.end());
+}
+
+}  // namespace
+
+bool split(ByteView wire, ByteView& header, ByteView& payload) {
+    std::size_t hlen = 0;
+    if (cbor::validate_prefix(wire, hlen) || hlen >= wire.size()) return false;
+    header = wire.subspan(0, hlen);
+    payload = wire.subspan(hlen);
+    if (cbor::validate(payload)) return false;
+    return cbor::Value::of(payload).is(cbor::Kind::map) && cbor::Value::of(header).is(cbor::Kind::map);
+}
+
+bool resequence(ByteView wire, std::uint64_t seq, std::vector<std::uint8_t>& out) {
+    out.clear();
+    ByteView header, payload;
+    if (!split(wire, header, payload)) return false;
+    cbor::Value p = cbor::Value::of(payload);
+    cbor::MapIter it = p.map();
+    out.reserve(wire.size() + 8);
+    out.insert(out.end(), header.begin(), header.end());
+    out.insert(out.end(), p.data(), it.position());  // the map head
+    bool found = false;
+    std::string_view key;
+    cbor::Value v;
+    for (const std::uint8_t* start = it.position(); it.next(key, v); start = it.position()) {
+        if (key == "seq" && v.is(cbor::Kind::uint)) {
+            cbor::Writer w(out);
+            w.text("seq");
+            w.uint(seq);
+            found = true;
+        } else {
+            out.insert(out.end(), start, v.data() + v.size());
+        }
+    }
+    if (!found) out.clear();
+    return found;
+}
+
+std::string error_frame(std::string_view error, std::string_view message) {
+    static constexpr std::uint8_t kHeader[] = {0xa1, 0x62, 0x6f, 0x70, 0x20};  // {op: -1}
+    return frame(ByteView{kHeader, sizeof kHeader}, {{"error", error}, {"message", message}});
+}
+
+std::string info_frame(std::string_view name, std::string_view message) {
+    // {t: "#info", op: 1}
+    static constexpr std::uint8_t kHeader[] = {0xa2, 0x61, 0x74, 0x65, 0x23, 0x69, 0x6e, 0x66, 0x6f, 0x62, 0x6f, 0x70, 0x01};
+    return frame(ByteView{kHeader, sizeof kHeader}, {{"name", name}, {"message", message}});
 }
 
 }  // namespace sov::msg

@@ -12,6 +12,11 @@
 // Repositories exist only for accounts that act (Zipf makes most accounts rare), start
 // with a log-normal number of records whose values are CIDs of records that predate the
 // simulation, and are garbage-collected when their store doubles.
+//
+// Millions of accounts: what every account keeps is 32 bytes (Account). Its DID, signing key,
+// handle and PDS are derived again from the seed and its index whenever it acts — the key
+// stream is re-drawn from a checkpoint kept every 64 accounts — so nothing about an account
+// that has not acted costs more than that and its share of the Zipf table.
 #include "sovereign/sim.h"
 
 #include "sovereign/car.h"
@@ -31,6 +36,8 @@
 #include <cstdio>
 #include <cmath>
 #include <filesystem>
+#include <optional>
+#include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -152,32 +159,104 @@ struct Recorder {
     }
 };
 
-// A change the simulation made to a regenerable repository: put `value` at `path`, or
-// remove `path` when `del`. Replayed in order over the seeded initial records on rebuild.
+// A change the simulation made to a regenerable repository: put `value` at its path, or
+// remove the path when `del`. Replayed in order over the seeded initial records on rebuild.
+// 48 bytes: the path is one of kDeltaColls and a TID (`key`, its 64-bit value), or the profile
+// record (coll kProfile); any other path is kept as text in History::paths (coll kOther, `key`
+// its index there).
 struct Delta {
-    std::string path;
-    std::array<std::uint8_t, cid::kBlessedLen> value{};
+    std::uint64_t key = 0;
+    std::uint8_t coll = 0;
     bool del = false;
+    std::array<std::uint8_t, cid::kBlessedLen> value{};
+};
+static_assert(sizeof(Delta) <= 48);
+
+constexpr char kTidChars[] = "234567abcdefghijklmnopqrstuvwxyz";
+constexpr const char* kDeltaColls[] = {"app.bsky.feed.like", "app.bsky.feed.post", "app.bsky.feed.repost",
+                                       "app.bsky.graph.follow"};
+constexpr std::uint8_t kProfile = 4, kOther = 255;
+constexpr std::string_view kProfilePath = "app.bsky.actor.profile/self";
+
+std::string tid_text(std::uint64_t v) {
+    std::string t(13, '2');
+    for (std::size_t d = 0; d < 13; ++d) t[12 - d] = kTidChars[(v >> (5 * d)) & 31u];
+    return t;
+}
+
+// The 64-bit value of a 13-character TID whose text tid_text() gives back; nullopt otherwise.
+std::optional<std::uint64_t> tid_value(std::string_view t) {
+    if (t.size() != 13) return std::nullopt;
+    std::uint64_t v = 0;
+    for (char c : t) {
+        const char* p = std::strchr(kTidChars, c);
+        if (!c || !p) return std::nullopt;
+        v = (v << 5) | std::uint64_t(p - kTidChars);
+    }
+    if (tid_text(v) != t) return std::nullopt;  // a first character beyond 64 bits
+    return v;
+}
+
+// The regenerable part of an account's history (Options::repo_budget_bytes > 0): every change
+// since the seeded initial records, and the root at the last eviction (a rebuild must give it
+// back). Allocated when the account first acts.
+struct History {
+    std::vector<Delta> delta;
+    std::vector<std::string> paths;  // paths of kOther deltas
+    cid::Cid evicted_root;
+
+    void add(std::string_view path, bool del, const cid::Cid& value) {
+        Delta d;
+        d.del = del;
+        if (!del && value.size() == d.value.size()) std::memcpy(d.value.data(), value.bytes().data(), d.value.size());
+        d.coll = kOther;
+        if (path == kProfilePath) {
+            d.coll = kProfile;
+        } else if (auto slash = path.find('/'); slash != std::string_view::npos) {
+            for (std::uint8_t c = 0; c < 4; ++c)
+                if (path.substr(0, slash) == kDeltaColls[c])
+                    if (auto v = tid_value(path.substr(slash + 1))) {
+                        d.coll = c;
+                        d.key = *v;
+                    }
+        }
+        if (d.coll == kOther) {
+            d.key = paths.size();
+            paths.emplace_back(path);
+        }
+        delta.push_back(d);
+    }
+    std::string path(const Delta& d) const {
+        if (d.coll == kProfile) return std::string(kProfilePath);
+        if (d.coll == kOther) return paths[d.key];
+        return std::string(kDeltaColls[d.coll]) + "/" + tid_text(d.key);
+    }
 };
 
+// A repository in memory, with its place in the budget's LRU.
+struct HeldRepo : Repo {
+    std::uint64_t last_use = 0;
+    std::size_t charged = 0;  // bytes counted against the budget
+};
+
+// What stays in memory for every account: 32 bytes. Its DID, signing key, handle and PDS are
+// derived from the seed and its index whenever it acts (Impl::identity), its repository is
+// materialized when it acts and (with a budget) evicted and rebuilt from `hist`.
 struct Account {
+    std::unique_ptr<HeldRepo> repo;
+    std::unique_ptr<History> hist;
+    std::int64_t rev_us = 0;  // timestamp of the last commit rev; rev = tid_from(rev_us, clock_id)
+    std::uint16_t clock_id = 0;
+    bool active = true;
+    bool has_rev = false;
+    bool p256 = false;
+};
+static_assert(sizeof(Account) <= 32);
+
+// The identity of the account acting now (Impl::cur), derived when it is picked.
+struct Ident {
     std::string did, handle, pds;
     crypto::PrivateKey priv;
-    crypto::PublicKey pub;
-    std::unique_ptr<Repo> repo;
-    std::string rev;          // last commit rev
-    std::int64_t rev_us = 0;  // its timestamp
-    bool active = true;
-    unsigned clock_id = 0;
-    // Regenerable repositories (Options::repo_budget_bytes > 0) only:
-    std::uint64_t repo_seed = 0;  // seeds the initial records
-    std::vector<Delta> delta;     // every change since
-    cid::Cid evicted_root;        // root when evicted: a rebuild must give it back
-    std::uint64_t last_use = 0;
-    std::size_t charged = 0;      // bytes counted against the budget
-    // Options::identities only: the account's identity and the span in use.
-    const Identity* id = nullptr;
-    std::size_t span = 0;
 };
 
 struct PlannedOp {
@@ -204,7 +283,12 @@ struct Generator::Impl {
     Rng rng;
     Zipf zipf;
     std::vector<Account> accounts;
-    std::vector<std::size_t> rank_to_account;
+    std::vector<std::uint32_t> rank_to_account;
+    // The key stream's state before account k·kCheckpoint (not with identities): an account's
+    // key seed is re-drawn from the checkpoint below it (kDraws draws per account).
+    static constexpr std::size_t kCheckpoint = 64, kDraws = 6;
+    std::vector<Rng> key_checkpoints;
+    Ident cur;  // the identity of the account of the message being generated
     std::int64_t now_us;
     std::int64_t seq;
     Stats stats;
@@ -224,6 +308,7 @@ struct Generator::Impl {
     std::size_t replay_next = 0;
     std::size_t replay_account = 0;
     bool replay_mode = false;
+    std::string replay_did;
     // Regenerable repositories: accounts whose repository is in memory, and the budget count.
     std::vector<std::size_t> live;
     std::uint64_t use_tick = 0;
@@ -235,6 +320,7 @@ struct Generator::Impl {
     std::vector<std::uint32_t> alive, alive_pos;
     std::vector<std::pair<std::int64_t, std::uint64_t>> life;  // (µs, account × 2 + death)
     std::size_t life_next = 0;
+    std::vector<std::uint32_t> span_of;  // the identity span each account signs with now
     std::string last_pds;
 
     static std::size_t account_count(const Options& o) {
@@ -247,38 +333,87 @@ struct Generator::Impl {
         Rng krng(o.seed ^ 0x6b657973ULL);
         accounts.resize(account_count(o));
         if (with_identities()) init_identities();
+        else key_checkpoints.reserve(accounts.size() / kCheckpoint + 1);
         for (std::size_t i = 0; i < accounts.size(); ++i) {
             Account& a = accounts[i];
-            if (a.id) {
-                a.clock_id = unsigned(krng.below(1024));
-                std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
-                a.repo_seed = splitmix64(x);
-                continue;
+            if (!with_identities()) {
+                // The draws of key_seed(i) (4), then the curve and the clock id: kDraws in all.
+                if (i % kCheckpoint == 0) key_checkpoints.push_back(krng);
+                for (int k = 0; k < 4; ++k) krng.next();
+                a.p256 = krng.uniform() < o.p256_share;
             }
-            std::array<std::uint8_t, 32> seed{};
-            for (int k = 0; k < 4; ++k) {
-                std::uint64_t v = krng.next();
-                std::memcpy(seed.data() + 8 * k, &v, 8);
-            }
-            a.priv = crypto::generate_from_seed(krng.uniform() < o.p256_share ? crypto::Curve::p256 : crypto::Curve::k256, seed);
-            a.pub = *crypto::public_key_of(a.priv);
-            auto h = crypto::sha256(ByteView{seed.data(), seed.size()});
-            std::string b32;
-            multibase::base32_encode(ByteView{h.data(), h.size()}, b32);
-            a.did = "did:plc:" + b32.substr(0, 24);
-            a.handle = "u" + std::to_string(i) + ".mesh-sim.test";
-            a.pds = o.pds_of_account ? o.pds_of_account(i) : "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
-            a.clock_id = unsigned(krng.below(1024));
-            std::uint64_t x = o.seed ^ (0xa0761d6478bd642fULL * (i + 1));
-            a.repo_seed = splitmix64(x);  // not drawn from krng: the default stream stays as it was
+            a.clock_id = std::uint16_t(krng.below(1024));
         }
         // Activity rank → account, shuffled so activity is unrelated to DID order.
         rank_to_account.resize(accounts.size());
-        for (std::size_t i = 0; i < rank_to_account.size(); ++i) rank_to_account[i] = i;
+        for (std::size_t i = 0; i < rank_to_account.size(); ++i) rank_to_account[i] = std::uint32_t(i);
         for (std::size_t i = rank_to_account.size(); i > 1; --i) std::swap(rank_to_account[i - 1], rank_to_account[rng.below(i)]);
         if (!o.corpus_repos.empty() && !o.entropic_records) load_corpus(o.corpus_repos);
         if (o.entropic_records) build_vocab();
     }
+
+    // -- identities derived from the seed ------------------------------------------------------
+
+    std::size_t index_of(const Account& a) const noexcept { return std::size_t(&a - accounts.data()); }
+
+    // The seed of account i's signing key (not with identities): the key stream re-drawn
+    // from the checkpoint below i.
+    std::array<std::uint8_t, 32> key_seed(std::size_t i) const {
+        Rng r = key_checkpoints[i / kCheckpoint];
+        for (std::size_t k = 0; k < (i % kCheckpoint) * kDraws; ++k) r.next();
+        std::array<std::uint8_t, 32> seed{};
+        for (int k = 0; k < 4; ++k) {
+            std::uint64_t v = r.next();
+            std::memcpy(seed.data() + 8 * k, &v, 8);
+        }
+        return seed;
+    }
+
+    static std::string did_of_seed(const std::array<std::uint8_t, 32>& seed) {
+        auto h = crypto::sha256(ByteView{seed.data(), seed.size()});
+        std::string b32;
+        multibase::base32_encode(ByteView{h.data(), h.size()}, b32);
+        return "did:plc:" + b32.substr(0, 24);
+    }
+
+    // The DID of account i.
+    std::string did_of(std::size_t i) const {
+        if (replay_mode && i == replay_account) return replay_did;
+        if (with_identities()) return (*opt.identities)[i].did;
+        return did_of_seed(key_seed(i));
+    }
+
+    // Account i's whole identity now: DID, handle, PDS endpoint and signing key (with
+    // identities: those of its span in use).
+    Ident identity(std::size_t i) const {
+        Ident id;
+        if (with_identities()) {
+            const Identity& d = (*opt.identities)[i];
+            id.did = d.did;
+            if (!d.spans.empty()) {
+                const IdentitySpan& s = d.spans[span_of[i]];
+                id.priv = s.key;
+                id.pds = s.pds;
+                id.handle = s.handle;
+            }
+            return id;
+        }
+        auto seed = key_seed(i);
+        id.did = replay_mode && i == replay_account ? replay_did : did_of_seed(seed);
+        id.priv = crypto::generate_from_seed(accounts[i].p256 ? crypto::Curve::p256 : crypto::Curve::k256, seed);
+        id.handle = "u" + std::to_string(i) + ".mesh-sim.test";
+        id.pds = opt.pds_of_account ? opt.pds_of_account(i) : "https://pds" + std::to_string(i % 8) + ".mesh-sim.test";
+        return id;
+    }
+
+    // The seed of account i's regenerable repository (not drawn from the key stream, so that
+    // the default stream stays as it was).
+    std::uint64_t repo_seed(std::size_t i) const noexcept {
+        std::uint64_t x = opt.seed ^ (0xa0761d6478bd642fULL * (i + 1));
+        return splitmix64(x);
+    }
+
+    std::string rev_of(const Account& a) const { return syntax::tid_from(a.rev_us, a.clock_id); }
 
     // -- accounts of a PLC directory (Options::identities) ------------------------------------
 
@@ -286,28 +421,17 @@ struct Generator::Impl {
     // message's recv (< time + 1 s) falls after the tombstone.
     void init_identities() {
         alive_pos.assign(accounts.size(), kNotAlive);
+        span_of.assign(accounts.size(), 0);
         for (std::size_t i = 0; i < accounts.size(); ++i) {
-            Account& a = accounts[i];
-            a.id = &(*opt.identities)[i];
-            a.did = a.id->did;
-            if (a.id->spans.empty()) continue;  // tombstoned at genesis: never alive
-            set_span(a, 0);
-            std::int64_t born = a.id->spans[0].from_us;
-            std::int64_t dies = a.id->end_us == INT64_MAX ? INT64_MAX : a.id->end_us - 1'000'000;
+            const Identity& d = (*opt.identities)[i];
+            if (d.spans.empty()) continue;  // tombstoned at genesis: never alive
+            std::int64_t born = d.spans[0].from_us;
+            std::int64_t dies = d.end_us == INT64_MAX ? INT64_MAX : d.end_us - 1'000'000;
             if (dies <= born) continue;
             life.emplace_back(born, std::uint64_t(i) * 2);
             if (dies != INT64_MAX) life.emplace_back(dies, std::uint64_t(i) * 2 + 1);
         }
         std::sort(life.begin(), life.end());
-    }
-
-    void set_span(Account& a, std::size_t k) {
-        const IdentitySpan& s = a.id->spans[k];
-        a.span = k;
-        a.priv = s.key;
-        a.pub = *crypto::public_key_of(s.key);
-        a.pds = s.pds;
-        a.handle = s.handle;
     }
 
     // Applies the births and deaths up to now_us.
@@ -349,11 +473,11 @@ struct Generator::Impl {
             if (alive_pos[k] != kNotAlive) i = k;
         }
         if (i == kNotAlive) i = alive[rng.below(alive.size())];
-        Account& a = accounts[i];
-        std::size_t k = a.span;
-        while (k + 1 < a.id->spans.size() && a.id->spans[k + 1].from_us <= now_us) ++k;
-        if (k != a.span) set_span(a, k);
-        out = &a;
+        const Identity& d = (*opt.identities)[i];
+        std::size_t k = span_of[i];
+        while (k + 1 < d.spans.size() && d.spans[k + 1].from_us <= now_us) ++k;
+        span_of[i] = std::uint32_t(k);
+        out = &accounts[i];
         return Errc::ok;
     }
 
@@ -512,7 +636,7 @@ struct Generator::Impl {
             w.text("$type");
             w.text(collection);
             w.text("subject");
-            w.text(rng.uniform() < 0.5 ? accounts[rng.below(accounts.size())].did : random_did());
+            w.text(rng.uniform() < 0.5 ? did_of(rng.below(accounts.size())) : random_did());
             w.text("createdAt");
             w.text(created);
         } else if (collection == "app.bsky.feed.post") {
@@ -578,11 +702,11 @@ struct Generator::Impl {
     std::pair<std::string, std::string> subject_post() {
         if (!recent_posts.empty()) return recent_posts[rng.below(recent_posts.size())];
         // Before any post exists: a plausible post of another account, from before the simulation.
-        const Account& other = accounts[rng.below(accounts.size())];
+        const std::string other = did_of(rng.below(accounts.size()));
         std::uint8_t b[8];
         std::uint64_t c = ++fake_counter;
         std::memcpy(b, &c, 8);
-        return {"at://" + other.did + "/app.bsky.feed.post/" + syntax::tid_from(opt.start_us - 3600'000'000LL, 7),
+        return {"at://" + other + "/app.bsky.feed.post/" + syntax::tid_from(opt.start_us - 3600'000'000LL, 7),
                 cid::to_string(cid::compute(cid::kCodecDagCbor, ByteView{b, 8}))};
     }
 
@@ -617,7 +741,7 @@ struct Generator::Impl {
             w.text("$type");
             w.text(collection);
             w.text("subject");
-            w.text(accounts[rng.below(accounts.size())].did);
+            w.text(did_of(rng.below(accounts.size())));
             w.text("createdAt");
             w.text(created);
         } else if (collection == "app.bsky.feed.post") {
@@ -676,12 +800,12 @@ struct Generator::Impl {
     std::string next_rev(Account& a) {
         std::int64_t us = std::max(now_us, a.rev_us + 1);
         a.rev_us = us;
-        a.rev = syntax::tid_from(us, a.clock_id);
-        return a.rev;
+        a.has_rev = true;
+        return rev_of(a);
     }
 
     Errc materialize(Account& a) {
-        a.repo = std::make_unique<Repo>();
+        a.repo = std::make_unique<HeldRepo>();
         Repo& r = *a.repo;
         cid::Cid empty = cid::compute(cid::kCodecDagCbor, ByteView{kEmptyNode, sizeof kEmptyNode});
         r.add_block(empty.bytes(), ByteView{kEmptyNode, sizeof kEmptyNode});
@@ -714,7 +838,7 @@ struct Generator::Impl {
         e = tree.root_cid(r.root, [&](ByteView c, ByteView block) { r.add_block(c, block); });
         if (e != Errc::ok) return e;
         a.rev_us = opt.start_us - std::int64_t(rng.below(86400'000'000ULL));
-        a.rev = syntax::tid_from(a.rev_us, a.clock_id);
+        a.has_rev = true;
         r.gc_at = std::max<std::size_t>(4096, 2 * r.store.size());
         return Errc::ok;
     }
@@ -797,9 +921,10 @@ struct Generator::Impl {
     };
 
     Errc regenerate(Account& a) {
-        a.repo = std::make_unique<Repo>();
+        a.repo = std::make_unique<HeldRepo>();
         Repo& r = *a.repo;
-        Rng ar(a.repo_seed);
+        const std::uint64_t rseed = repo_seed(index_of(a));
+        Rng ar(rseed);
         double n = std::exp(std::log(opt.repo_median) + opt.repo_sigma * ar.normal());
         std::size_t count = std::size_t(std::min(double(opt.repo_cap), std::max(0.0, n)));
         bool profile = ar.uniform() < 0.8;
@@ -836,7 +961,7 @@ struct Generator::Impl {
             }
             gaps.push_back(keys.size());
         }
-        Spine sp{&keys, &gaps, profile, a.repo_seed, &r, {}, {}};
+        Spine sp{&keys, &gaps, profile, rseed, &r, {}, {}};
         cid::Cid empty = cid::compute(cid::kCodecDagCbor, ByteView{kEmptyNode, sizeof kEmptyNode});
         if (keys.empty()) {
             r.add_block(empty.bytes(), ByteView{kEmptyNode, sizeof kEmptyNode});
@@ -848,28 +973,29 @@ struct Generator::Impl {
         }
         r.has_profile = profile;
         // Replay the simulation's changes.
-        if (!a.delta.empty()) {
+        if (a.hist && !a.hist->delta.empty()) {
             Finder f{&r};
             Errc e = tree.open(r.root.bytes(), mst::BlockSource(f));
-            for (const Delta& d : a.delta) {
+            for (const Delta& d : a.hist->delta) {
                 ByteView prev;
                 if (e != Errc::ok) break;
+                const std::string path = a.hist->path(d);
                 if (d.del) {
-                    e = tree.remove(d.path, prev);
-                    r.remove_key(d.path);
+                    e = tree.remove(path, prev);
+                    r.remove_key(path);
                 } else {
-                    e = tree.put(d.path, ByteView{d.value.data(), d.value.size()}, prev);
-                    if (d.path == "app.bsky.actor.profile/self") r.has_profile = true;
-                    else if (prev.empty()) r.add_key(d.path);
+                    e = tree.put(path, ByteView{d.value.data(), d.value.size()}, prev);
+                    if (path == kProfilePath) r.has_profile = true;
+                    else if (prev.empty()) r.add_key(path);
                 }
             }
             if (e == Errc::ok) e = tree.root_cid(r.root, [&](ByteView c, ByteView block) { r.add_block(c, block); });
             if (e != Errc::ok) return e;
         }
-        if (a.rev.empty()) {
+        if (!a.has_rev) {
             a.rev_us = opt.start_us - std::int64_t(ar.below(86400'000'000ULL));
-            a.rev = syntax::tid_from(a.rev_us, a.clock_id);
-        } else if (!(r.root == a.evicted_root)) {
+            a.has_rev = true;
+        } else if (!a.hist || !(r.root == a.hist->evicted_root)) {
             return Errc::mst_root_mismatch;  // the rebuild is not the tree that was evicted
         }
         r.gc_at = std::max<std::size_t>(256, 2 * r.store.size());
@@ -892,19 +1018,19 @@ struct Generator::Impl {
     // recently used other repositories down to 3/4 of the budget (batches keep this rare).
     void account_used(Account& a) {
         if (!regenerable() || !a.repo) return;
-        a.last_use = ++use_tick;
+        a.repo->last_use = ++use_tick;
         std::size_t now = a.repo->approx_bytes();
-        charged_total += now - a.charged;
-        a.charged = now;
+        charged_total += now - a.repo->charged;
+        a.repo->charged = now;
         if (charged_total <= opt.repo_budget_bytes) return;
-        std::sort(live.begin(), live.end(), [&](std::size_t x, std::size_t y) { return accounts[x].last_use < accounts[y].last_use; });
+        std::sort(live.begin(), live.end(), [&](std::size_t x, std::size_t y) { return accounts[x].repo->last_use < accounts[y].repo->last_use; });
         std::size_t kept = 0;
         for (std::size_t i = 0; i < live.size(); ++i) {
             Account& v = accounts[live[i]];
             if (&v != &a && charged_total > opt.repo_budget_bytes / 4 * 3) {
-                charged_total -= v.charged;
-                v.charged = 0;
-                v.evicted_root = v.repo->root;
+                charged_total -= v.repo->charged;
+                if (!v.hist) v.hist = std::make_unique<History>();
+                v.hist->evicted_root = v.repo->root;
                 v.repo.reset();
                 ++stats.evictions;
             } else {
@@ -945,7 +1071,7 @@ struct Generator::Impl {
 
     // Signed commit block for (did, rev, data, prev: null).
     Errc commit_block(const Account& a, ByteView data, commit::Block& out) {
-        return commit::build(commit::Fields{a.did, a.rev, data, {}}, a.priv, out);
+        return commit::build(commit::Fields{cur.did, rev_of(a), data, {}}, cur.priv, out);
     }
 
     void header(cbor::Writer& w, std::string_view t) {
@@ -987,12 +1113,12 @@ struct Generator::Impl {
 
     Errc gen_commit(Account& a, std::vector<std::uint8_t>& wire, std::vector<PlannedOp> ops = {}) {
         if (!a.repo) {
-            if (Errc e = ensure_repo(a); e != Errc::ok) return fail("materialize " + a.did + ": " + tree.error_detail());
+            if (Errc e = ensure_repo(a); e != Errc::ok) return fail("materialize " + cur.did + ": " + tree.error_detail());
         }
         Repo& r = *a.repo;
         if (ops.empty()) plan_ops(a, ops);
         cid::Cid old_root = r.root;
-        std::string since = a.rev;
+        std::string since = rev_of(a);
         Finder f{&r};
         Errc e = tree.open(r.root.bytes(), mst::BlockSource(f));
         for (std::size_t k = 0; k < ops.size() && e == Errc::ok;) {
@@ -1026,7 +1152,7 @@ struct Generator::Impl {
                 r.add_block(c, block);
                 proof.push_back(cid::Cid(c));
             });
-        if (e != Errc::ok) return fail("apply ops for " + a.did + ": " + tree.error_detail());
+        if (e != Errc::ok) return fail("apply ops for " + cur.did + ": " + tree.error_detail());
 
         // Proof: replay the verifier's work on the new tree, recording the nodes it reads.
         Recorder rec{&r, &proof};
@@ -1050,7 +1176,7 @@ struct Generator::Impl {
         }
         cid::Cid back;
         if (e == Errc::ok) e = t.root_cid(back);
-        if (e != Errc::ok || !(back == old_root)) return fail("self-check: inversion of " + a.did + " does not give the previous root");
+        if (e != Errc::ok || !(back == old_root)) return fail("self-check: inversion of " + cur.did + " does not give the previous root");
         // Empty intermediate nodes (no entries, only `l`) that the verification read: ship the
         // nodes below them down to the first non-empty one. Our inverter can merge across such a
         // chain without opening its end, but other verifiers (the TypeScript reference) walk it.
@@ -1063,7 +1189,7 @@ struct Generator::Impl {
         ++stats.commits;
         next_rev(a);
         commit::Block cb;
-        if (commit_block(a, new_root.bytes(), cb) != Errc::ok) return fail("signing key of " + a.did + " is invalid");
+        if (commit_block(a, new_root.bytes(), cb) != Errc::ok) return fail("signing key of " + cur.did + " is invalid");
         std::vector<std::uint8_t> car;
         car::append_header(car, cb.cid.bytes());
         car::append_section(car, cb.cid.bytes(), cb.bytes);
@@ -1098,11 +1224,11 @@ struct Generator::Impl {
             w.text(op.action == msg::OpAction::create ? "create" : op.action == msg::OpAction::update ? "update" : "delete");
         }
         w.text("rev");
-        w.text(a.rev);
+        w.text(rev_of(a));
         w.text("seq");
         w.uint(std::uint64_t(seq++));
         w.text("repo");
-        w.text(a.did);
+        w.text(cur.did);
         w.text("time");
         w.text(datetime(now_us));
         w.text("blobs");
@@ -1124,9 +1250,8 @@ struct Generator::Impl {
         for (auto& op : ops) {
             ++stats.ops;
             if (regenerable()) {
-                Delta d{op.path, {}, op.action == msg::OpAction::del};
-                if (!d.del && op.cid.size() == d.value.size()) std::memcpy(d.value.data(), op.cid.bytes().data(), d.value.size());
-                a.delta.push_back(std::move(d));
+                if (!a.hist) a.hist = std::make_unique<History>();
+                a.hist->add(op.path, op.action == msg::OpAction::del, op.cid);
             }
             switch (op.action) {
             case msg::OpAction::create:
@@ -1134,7 +1259,7 @@ struct Generator::Impl {
                 if (op.path == "app.bsky.actor.profile/self") r.has_profile = true;
                 else r.add_key(op.path);
                 if (op.path.starts_with("app.bsky.feed.post/")) {
-                    std::pair<std::string, std::string> p{"at://" + a.did + "/" + op.path, cid::to_string(op.cid)};
+                    std::pair<std::string, std::string> p{"at://" + cur.did + "/" + op.path, cid::to_string(op.cid)};
                     if (recent_posts.size() < 4096) recent_posts.push_back(std::move(p));
                     else recent_posts[recent_next++ % recent_posts.size()] = std::move(p);
                 }
@@ -1147,7 +1272,7 @@ struct Generator::Impl {
             }
         }
         r.root = new_root;
-        if (maybe_gc(r) != Errc::ok) return fail("gc of " + a.did + " failed");
+        if (maybe_gc(r) != Errc::ok) return fail("gc of " + cur.did + " failed");
         account_used(a);
         return Errc::ok;
     }
@@ -1161,10 +1286,10 @@ struct Generator::Impl {
         header(w, t);
         w.map(keys);
         w.text("did");
-        w.text(a.did);
+        w.text(cur.did);
         if (with_rev) {
             w.text("rev");
-            w.text(a.rev);
+            w.text(rev_of(a));
         }
         w.text("seq");
         w.uint(std::uint64_t(seq++));
@@ -1177,7 +1302,7 @@ struct Generator::Impl {
         ++stats.identities;
         cbor::Writer w = begin_event(wire, "#identity", 4, a, false);
         w.text("handle");
-        w.text(a.handle);
+        w.text(cur.handle);
     }
 
     void gen_account(Account& a, bool active, std::vector<std::uint8_t>& wire) {
@@ -1194,12 +1319,12 @@ struct Generator::Impl {
 
     Errc gen_sync(Account& a, std::vector<std::uint8_t>& wire) {
         if (!a.repo) {
-            if (Errc e = ensure_repo(a); e != Errc::ok) return fail("materialize " + a.did);
+            if (Errc e = ensure_repo(a); e != Errc::ok) return fail("materialize " + cur.did);
         }
         ++stats.syncs;
         next_rev(a);
         commit::Block cb;
-        if (commit_block(a, a.repo->root.bytes(), cb) != Errc::ok) return fail("signing key of " + a.did + " is invalid");
+        if (commit_block(a, a.repo->root.bytes(), cb) != Errc::ok) return fail("signing key of " + cur.did + " is invalid");
         std::vector<std::uint8_t> car;
         car::append_header(car, cb.cid.bytes());
         car::append_section(car, cb.cid.bytes(), cb.bytes);
@@ -1232,7 +1357,8 @@ struct Generator::Impl {
         Account* picked = nullptr;
         if (Errc e = pick_account(picked, recv); e != Errc::ok) return e;
         Account& a = *picked;
-        last_pds = a.pds;
+        cur = identity(index_of(a));
+        last_pds = cur.pds;
         if (!a.active) {
             gen_account(a, true, wire);  // reactivation; its commits resume afterwards
             return Errc::ok;
@@ -1303,15 +1429,16 @@ struct Generator::Impl {
         // The repository's account: its real DID, a generated key, an empty starting tree.
         replay_account = 0;
         Account& a = accounts.at(0);
-        a.did = did;
-        a.repo = std::make_unique<Repo>();
+        replay_did = did;
+        a.repo = std::make_unique<HeldRepo>();
         cid::Cid empty = cid::compute(cid::kCodecDagCbor, ByteView{kEmptyNode, sizeof kEmptyNode});
         a.repo->add_block(empty.bytes(), ByteView{kEmptyNode, sizeof kEmptyNode});
         a.repo->root = empty;
         a.rev_us = replay.empty() ? opt.start_us : std::max<std::int64_t>(1, replay.front().us - 1);
-        a.rev = syntax::tid_from(a.rev_us, a.clock_id);
+        a.has_rev = true;
         now_us = a.rev_us;
         replay_mode = true;
+        cur = identity(replay_account);
         return replay.size();
     }
 };
@@ -1344,18 +1471,61 @@ nlohmann::json Generator::did_docs() const {
     nlohmann::json docs = nlohmann::json::object();
     std::size_t n = impl_->replay_mode ? 1 : impl_->accounts.size();
     for (std::size_t i = 0; i < n; ++i) {
-        const Account& a = impl_->accounts[i];
-        docs[a.did] = {
-            {"@context", {"https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"}},
-            {"id", a.did},
-            {"alsoKnownAs", {"at://" + a.handle}},
-            {"verificationMethod",
-             {{{"id", a.did + "#atproto"}, {"type", "Multikey"}, {"controller", a.did},
-               {"publicKeyMultibase", crypto::to_multikey(a.pub)}}}},
-            {"service", {{{"id", "#atproto_pds"}, {"type", "AtprotoPersonalDataServer"}, {"serviceEndpoint", a.pds}}}},
-        };
+        std::string did = impl_->did_of(i);
+        docs[did] = did_doc(i);
     }
     return docs;
+}
+
+nlohmann::json Generator::did_doc(std::size_t i) const {
+    const Ident a = impl_->identity(i);
+    auto pub = crypto::public_key_of(a.priv);
+    return {
+        {"@context", {"https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"}},
+        {"id", a.did},
+        {"alsoKnownAs", {"at://" + a.handle}},
+        {"verificationMethod",
+         {{{"id", a.did + "#atproto"}, {"type", "Multikey"}, {"controller", a.did},
+           {"publicKeyMultibase", pub ? crypto::to_multikey(*pub) : std::string()}}}},
+        {"service", {{{"id", "#atproto_pds"}, {"type", "AtprotoPersonalDataServer"}, {"serviceEndpoint", a.pds}}}},
+    };
+}
+
+Errc Generator::write_did_docs(const std::function<Errc(std::string_view)>& out) const {
+    // did_docs().dump() without the whole object in memory: the documents in DID order (as
+    // nlohmann::json orders an object's keys), each dumped on its own.
+    const std::size_t n = impl_->replay_mode ? 1 : impl_->accounts.size();
+    std::vector<std::pair<std::array<char, 32>, std::uint32_t>> order(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        std::string did = impl_->did_of(i);
+        order[i].first.fill(0);
+        std::memcpy(order[i].first.data(), did.data(), std::min(did.size(), order[i].first.size()));
+        order[i].second = std::uint32_t(i);
+    }
+    // DIDs here are did:plc (32 characters), so the key orders them; on a repeated DID the
+    // last account's document wins, as in did_docs().
+    std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) {
+        return x.first != y.first ? x.first < y.first : x.second > y.second;
+    });
+    std::string chunk = "{";
+    bool first = true;
+    std::string prev;
+    for (const auto& [key, i] : order) {
+        std::string did = impl_->did_of(i);
+        if (!first && did == prev) continue;
+        if (!first) chunk += ',';
+        first = false;
+        chunk += nlohmann::json(did).dump();
+        chunk += ':';
+        chunk += did_doc(i).dump();
+        prev = std::move(did);
+        if (chunk.size() >= (1u << 20)) {
+            if (Errc e = out(chunk); e != Errc::ok) return e;
+            chunk.clear();
+        }
+    }
+    chunk += '}';
+    return out(chunk);
 }
 
 const Stats& Generator::stats() const noexcept { return impl_->stats; }
@@ -1365,7 +1535,10 @@ std::int64_t Generator::last_time_us() const noexcept { return impl_->now_us; }
 
 std::size_t Generator::account_count() const noexcept { return impl_->accounts.size(); }
 
-const std::string& Generator::account_did(std::size_t i) const { return impl_->accounts.at(i).did; }
+std::string Generator::account_did(std::size_t i) const {
+    if (i >= impl_->accounts.size()) throw std::out_of_range("account_did");
+    return impl_->did_of(i);
+}
 const std::string& Generator::error_detail() const noexcept { return impl_->error; }
 
 // --- ShapeMeter ------------------------------------------------------------------------------

@@ -20,64 +20,10 @@
 
 namespace sov::sim {
 
-namespace {
-
-
-// Splits wire into its header and payload; false unless both are DAG-CBOR and the payload a map.
-bool split(ByteView wire, ByteView& header, ByteView& payload) {
-    std::size_t hlen = 0;
-    if (cbor::validate_prefix(wire, hlen) || hlen >= wire.size()) return false;
-    header = wire.subspan(0, hlen);
-    payload = wire.subspan(hlen);
-    if (cbor::validate(payload)) return false;
-    return cbor::Value::of(payload).is(cbor::Kind::map) && cbor::Value::of(header).is(cbor::Kind::map);
-}
-
-std::string frame(ByteView header, const std::vector<std::pair<std::string_view, std::string_view>>& fields) {
-    std::vector<std::uint8_t> out(header.begin(), header.end());
-    cbor::Writer w(out);
-    std::size_t n = 0;
-    for (const auto& f : fields) n += !f.second.empty();
-    w.map(n);
-    for (const auto& [k, v] : fields)
-        if (!v.empty()) {
-            w.text(k);
-            w.text(v);
-        }
-    return std::string(out.begin(), out.end());
-}
-
-}  // namespace
-
-bool resequence(ByteView wire, std::uint64_t seq, std::vector<std::uint8_t>& out) {
-    out.clear();
-    ByteView header, payload;
-    if (!split(wire, header, payload)) return false;
-    cbor::Value p = cbor::Value::of(payload);
-    cbor::MapIter it = p.map();
-    out.insert(out.end(), header.begin(), header.end());
-    out.insert(out.end(), p.data(), it.position());  // the map head
-    bool found = false;
-    std::string_view key;
-    cbor::Value v;
-    for (const std::uint8_t* start = it.position(); it.next(key, v); start = it.position()) {
-        if (key == "seq" && (v.is(cbor::Kind::uint))) {
-            cbor::Writer w(out);
-            w.text("seq");
-            w.uint(seq);
-            found = true;
-        } else {
-            out.insert(out.end(), start, v.data() + v.size());
-        }
-    }
-    if (!found) out.clear();
-    return found;
-}
-
 bool inspect(ByteView wire, WireFacts& f) {
     f = WireFacts{};
     ByteView header, payload;
-    if (!split(wire, header, payload)) return false;
+    if (!msg::split(wire, header, payload)) return false;
     cbor::Value h = cbor::Value::of(header), p = cbor::Value::of(payload);
     f.type = std::string(h.get("t").as_text());
     if (cbor::Value s = p.get("seq"); s.valid()) f.seq = s.as_int();
@@ -96,17 +42,6 @@ bool inspect(ByteView wire, WireFacts& f) {
         }
     }
     return true;
-}
-
-std::string error_frame(std::string_view error, std::string_view message) {
-    static constexpr std::uint8_t kHeader[] = {0xa1, 0x62, 0x6f, 0x70, 0x20};  // {op: -1}
-    return frame(ByteView{kHeader, sizeof kHeader}, {{"error", error}, {"message", message}});
-}
-
-std::string info_frame(std::string_view name, std::string_view message) {
-    // {t: "#info", op: 1}
-    static constexpr std::uint8_t kHeader[] = {0xa2, 0x61, 0x74, 0x65, 0x23, 0x69, 0x6e, 0x66, 0x6f, 0x62, 0x6f, 0x70, 0x01};
-    return frame(ByteView{kHeader, sizeof kHeader}, {{"name", name}, {"message", message}});
 }
 
 // -- EventLog ----------------------------------------------------------------------------------
@@ -188,7 +123,7 @@ struct Network::Host {
         std::string head, rev;
         bool active = true;
     };
-    std::vector<std::string> dids;  // registered accounts, in order
+    std::vector<std::uint32_t> accounts;  // registered accounts (Network::did_of), in order
     std::unordered_map<std::string, Repo> repos;
 };
 
@@ -244,7 +179,16 @@ double Network::uniform() { return double(splitmix64(rng_state_) >> 11) * 0x1.0p
 
 void Network::add_account(std::size_t pds, const std::string& did) {
     std::lock_guard lock(mu_);
-    if (pds < hosts_.size()) hosts_[pds].dids.push_back(did);
+    if (pds >= hosts_.size()) return;
+    hosts_[pds].accounts.push_back(std::uint32_t(named_.size()));
+    named_.push_back(did);
+}
+
+void Network::add_accounts(const std::vector<std::uint32_t>& home, std::function<std::string(std::size_t)> did_of) {
+    std::lock_guard lock(mu_);
+    did_of_ = std::move(did_of);
+    for (std::size_t a = 0; a < home.size(); ++a)
+        if (home[a] < hosts_.size()) hosts_[home[a]].accounts.push_back(std::uint32_t(a));
 }
 
 Errc Network::emit(std::size_t pds, ByteView wire, std::int64_t now_us, std::vector<std::uint32_t>& wake) {
@@ -459,16 +403,21 @@ nlohmann::json Network::list_repos(std::size_t pds, std::string_view cursor, std
     if (!cursor.empty()) std::from_chars(cursor.data(), cursor.data() + cursor.size(), from);
     nlohmann::json repos = nlohmann::json::array();
     std::size_t i = from;
-    for (; i < h.dids.size() && repos.size() < limit; ++i) {
-        auto it = h.repos.find(h.dids[i]);
+    for (; i < h.accounts.size() && repos.size() < limit; ++i) {
+        if (h.repos.empty()) {
+            i = h.accounts.size();
+            break;
+        }
+        std::string did = did_of(h.accounts[i]);
+        auto it = h.repos.find(did);
         if (it == h.repos.end() || it->second.head.empty()) continue;  // no commit seen yet: no head to give
-        nlohmann::json r = {{"did", h.dids[i]}, {"head", it->second.head}, {"rev", it->second.rev},
+        nlohmann::json r = {{"did", did}, {"head", it->second.head}, {"rev", it->second.rev},
                             {"active", it->second.active}};
         if (!it->second.active) r["status"] = "deactivated";
         repos.push_back(std::move(r));
     }
     nlohmann::json out = {{"repos", std::move(repos)}};
-    if (i < h.dids.size()) out["cursor"] = std::to_string(i);
+    if (i < h.accounts.size()) out["cursor"] = std::to_string(i);
     return out;
 }
 
@@ -485,7 +434,7 @@ nlohmann::json Network::list_hosts(std::string_view cursor, std::size_t limit) c
         if (!hosts_[i].events) continue;  // never emitted: hidden, as indigo hides never-active hosts
         hosts.push_back({{"hostname", host_label(i)},
                          {"seq", hosts_[i].relay_last},
-                         {"accountCount", hosts_[i].dids.size()},
+                         {"accountCount", hosts_[i].accounts.size()},
                          {"status", "active"}});
         last = i;
     }

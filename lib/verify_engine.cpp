@@ -74,7 +74,7 @@ void Engine::run(std::span<const FrameIn> frames, std::span<Outcome> out) {
     } else {
         stateless_range(0);
     }
-    for (std::size_t i = 0; i < frames.size(); ++i) state_.apply(facts_[i], frames[i].src, frames[i].recv, out[i]);
+    for (std::size_t i = 0; i < frames.size(); ++i) state_.apply(facts_[i], frames[i].seq_scope.empty() ? frames[i].src : frames[i].seq_scope, frames[i].recv, out[i]);
 }
 
 }  // namespace sov::verify

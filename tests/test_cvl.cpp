@@ -1956,6 +1956,15 @@ TEST_CASE("markers are archived in place; last_seq reads the journal, then the n
     CHECK(ls.seq == want_src);
     CHECK(ls.in_journal);
     CHECK(ls.journal_damage.empty());
+    {
+        std::map<std::string, sov::cvl::LastSeq, std::less<>> all;
+        std::vector<std::string> damage;
+        REQUIRE(sov::cvl::last_seqs(d.str(), all, damage, err) == Errc::ok);
+        REQUIRE(all.size() == 2);
+        CHECK(all.at("test-src").seq == want_src);
+        CHECK(all.at("test-src").in_journal);
+        CHECK(all.at("other").seq == want_other);
+    }
     REQUIRE(w->seal(err) == Errc::ok);
     w.reset();
 
@@ -1968,6 +1977,15 @@ TEST_CASE("markers are archived in place; last_seq reads the journal, then the n
     CHECK(ls.ordinal < 5);
     CHECK(sov::cvl::last_seq(d.str(), "absent", ls, err) == Errc::cvl_no_src);
     CHECK(err.find("'absent'") != std::string::npos);
+    // Every src at once (cvl-cat --last-seqs): "other" lives only in the oldest part.
+    std::map<std::string, sov::cvl::LastSeq, std::less<>> seqs;
+    std::vector<std::string> damage;
+    REQUIRE(sov::cvl::last_seqs(d.str(), seqs, damage, err) == Errc::ok);
+    CHECK(damage.empty());
+    REQUIRE(seqs.size() == 2);
+    CHECK(seqs.at("test-src").seq == want_src);
+    CHECK(seqs.at("other").seq == want_other);
+    CHECK(seqs.at("other").ordinal < 5);
 
     // Every frame back byte-identical, markers at their ordinals; a DID selection leaves them out.
     auto ar = open_archive(d.str());

@@ -144,3 +144,22 @@ TEST_CASE("tap: a seq that does not increase within a connection asks for a reco
     CHECK(st.verdict == SourceCursor::Verdict::write);
     CHECK_FALSE(st.gap);
 }
+
+TEST_CASE("tap: reset forgets the cursor: the next connection is a live start (mesh-tap --future-cursor live)", "[net][tap]") {
+    SourceCursor c(500);
+    c.on_connect();
+    CHECK(c.on_message(head(message("#commit", 501))).verdict == SourceCursor::Verdict::write);
+    c.reset();
+    CHECK_FALSE(c.cursor());
+    c.on_connect();
+    // The restarted host's seqs start again low: written, no gap, no duplicate.
+    auto st = c.on_message(head(message("#commit", 3)));
+    CHECK(st.verdict == SourceCursor::Verdict::write);
+    CHECK_FALSE(st.gap);
+    CHECK(*c.cursor() == 3);
+    CHECK(c.on_message(head(message("#commit", 4))).verdict == SourceCursor::Verdict::write);
+    // Without the reset the same seqs would have been dropped as duplicates.
+    SourceCursor kept(500);
+    kept.on_connect();
+    CHECK(kept.on_message(head(message("#commit", 3))).verdict == SourceCursor::Verdict::duplicate);
+}

@@ -597,6 +597,45 @@ TEST_CASE("output queue: order, checkpoints after the bytes, full and drained", 
     for (int i = 0; i < pushed; ++i) CHECK(written[std::size_t(i)].second == i);
 }
 
+TEST_CASE("output queue: bytes out in order across chunks, records larger than a chunk included", "[net]") {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    std::vector<std::uint8_t> got;
+    std::thread reader([&] {
+        std::uint8_t buf[65536];
+        ssize_t n;
+        while ((n = ::read(fds[0], buf, sizeof buf)) > 0) got.insert(got.end(), buf, buf + n);
+    });
+    std::vector<std::uint8_t> want;
+    {
+        OutputQueue q(fds[1], {}, OutputQueue::Callbacks{});
+        // sizes around the 1 MiB chunk: small, just under, exactly, over, several MiB
+        const std::size_t sizes[] = {1, 700000, 400000, 1u << 20, (1u << 20) + 1, 3u << 20, 17, 999999, 5u << 20, 3};
+        std::uint8_t v = 0;
+        for (int round = 0; round < 3; ++round)
+            for (std::size_t n : sizes) {
+                std::vector<std::uint8_t> b(n);
+                for (auto& x : b) x = v++;
+                want.insert(want.end(), b.begin(), b.end());
+                q.push(ByteView(b.data(), b.size()));
+            }
+        // a record through push_record, too big for the tail chunk
+        std::vector<std::uint8_t> wire(1500000, 0x5a);
+        bool fits = false;
+        q.push_record("pds.example", 7, ByteView(wire.data(), wire.size()), 0, -1, fits);
+        CHECK(fits);
+        REQUIRE(frames::append_record(want, "pds.example", std::nullopt, 7, ByteView(wire.data(), wire.size())));
+        q.close();
+        CHECK(q.written_bytes() == want.size());
+        CHECK(q.queued_bytes() == 0);
+    }
+    ::close(fds[1]);
+    reader.join();
+    ::close(fds[0]);
+    CHECK(got.size() == want.size());
+    CHECK(got == want);
+}
+
 TEST_CASE("output queue: a closed reader (EPIPE) is reported, later pushes discarded", "[net]") {
     ::signal(SIGPIPE, SIG_IGN);  // as every tool does (sovereign/cli)
     int fds[2];
@@ -612,6 +651,78 @@ TEST_CASE("output queue: a closed reader (EPIPE) is reported, later pushes disca
     CHECK_FALSE(q.push(ByteView(b.data(), b.size())));
     q.close();
     ::close(fds[1]);
+}
+
+TEST_CASE("output queue: a batch writer gets whole records; checkpoints only after it succeeded", "[net]") {
+    // The taps' --to nats://: the writer publishes each batch and returns once it is stored.
+    std::mutex mu;
+    std::vector<std::uint8_t> got;
+    std::vector<std::int64_t> written;
+    std::atomic<int> calls{0}, fail_on{-1}, err{0};
+    bool whole = true;
+    OutputQueue q(
+        OutputQueue::BatchWriter([&](const std::vector<ByteView>& pieces) -> int {
+            const int call = calls++;
+            std::lock_guard l(mu);
+            if (call == fail_on) return EIO;
+            for (ByteView p : pieces) {
+                // every piece holds whole records: walk them
+                std::size_t at = 0;
+                while (at < p.size()) {
+                    frames::Envelope env;
+                    std::size_t n = 0, i = at;
+                    for (unsigned shift = 0; i < p.size(); shift += 7) {
+                        n |= std::size_t(p[i] & 0x7f) << shift;
+                        if (!(p[i++] & 0x80)) break;
+                    }
+                    if (n > p.size() - i || frames::parse_record(p.subspan(at, i - at + n), env)) {
+                        whole = false;
+                        break;
+                    }
+                    at = i + n;
+                }
+                got.insert(got.end(), p.begin(), p.end());
+            }
+            return 0;
+        }),
+        {}, OutputQueue::Callbacks{[&](std::uint32_t, std::int64_t seq) {
+                                       std::lock_guard l(mu);
+                                       written.push_back(seq);
+                                   },
+                                   nullptr, [&](int e) { err = e; }});
+    std::vector<std::uint8_t> want;
+    std::int64_t seq = 0;
+    for (std::size_t n : {std::size_t(10), std::size_t(700000), std::size_t(400000), std::size_t(1500000), std::size_t(5)}) {
+        std::vector<std::uint8_t> wire(n, std::uint8_t(n));
+        bool fits = false;
+        q.push_record("pds.example", 7, ByteView(wire.data(), wire.size()), 0, ++seq, fits);
+        REQUIRE(fits);
+        REQUIRE(frames::append_record(want, "pds.example", std::nullopt, 7, ByteView(wire.data(), wire.size())));
+    }
+    for (int i = 0; i < 500; ++i) {
+        {
+            std::lock_guard l(mu);
+            if (written.size() == std::size_t(seq)) break;
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    {
+        std::lock_guard l(mu);
+        CHECK(whole);
+        CHECK(got == want);
+        CHECK(written == std::vector<std::int64_t>{1, 2, 3, 4, 5});
+    }
+    // A batch the writer cannot store: reported as a failed write, its checkpoint never fires.
+    fail_on = calls.load();
+    std::vector<std::uint8_t> wire(20, 1);
+    bool fits = false;
+    q.push_record("pds.example", 8, ByteView(wire.data(), wire.size()), 0, 6, fits);
+    for (int i = 0; i < 500 && !q.failed(); ++i) std::this_thread::sleep_for(10ms);
+    CHECK(q.failed());
+    CHECK(err == EIO);
+    q.close();
+    std::lock_guard l(mu);
+    CHECK(written.size() == 5);
 }
 
 // ---- The taps' engine over real connections -------------------------------------------

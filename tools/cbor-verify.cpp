@@ -3,14 +3,23 @@
 
 #include "sovereign/did_cache.h"
 #include "sovereign/did_doc.h"
+#include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/nats/frame_publisher.h"
+#include "sovereign/nats/jetstream.h"
+#include "sovereign/nats/route.h"
 #include "sovereign/verify.h"
 #include "sovereign/verify_engine.h"
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <memory>
 #include <cstring>
 #include <thread>
 #include <fcntl.h>
@@ -49,6 +58,7 @@ struct Batch {
     std::vector<sov::frames::EnvelopeLayout> layouts;             // field positions: no second parse
 
     std::vector<sov::frames::Envelope> envs;
+    std::vector<std::string> scopes;  // --nats: the seq scope of envs[i], "SRC PP" (empty: per src)
     std::vector<sov::verify::FrameIn> in;  // the messages only (markers never reach the verifier)
     std::vector<sov::verify::Outcome> out;
     void clear() {
@@ -58,13 +68,38 @@ struct Batch {
     }
 };
 
+// The output of --nats: records appended to buffer() (as to a frames::Writer) are published
+// by maybe_flush() through FramePublisher, each envelope to fh.vrd.<pp> with its match key as
+// Nats-Msg-Id.
+class NatsOut {
+public:
+    explicit NatsOut(sov::nats::FramePublisher& pub) : pub_(pub) {}
+    std::vector<std::uint8_t>& buffer() noexcept { return buf_; }
+    void maybe_flush() {
+        if (error_.empty() && pub_.publish_records(sov::ByteView(buf_.data(), buf_.size()), error_))
+            written_ += buf_.size();
+        buf_.clear();
+    }
+    bool failed() const noexcept { return !error_.empty(); }
+    bool broken_pipe() const noexcept { return false; }
+    const std::string& error() const noexcept { return error_; }
+    std::uint64_t bytes_written() const noexcept { return written_; }
+
+private:
+    sov::nats::FramePublisher& pub_;
+    std::vector<std::uint8_t> buf_;
+    std::string error_;
+    std::uint64_t written_ = 0;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
     cli::init("cbor-verify");
     cxxopts::Options opts("cbor-verify",
                           "Verify frame streams: writes passing frames (ok, ok-gap, skip) with `vrd` set.\n"
-                          "Usage: cbor-verify (--did-docs FILE | --cache DIR) [OPTIONS] [FILE...]   (no FILE or '-' reads stdin)\n");
+                          "Usage: cbor-verify (--did-docs FILE | --cache DIR) [OPTIONS] [FILE...]   (no FILE or '-' reads stdin)\n"
+                          "       cbor-verify (--did-docs FILE | --cache DIR) --nats nats://HOST:PORT [--own K/N] --state FILE\n");
     opts.add_options()
         ("did-docs", "JSON object DID → DID document giving signing keys (*.zst accepted)",
          cxxopts::value<std::string>())
@@ -83,6 +118,15 @@ int main(int argc, char** argv) {
         ("batch", "frames verified per batch (bounds memory)", cxxopts::value<std::size_t>()->default_value("1024"))
         ("max-reports", "print at most N rejection reasons on stderr (0 = none)",
          cxxopts::value<std::uint64_t>()->default_value("20"))
+        ("nats", "read the partitions this verifier owns from JetStream (stream FH_SRC, consumer verify-PP each) and "
+                 "publish passing frames to fh.vrd.PP (stream FH_VRD), instead of files and stdout",
+         cxxopts::value<std::string>())
+        ("own", "with --nats: this verifier is K of N and owns the partitions whose rendezvous hash picks K",
+         cxxopts::value<std::string>()->default_value("1/1"))
+        ("partitions", "with --nats: the number of partitions of the deployment (1-100)",
+         cxxopts::value<std::uint32_t>()->default_value("16"))
+        ("wait", "with --nats: stop after this many seconds without a message (default: follow for ever)",
+         cxxopts::value<double>())
         ("force", "write frames to stdout even when it is a terminal")
         ("q,quiet", "no summary line, no rejection reasons and no progress")
         ("files", "input files", cxxopts::value<std::vector<std::string>>());
@@ -94,7 +138,46 @@ int main(int argc, char** argv) {
     bool strict = args.count("strict") > 0;
     bool quiet = args.count("quiet") > 0;
     std::uint64_t max_reports = quiet ? 0 : args["max-reports"].as<std::uint64_t>();
-    if (cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
+    // --nats: partitions from JetStream to JetStream (docs/design.md §12).
+    const bool nats_mode = args.count("nats") > 0;
+    namespace nats = sov::nats;
+    nats::Url nats_url;
+    std::uint32_t own_k = 1, own_n = 1, partitions = args["partitions"].as<std::uint32_t>();
+    double nats_wait = -1;
+    {
+        std::string why;
+        if (nats_mode && !nats::parse_url(args["nats"].as<std::string>(), nats_url, why)) {
+            cli::diag("--nats", why);
+            return cli::kUsage;
+        }
+        for (const char* o : {"own", "partitions", "wait"})
+            if (args.count(o) && !nats_mode) {
+                cli::diag(std::string("--") + o + " works only with --nats");
+                return cli::kUsage;
+            }
+        if (nats_mode && args.count("files")) {
+            cli::diag("--nats reads JetStream, not files: drop the FILE arguments");
+            return cli::kUsage;
+        }
+        const std::string own = args["own"].as<std::string>();
+        if (std::sscanf(own.c_str(), "%u/%u", &own_k, &own_n) != 2 || own_n < 1 || own_n > 1000 || own_k < 1 ||
+            own_k > own_n || own.find_first_not_of("0123456789/") != std::string::npos) {
+            cli::diag("--own must be K/N with 1 <= K <= N <= 1000 (e.g. 2/3)");
+            return cli::kUsage;
+        }
+        if (partitions < 1 || partitions > 100) {
+            cli::diag("--partitions must be between 1 and 100");
+            return cli::kUsage;
+        }
+        if (args.count("wait")) {
+            nats_wait = args["wait"].as<double>();
+            if (!(nats_wait > 0)) {
+                cli::diag("--wait must be a positive number of seconds");
+                return cli::kUsage;
+            }
+        }
+    }
+    if (!nats_mode && cli::refuse_terminal(1, args.count("force") > 0)) return cli::kUsage;
 
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
@@ -213,17 +296,14 @@ int main(int argc, char** argv) {
     std::int64_t last_save = cli::now_micros();
     Batch b;
 
-    // Verifies and writes the frames collected in `b` (held by `r`), then releases them.
-    auto flush_batch = [&](sov::frames::Reader& r) {
-        const std::string& name = r.name();
-        const std::uint8_t* held = r.held_data();
-        std::size_t n = b.records.size();
-        b.envs.resize(n);
+    // Verifies the n envelopes of b.envs and appends to `sink` (a frames::Writer, or NatsOut) the
+    // records to write: markers unchanged and in place, passing frames with `vrd`, rejected ones
+    // with --annotate (and to --rejects). where(i): "FILE:OFFSET" of envelope i, for diagnostics.
+    auto verify_envs = [&](std::size_t n, auto&& where_of, auto& sink) {
         b.in.clear();
-        for (std::size_t i = 0; i < n; ++i) {
-            b.envs[i] = sov::frames::at(b.layouts[i], held + b.records[i].first);  // validated by the reader
-            if (!b.envs[i].is_marker()) b.in.push_back({b.envs[i].wire, b.envs[i].recv, b.envs[i].src});
-        }
+        for (std::size_t i = 0; i < n; ++i)
+            if (!b.envs[i].is_marker())
+                b.in.push_back({b.envs[i].wire, b.envs[i].recv, b.envs[i].src, i < b.scopes.size() ? std::string_view(b.scopes[i]) : std::string_view()});
         b.out.resize(b.in.size());
         engine.run(b.in, b.out);
         // j: the message's place among the verified ones (outcomes and facts).
@@ -232,8 +312,8 @@ int main(int argc, char** argv) {
             if (env.is_marker()) {
                 // Markers pass unchanged and in place, with no verdict (docs/design.md §2); the
                 // verifier never sees them, so they touch no verification state.
-                sov::frames::append_record_raw(out.buffer(), env);
-                out.maybe_flush();
+                sov::frames::append_record_raw(sink.buffer(), env);
+                sink.maybe_flush();
                 ++markers;
                 continue;
             }
@@ -243,10 +323,10 @@ int main(int argc, char** argv) {
             std::string_view vrd = sov::verify::to_string(o.verdict);
             bool pass = sov::verify::passes(o.verdict);
             // "FILE:OFFSET" for a diagnostic: built only when one is printed, not per frame.
-            auto where = [&] { return name + ":" + std::to_string(b.records[i].second); };
+            auto where = [&] { return where_of(i); };
             // D13: a passing frame whose envelope with `vrd` would exceed 16 MiB cannot be
             // written (no reader accepts the record): it is rejected as too-big instead.
-            if (pass && !sov::frames::append_record_with_verdict(out.buffer(), env, vrd)) {
+            if (pass && !sov::frames::append_record_with_verdict(sink.buffer(), env, vrd)) {
                 --counts[std::size_t(o.verdict)];
                 ++counts[std::size_t(sov::verify::Verdict::too_big)];
                 cli::diag(where(), "too-big: the envelope (" + cli::with_commas(env.raw.size()) +
@@ -254,19 +334,19 @@ int main(int argc, char** argv) {
                 continue;
             }
             if (pass) {
-                out.maybe_flush();
+                sink.maybe_flush();
                 continue;
             }
             // Rejected: `why` carries the reason in words beside `vrd` (docs/design.md §2).
             std::string_view why = o.detail.empty() ? vrd : std::string_view(o.detail);
             // Without `why` when only that makes it too long; not at all when even `vrd` does.
-            auto put = [&](sov::frames::Writer& w) {
+            auto put = [&](auto& w) {
                 bool ok = sov::frames::append_record_with_verdict(w.buffer(), env, vrd, why) ||
                           sov::frames::append_record_with_verdict(w.buffer(), env, vrd);
                 w.maybe_flush();
                 return ok;
             };
-            bool fits = (!annotate || put(out)) && (!rej || put(*rej));
+            bool fits = (!annotate || put(sink)) && (!rej || put(*rej));
             if (!fits)
                 cli::diag(where(), std::string(vrd) + ": the envelope (" + cli::with_commas(env.raw.size()) +
                                      " bytes) with its verdict would exceed the 16 MiB record limit; not written");
@@ -278,6 +358,17 @@ int main(int argc, char** argv) {
                 if (++reported == max_reports) cli::diag("further rejections are counted but not shown (--max-reports)");
             }
         }
+    };
+
+    // Verifies and writes the frames collected in `b` (held by `r`), then releases them.
+    auto flush_batch = [&](sov::frames::Reader& r) {
+        const std::string& name = r.name();
+        const std::uint8_t* held = r.held_data();
+        std::size_t n = b.records.size();
+        b.envs.resize(n);
+        for (std::size_t i = 0; i < n; ++i)
+            b.envs[i] = sov::frames::at(b.layouts[i], held + b.records[i].first);  // validated by the reader
+        verify_envs(n, [&](std::size_t i) { return name + ":" + std::to_string(b.records[i].second); }, out);
         frames += n;
         b.clear();
         r.release();
@@ -287,6 +378,192 @@ int main(int argc, char** argv) {
             last_save = cli::now_micros();
         }
     };
+
+    // --nats: batches from the consumers of the owned partitions, verified, published to
+    // FH_VRD; then, every 2 s: every publish acknowledged, the state saved, and only then the
+    // batches acked. A verifier killed at any point restarts from the ack floor with the state
+    // saved with it: the same frames verified against the same state give the same verdicts,
+    // published again under the same Nats-Msg-Id, which the stream drops (10 min window).
+    std::unique_ptr<nats::Connection> nats_conn;
+    std::unique_ptr<nats::FramePublisher> publisher;
+    std::vector<std::unique_ptr<nats::PullConsumer>> consumers;
+    std::vector<std::uint32_t> owned;
+    std::uint64_t nats_acked = 0, nats_redelivered = 0;
+    if (nats_mode) {
+        std::string why;
+        if (int st = load_keys(); st != cli::kOk) return st;
+        nats_conn = nats::Connection::open(nats_url.server, "cbor-verify " + std::to_string(own_k) + "/" +
+                                                                std::to_string(own_n), why);
+        if (nats_conn && !nats_conn->check_stream(nats::kVrdStream, why)) nats_conn.reset();
+        for (std::uint32_t p = 0; nats_conn && p < partitions; ++p) {
+            char pp[16];
+            std::snprintf(pp, sizeof pp, "%02u", p);
+            if (nats::rendezvous_owner("partition " + std::string(pp), own_n) != own_k) continue;
+            nats::ConsumerOptions co;
+            co.filter = "fh.src.*." + std::string(pp);
+            co.ack_wait_s = 30;
+            co.restart_at_ack_floor = true;
+            auto c = nats::PullConsumer::open(*nats_conn, nats::kSrcStream, "verify-" + std::string(pp), co, why);
+            if (!c) {
+                nats_conn.reset();
+                break;
+            }
+            consumers.push_back(std::move(c));
+            owned.push_back(p);
+        }
+        if (!nats_conn) {
+            cli::diag(nats_url.server, why);
+            return cli::kSystem;
+        }
+        // The state file knows a partition only up to the stream sequence it was saved at
+        // (STATE.partitions: "PP SEQ" lines, written with it). A partition whose consumer has
+        // moved on since (another verifier had it) would be judged against stale state: its
+        // repositories and seq scopes are forgotten, and start as first seen.
+        std::map<std::uint32_t, std::uint64_t> floors;  // partition → last stream seq the state holds
+        const std::string floors_path = state_path.empty() ? "" : state_path + ".partitions";
+        if (!floors_path.empty())
+            if (std::FILE* f = std::fopen(floors_path.c_str(), "r")) {
+                unsigned pp = 0;
+                unsigned long long seq = 0;
+                while (std::fscanf(f, "%u %llu", &pp, &seq) == 2) floors[pp] = seq;
+                std::fclose(f);
+            }
+        std::vector<std::uint64_t> last_seq(partitions, 0);
+        for (std::size_t i = 0; i < owned.size(); ++i) {
+            const std::uint32_t p = owned[i];
+            const std::uint64_t at = consumers[i]->start_floor();
+            last_seq[p] = at;
+            auto known = floors.find(p);
+            if (known != floors.end() && known->second == at) continue;
+            char pp[16];
+            std::snprintf(pp, sizeof pp, " %02u", p);
+            const std::size_t n = engine.state().forget(
+                [&](std::string_view did) { return nats::partition_of(did, partitions) == p; },
+                [&](std::string_view scope) { return scope.size() > 3 && scope.substr(scope.size() - 3) == pp; });
+            if (n && !quiet)
+                cli::diag("partition " + std::string(pp + 1) + ": the state file is behind the stream (held to seq " +
+                          (known == floors.end() ? std::string("none") : std::to_string(known->second)) +
+                          ", the consumer is at " + std::to_string(at) + "): " + std::to_string(n) +
+                          " repositories start as first seen");
+        }
+        auto save_floors = [&]() -> bool {
+            if (floors_path.empty()) return true;
+            for (std::uint32_t p : owned) floors[p] = last_seq[p];
+            std::string text;
+            for (const auto& [p, seq] : floors) text += std::to_string(p) + " " + std::to_string(seq) + "\n";
+            std::string err;
+            if (sov::file::atomic_replace(floors_path, sov::as_bytes(text), err) != sov::Errc::ok) {
+                cli::diag(err);
+                return false;
+            }
+            return true;
+        };
+        std::string list;
+        for (auto p : owned) list += (list.empty() ? "" : ",") + std::to_string(p);
+        if (!quiet)
+            cli::diag("verifier " + std::to_string(own_k) + "/" + std::to_string(own_n) + ": partitions " +
+                      (list.empty() ? "none" : list) + " of " + std::to_string(partitions));
+        publisher = std::make_unique<nats::FramePublisher>(*nats_conn, "fh.vrd.{pp}", partitions, "match-key");
+        NatsOut nout(*publisher);
+        std::vector<nats::Delivery> taken, held;  // this batch; verified, awaiting the commit
+        auto last_msg = std::chrono::steady_clock::now(), last_commit = last_msg;
+        std::size_t next = 0;
+        std::string last_err;
+        bool bad = false;
+        // Publishes acknowledged, state saved, then the acks: the commit of everything held.
+        auto commit = [&]() -> bool {
+            if (held.empty()) return true;
+            if (!publisher->flush(why)) {
+                cli::diag(nats_url.server, why);
+                return false;
+            }
+            if (!save_state()) return false;
+            for (const auto& d : held) {
+                const std::uint32_t p = std::uint32_t(std::atoi(d.subject.c_str() + d.subject.rfind('.') + 1));
+                if (p < partitions) last_seq[p] = std::max(last_seq[p], d.stream_seq);
+            }
+            if (!save_floors()) return false;
+            for (auto& d : held)
+                if (consumers[0]->ack(d, why)) ++nats_acked;
+            held.clear();
+            return true;
+        };
+        while (!bad && !g_stop.load() && !owned.empty()) {
+            // Up to --batch frames, each consumer asked in turn without waiting; when all are
+            // empty, one waits up to 0.5 s.
+            taken.clear();
+            bool waited = false;
+            for (std::size_t tries = 0; tries < consumers.size() && taken.size() < batch_size; ++tries) {
+                auto& c = *consumers[next];
+                next = (next + 1) % consumers.size();
+                if (!c.fetch(int(batch_size - taken.size()), 500, taken, why, true)) {
+                    if (why != last_err) cli::diag(nats_url.server, why + " (retrying)");
+                    last_err = why;
+                }
+            }
+            if (taken.empty()) {
+                if (!consumers[next]->fetch(int(batch_size), 500, taken, why)) {
+                    if (why != last_err) cli::diag(nats_url.server, why + " (retrying)");
+                    last_err = why;
+                    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                }
+                waited = true;
+            }
+            const auto now = std::chrono::steady_clock::now();
+            if (!taken.empty()) {
+                last_err.clear();
+                last_msg = now;
+                b.envs.resize(taken.size());
+                std::size_t n = 0;
+                for (; n < taken.size(); ++n) {
+                    if (sov::Located e = sov::frames::parse_envelope(taken[n].data, b.envs[n])) {
+                        cli::diag(nats_url.server + "/" + nats::kSrcStream + " stream seq " +
+                                      std::to_string(taken[n].stream_seq) + " (" + taken[n].subject + "):" +
+                                      std::to_string(e.offset),
+                                  "not a frame envelope: " + std::string(sov::to_string(e.errc)));
+                        status = cli::kDataRejected;
+                        bad = true;
+                        break;
+                    }
+                    if (taken[n].delivered > 1) ++nats_redelivered;
+                    // seq increases per source within a partition, not across them
+                    const std::string& subj = taken[n].subject;
+                    b.scopes.resize(taken.size());
+                    b.scopes[n].assign(b.envs[n].src).append(" ").append(subj.substr(subj.rfind('.') + 1));
+                    bytes_in += taken[n].data.size();
+                }
+                verify_envs(n, [&](std::size_t i) {
+                    return nats::kSrcStream + std::string(" stream seq ") + std::to_string(taken[i].stream_seq);
+                }, nout);
+                frames += n;
+                progress.update(frames, bytes_in);
+                for (std::size_t i = 0; i < taken.size(); ++i) {
+                    if (i < n) held.push_back(std::move(taken[i]));
+                    else nats::PullConsumer::drop(taken[i]);  // not verified: not acked
+                }
+                taken.clear();
+                if (nout.failed()) {
+                    cli::diag(nats_url.server, nout.error());
+                    status = cli::kSystem;
+                    break;
+                }
+            }
+            if (held.size() >= 20000 || now - last_commit >= std::chrono::seconds(2) || (waited && !held.empty())) {
+                if (!commit()) {
+                    status = cli::kSystem;
+                    break;
+                }
+                last_commit = now;
+            }
+            if (nats_wait > 0 && taken.empty() &&
+                std::chrono::duration<double>(now - last_msg).count() >= nats_wait)
+                break;
+        }
+        if (status != cli::kSystem && !commit()) status = cli::kSystem;
+        for (auto& d : held)
+            if (d.msg) nats::PullConsumer::drop(d);
+        files.clear();
+    }
 
     std::uint64_t bytes_before = 0;  // bytes of the files already finished
     for (const auto& path : files) {
@@ -333,7 +610,7 @@ int main(int argc, char** argv) {
     }
     if (!save_state()) status = std::max<int>(status, cli::kSystem);
     progress.finish();
-    int wst = cli::finish_output(out, "stdout");
+    int wst = nats_mode ? cli::kOk : cli::finish_output(out, "stdout");
     if (rej) {
         wst = std::max(wst, cli::finish_output(*rej, args["rejects"].as<std::string>()));
         ::close(rejects_fd);
@@ -352,7 +629,13 @@ int main(int argc, char** argv) {
         cli::diag(cli::count(frames, "frame") + ": " + cli::with_commas(passed) + " passed, " +
                   cli::with_commas(rejected) + " rejected" + (detail.empty() ? "" : " (" + detail + ")") +
                   (markers ? ", markers " + cli::with_commas(markers) : "") + "; " +
-                  cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out" + cli::stop_note());
+                  cli::count(bytes_in, "byte") + " in, " + cli::count(out.bytes_written(), "byte") + " out" +
+                  (nats_mode ? "; " + cli::with_commas(publisher ? publisher->publisher().stored() : 0) + " published to " +
+                                   nats::kVrdStream + " (" + cli::with_commas(publisher ? publisher->publisher().duplicates() : 0) +
+                                   " already held), " + cli::with_commas(nats_acked) + " acked" +
+                                   (nats_redelivered ? " (" + cli::with_commas(nats_redelivered) + " redelivered)" : "")
+                             : "") +
+                  cli::stop_note());
     if (strict && rejected && status == cli::kOk) status = cli::kDataRejected;
     return cli::stop_status(std::max(status, wst));
 }

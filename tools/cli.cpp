@@ -204,9 +204,14 @@ void Progress::update(std::uint64_t frames, std::uint64_t bytes) {
         std::snprintf(buf + n, sizeof buf - std::size_t(n), ", %.0f%%, ETA %llu:%02llu", done * 100,
                       (unsigned long long)(eta / 60), (unsigned long long)eta % 60);
     }
-    std::string line = std::string(buf) + "\033[K";
+    std::string line = std::string(buf) + (note_.empty() ? "" : "; " + note_) + "\033[K";
     std::fwrite(line.data(), 1, line.size(), stderr);
     shown_ = true;
+}
+
+void Progress::set_note(std::string note) {
+    std::lock_guard lock(g_stderr_mu);
+    note_ = std::move(note);
 }
 
 void Progress::clear() {

@@ -103,6 +103,8 @@ public:
     Progress& operator=(const Progress&) = delete;
     /// `frames` and `bytes` (input bytes consumed so far) since the start.
     void update(std::uint64_t frames, std::uint64_t bytes);
+    /// Text drawn after the counts ("" for none), e.g. "shard 1/3: 20 of 60 hosts".
+    void set_note(std::string note);
     /// Clears the line (if drawn); call before the summary.
     void finish();
     /// Clears the line now if it is drawn (used by diag).
@@ -115,6 +117,7 @@ private:
     std::uint64_t total_;
     std::int64_t last_us_ = 0, start_us_ = 0;
     bool shown_ = false;
+    std::string note_;
 };
 
 /// Microseconds since the Unix epoch (wall clock).

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <iostream>
 #include <algorithm>
+#include <map>
 
 namespace {
 
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
     cxxopts::Options opts("cvl-cat",
                           "Read frames out of a CVL archive, byte-identical to what was packed; check, prove, describe.\n"
                           "Usage: cvl-cat DIR [FILTERS]          frames in ordinal order to stdout\n"
-                          "       cvl-cat DIR --check | --stats | --proof ORD | --last-seq SRC\n"
+                          "       cvl-cat DIR --check | --stats | --proof ORD | --last-seq SRC | --last-seqs\n"
                           "       cvl-cat [DIR] --verify-proof FILE [--root ANCHOR] [--frame FILE]\n");
     opts.add_options()
         ("first-ordinal", "only ordinals from N on (inclusive)", cxxopts::value<std::uint64_t>())
@@ -60,6 +61,8 @@ int main(int argc, char** argv) {
         ("last-seq", "print the largest seq archived from SRC (journal, then newest segments first): "
                      "relay-tap --cursor \"$(cvl-cat DIR --last-seq SRC)\"; exit 1 if SRC has none",
          cxxopts::value<std::string>())
+        ("last-seqs", "print every src's largest archived seq, one 'SRC SEQ' line each (mesh-tap's --state "
+                      "cursors file); reads the whole archive")
         ("force", "write frames to stdout even when it is a terminal")
         ("q,quiet", "no summary line and no progress")
         ("dir", "archive directory", cxxopts::value<std::string>());
@@ -78,8 +81,8 @@ int main(int argc, char** argv) {
     auto args = cli::parse(opts, argc, argv);
     bool quiet = args.count("quiet") > 0;
     // One mode at a time; filters and --root only where they mean something.
-    if (!cli::exclusive(args, {"check", "stats", "proof", "verify-proof", "last-seq"})) return cli::kUsage;
-    for (const char* mode : {"check", "stats", "proof", "verify-proof", "last-seq"})
+    if (!cli::exclusive(args, {"check", "stats", "proof", "verify-proof", "last-seq", "last-seqs"})) return cli::kUsage;
+    for (const char* mode : {"check", "stats", "proof", "verify-proof", "last-seq", "last-seqs"})
         if (!cli::not_with(args, mode,
                            {"first-ordinal", "last-ordinal", "ordinal", "since", "until", "did", "collection",
                             "include-deleted"}))
@@ -197,6 +200,42 @@ int main(int argc, char** argv) {
             return cli::kSystem;
         }
         return cli::kOk;
+    }
+    if (args.count("last-seqs")) {
+        // Resuming mesh-tap (docs/design.md §8): `cvl-cat DIR --last-seqs > state/cursors`.
+        // All or nothing: on an error nothing is printed, so no cursor file is half right.
+        if (auto probe = sov::cvl::Archive::open(dir, err, &code); !probe) {
+            std::string hint = cli::archive_hint(dir);
+            return cli::fail(code, hint.empty() ? err : hint);
+        }
+        std::map<std::string, sov::cvl::LastSeq, std::less<>> all;
+        std::vector<std::string> damage;
+        const sov::Errc e = sov::cvl::last_seqs(dir, all, damage, err);
+        for (const auto& d : damage)
+            cli::diag(d + " (a damaged journal record, not counted; cvl-pack recovers the journal when it next starts)");
+        if (e != sov::Errc::ok) return cli::fail(e, err);
+        std::string text;
+        int status = cli::kOk;
+        for (const auto& [src, ls] : all) {
+            if (src.find_first_of("\n\r") != std::string::npos) {
+                // A line-based cursor file cannot hold it: said, not skipped silently.
+                std::string shown;
+                for (char c : src) shown += c == '\n' ? std::string("\\n") : c == '\r' ? std::string("\\r") : std::string(1, c);
+                cli::diag(dir, "src '" + shown + "' has a line break: no 'SRC SEQ' line for it (its last seq is " +
+                                   std::to_string(ls.seq) + ")");
+                status = cli::kDataRejected;
+                continue;
+            }
+            text += src + " " + std::to_string(ls.seq) + "\n";
+        }
+        if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0) {
+            if (errno != EPIPE) {
+                cli::diag("stdout", std::strerror(errno));
+                return cli::kSystem;
+            }
+        }
+        if (!quiet) cli::diag(cli::count(all.size(), "src") + " with a seq in " + dir);
+        return status;
     }
     auto ar = sov::cvl::Archive::open(dir, err, &code);
     if (!ar) {

@@ -3,10 +3,13 @@
 
 #include "sovereign/cvl.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/nats/jetstream.h"
+#include "sovereign/nats/route.h"
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -56,6 +59,185 @@ bool fixed_options_agree(const cxxopts::ParseResult& args, const std::string& di
     }
     return true;
 }
+
+// Appends frames one at a time, each journaled at once (kill -9 loses nothing appended), the
+// journal fsynced every `fsync_interval` seconds; counts what the summary says.
+struct Appender {
+    sov::cvl::Writer& w;
+    double fsync_interval;
+    cli::Progress& progress;
+    std::int64_t last_sync = cli::now_micros();
+    std::uint64_t frames = 0, record_bytes = 0;
+
+    sov::Errc add(sov::ByteView envelope, std::string& err) {
+        if (sov::Errc e = w.append({&envelope, 1}, err); e != sov::Errc::ok) return e;
+        ++frames;
+        std::int64_t now = cli::now_micros();
+        if (fsync_interval <= 0 || double(now - last_sync) >= fsync_interval * 1e6) {
+            if (sov::Errc e = w.sync_journal(err); e != sov::Errc::ok) return e;
+            last_sync = now;
+        }
+        progress.update(frames, w.stats().bytes_in);
+        return sov::Errc::ok;
+    }
+};
+
+// Bytes of the uvarint length prefix of a record of `n` bytes (as frame streams count).
+std::uint64_t prefix_bytes(std::uint64_t n) {
+    std::uint64_t b = 1;
+    while (n >= 0x80) n >>= 7, ++b;
+    return b;
+}
+
+// --from-nats: the messages of a JetStream stream, ordinal = stream sequence − 1. The archive
+// is the cursor: reading starts at sequence next_ordinal() + 1 through an ephemeral consumer
+// (no acks), reopened there whenever the connection was lost. Returns the exit status; on a
+// fatal condition the diagnostic is printed here.
+struct NatsSource {
+    sov::nats::Connection& conn;
+    std::string stream, filter, url;
+    double wait_s;  // ≤ 0: follow for ever
+    bool writer_failed = false;  // run() ended on an archive write error: nothing to seal
+
+    int run(sov::cvl::Writer& w, Appender& app) {
+        namespace nats = sov::nats;
+        std::string why, err;
+        std::uint64_t expected = w.next_ordinal() + 1;  // the stream sequence of the next ordinal
+        nats::Connection::StreamState st;
+        if (!conn.stream_state(stream, st, why)) {
+            cli::diag(url, why);
+            return cli::kSystem;
+        }
+        if (st.last < expected - 1) {
+            cli::diag(url, "the archive holds ordinals 0 to " + cli::with_commas(expected - 2) +
+                               " (stream sequences 1 to " + cli::with_commas(expected - 1) + ") but stream " + stream +
+                               " ends at sequence " + cli::with_commas(st.last) +
+                               ": this archive was not packed from this stream (or the stream was deleted and "
+                               "created again)");
+            return cli::kDataRejected;
+        }
+        if (st.first > expected) {
+            cli::diag(url, lost_text(expected, st));
+            return cli::kDataRejected;
+        }
+        std::unique_ptr<nats::PullConsumer> consumer;
+        std::uint64_t reconnects = 0;              // the connection's count when the consumer opened
+        std::uint64_t lost_seq = 0, lost_times = 0;  // a sequence held but not delivered, how often
+        std::string last_err;
+        auto last_msg = std::chrono::steady_clock::now();
+        auto quiet_long = [&] {
+            return wait_s > 0 &&
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - last_msg).count() >= wait_s;
+        };
+        auto retrying = [&](const std::string& text) {
+            if (text != last_err) cli::diag(url, text + " (retrying)");
+            last_err = text;
+            consumer.reset();
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        };
+        std::vector<nats::Delivery> batch;
+        std::vector<std::uint8_t> held;
+        std::string held_subject;
+        int status = cli::kOk;
+        while (!g_stop.load() && status == cli::kOk) {
+            if (consumer && conn.reconnects() != reconnects) {  // the server was away: its consumer may be gone
+                cli::diag(url, "reconnected to the server; reading on from stream sequence " + std::to_string(expected));
+                consumer.reset();
+            }
+            if (!consumer) {
+                reconnects = conn.reconnects();
+                consumer = nats::PullConsumer::open_at(conn, stream, filter, expected, why);
+                if (!consumer) {
+                    retrying(why);
+                    continue;
+                }
+            }
+            batch.clear();
+            if (!consumer->fetch(256, 64 << 20, 1000, batch, why)) {
+                retrying(why);
+                continue;
+            }
+            last_err.clear();
+            if (batch.empty()) {
+                if (quiet_long()) break;
+                continue;
+            }
+            last_msg = std::chrono::steady_clock::now();
+            for (nats::Delivery& d : batch) {
+                if (status != cli::kOk || !consumer) {
+                    nats::PullConsumer::drop(d);
+                    continue;
+                }
+                if (d.stream_seq < expected) {  // already archived (a late delivery)
+                    nats::PullConsumer::drop(d);
+                    continue;
+                }
+                if (d.stream_seq > expected) {
+                    // Sequence `expected` was not delivered: find out why before going on.
+                    nats::PullConsumer::drop(d);
+                    switch (conn.get_message(stream, expected, held_subject, held, why)) {
+                    case nats::Connection::Get::found:
+                        if (!filter.empty() && !nats::subject_matches(filter, held_subject)) {
+                            cli::diag(url, "stream sequence " + std::to_string(expected) + " is on " + held_subject +
+                                               ", outside the filter " + filter +
+                                               ": ordinals cannot skip it (pack the whole stream, without filter=)");
+                            status = cli::kDataRejected;
+                        } else if (lost_seq == expected && ++lost_times >= 3) {
+                            cli::diag(url, "stream " + stream + " holds sequence " + std::to_string(expected) +
+                                               " but did not deliver it to 3 consumers in a row");
+                            status = cli::kDataRejected;
+                        } else {
+                            if (lost_seq != expected) lost_seq = expected, lost_times = 1;
+                            consumer.reset();  // a delivery lost on the way: read again from it
+                        }
+                        break;
+                    case nats::Connection::Get::absent:
+                        if (!conn.stream_state(stream, st, why)) st.first = 0;
+                        cli::diag(url, st.first > expected
+                                           ? lost_text(expected, st)
+                                           : "stream " + stream + " has no sequence " + std::to_string(expected) +
+                                                 " (deleted: a hole, sequence " + std::to_string(d.stream_seq) +
+                                                 " follows): ordinal " + cli::with_commas(expected - 1) +
+                                                 " cannot be skipped; see cvl-pack(1), FROM NATS");
+                        status = cli::kDataRejected;
+                        break;
+                    case nats::Connection::Get::error:
+                        cli::diag(url, why + " (retrying)");
+                        consumer.reset();
+                        break;
+                    }
+                    continue;
+                }
+                sov::frames::Envelope env;
+                if (sov::Located e = sov::frames::parse_envelope(d.data, env)) {
+                    cli::diag(url + " stream seq " + std::to_string(d.stream_seq) + " (" + d.subject + "):" +
+                                  std::to_string(e.offset),
+                              "not a frame envelope: " + std::string(sov::to_string(e.errc)));
+                    nats::PullConsumer::drop(d);
+                    status = cli::kDataRejected;
+                    continue;
+                }
+                sov::Errc e = app.add(d.data, err);
+                app.record_bytes += d.data.size() + prefix_bytes(d.data.size());
+                nats::PullConsumer::drop(d);
+                if (e != sov::Errc::ok) {
+                    for (auto& x : batch)
+                        if (x.msg) nats::PullConsumer::drop(x);
+                    writer_failed = true;
+                    return cli::fail(e, err);
+                }
+                ++expected;
+            }
+        }
+        return status;
+    }
+
+    std::string lost_text(std::uint64_t expected, const sov::nats::Connection::StreamState& st) const {
+        return "stream " + stream + " no longer holds sequence " + std::to_string(expected) + " (ordinal " +
+               cli::with_commas(expected - 1) + "): its first sequence is " + std::to_string(st.first) +
+               " (aged out, purged or deleted); ordinals cannot skip: see cvl-pack(1), FROM NATS";
+    }
+};
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,6 +245,7 @@ int main(int argc, char** argv) {
     cxxopts::Options opts("cvl-pack",
                           "Append frame streams to a CVL archive (created if missing).\n"
                           "Usage: cvl-pack -o DIR [OPTIONS] [FILE...]   (no FILE or '-' reads stdin)\n"
+                          "       cvl-pack -o DIR [OPTIONS] --from-nats 'nats://HOST:PORT/STREAM[?filter=SUBJECT]'\n"
                           "       cvl-pack -o DIR --compact\n");
     opts.add_options()
         ("o,output", "archive directory", cxxopts::value<std::string>())
@@ -80,6 +263,11 @@ int main(int argc, char** argv) {
         ("threads", "compression threads (default: the number of cores)", cxxopts::value<unsigned>())
         ("fsync-interval", "fsync the journal every S seconds (power-loss window); 0 = after every frame",
          cxxopts::value<double>()->default_value("1"))
+        ("from-nats", "append the messages of a JetStream stream, ordinal = stream sequence - 1: "
+                      "nats://HOST:PORT/STREAM[?filter=SUBJECT]",
+         cxxopts::value<std::string>())
+        ("wait", "with --from-nats: stop after this many seconds without a message (default: follow for ever)",
+         cxxopts::value<double>())
         ("compact", "purge the content of tombstoned messages, keeping their leaf hashes")
         ("q,quiet", "no summary line")
         ("files", "input files", cxxopts::value<std::vector<std::string>>());
@@ -100,8 +288,8 @@ int main(int argc, char** argv) {
             return cli::kUsage;
         }
         if (!cli::not_with(args, "compact",
-                           {"shards", "level", "segment-messages", "segment-bytes", "cluster-bytes", "retrain",
-                            "dict-bytes", "fsync-interval"}))
+                           {"from-nats", "wait", "shards", "level", "segment-messages", "segment-bytes", "cluster-bytes",
+                            "retrain", "dict-bytes", "fsync-interval"}))
             return cli::kUsage;
         std::uint64_t purged = 0;
         std::string err;
@@ -124,6 +312,53 @@ int main(int argc, char** argv) {
     }
     double fsync_interval = args["fsync-interval"].as<double>();
     if (!fixed_options_agree(args, dir)) return cli::kUsage;
+
+    // --from-nats: checked and connected before the archive is opened (or created).
+    namespace nats = sov::nats;
+    std::unique_ptr<nats::Connection> nats_conn;
+    std::optional<NatsSource> nats_src;
+    if (args.count("wait") && !args.count("from-nats")) {
+        cli::diag("--wait works only with --from-nats");
+        return cli::kUsage;
+    }
+    if (args.count("from-nats")) {
+        const std::string text = args["from-nats"].as<std::string>();
+        nats::Url u;
+        std::string why;
+        if (args.count("files")) {
+            cli::diag("--from-nats reads JetStream, not files: drop the FILE arguments");
+            return cli::kUsage;
+        }
+        if (!nats::parse_url(text, u, why)) {
+            cli::diag("--from-nats", why);
+            return cli::kUsage;
+        }
+        if (u.path.empty() || u.path.find_first_of("./*> \t") != std::string::npos) {
+            cli::diag("--from-nats",
+                      "give a stream name: nats://HOST:PORT/STREAM[?filter=SUBJECT] (e.g. nats://127.0.0.1:4222/FH_VRD)");
+            return cli::kUsage;
+        }
+        for (const auto& [k, v] : u.query)
+            if (k != "filter" || v.empty()) {
+                cli::diag("--from-nats", "unknown or empty parameter '" + k +
+                                             "' (only filter=SUBJECT; the archive is the cursor, no consumer name)");
+                return cli::kUsage;
+            }
+        double wait_s = -1;
+        if (args.count("wait")) {
+            wait_s = args["wait"].as<double>();
+            if (!(wait_s > 0 && wait_s <= 86400.0 * 365)) {
+                cli::diag("--wait must be a positive number of seconds");
+                return cli::kUsage;
+            }
+        }
+        nats_conn = nats::Connection::open(u.server, "cvl-pack " + dir, why);
+        if (!nats_conn || !nats_conn->check_stream(u.path, why)) {
+            cli::diag(u.server, why);
+            return cli::kSystem;
+        }
+        nats_src.emplace(NatsSource{*nats_conn, u.path, u.param("filter").value_or(""), text, wait_s});
+    }
 
     std::string err;
     sov::Errc code;
@@ -151,11 +386,17 @@ int main(int argc, char** argv) {
 
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
-    if (files.empty()) files.push_back("-");
-    cli::Progress progress(quiet, cli::input_size(files));
-    std::int64_t last_sync = cli::now_micros();
-    std::uint64_t frames = 0, record_bytes = 0;
+    if (files.empty() && !nats_src) files.push_back("-");
+    cli::Progress progress(quiet, nats_src ? 0 : cli::input_size(files));
+    Appender app{*w, fsync_interval, progress};
     const std::uint64_t first_ordinal = w->next_ordinal();  // of this run (after recovery)
+    if (nats_src) {
+        const int s = nats_src->run(*w, app);
+        // Without a server or a stream, or after a write error, there is nothing to seal; after
+        // a stream that cannot continue (exit 1) what was appended is sealed as at a framing error.
+        if (nats_src->writer_failed || (s != cli::kOk && s != cli::kDataRejected)) return s;
+        status = std::max(status, s);
+    }
     for (const auto& path : files) {
         if (g_stop.load()) break;
         sov::frames::Reader r = sov::frames::Reader::open(path);
@@ -169,16 +410,9 @@ int main(int argc, char** argv) {
         // frame already read is still journaled.
         while (r.next(env)) {
             // One frame at a time: journaled the moment it is read (kill -9 loses nothing read).
-            if (sov::Errc e = w->append({&env.raw, 1}, err); e != sov::Errc::ok) return cli::fail(e, err);
-            ++frames;
-            std::int64_t now = cli::now_micros();
-            if (fsync_interval <= 0 || double(now - last_sync) >= fsync_interval * 1e6) {
-                if (sov::Errc e = w->sync_journal(err); e != sov::Errc::ok) return cli::fail(e, err);
-                last_sync = now;
-            }
-            progress.update(frames, w->stats().bytes_in);
+            if (sov::Errc e = app.add(env.raw, err); e != sov::Errc::ok) return cli::fail(e, err);
         }
-        record_bytes += r.bytes_read();
+        app.record_bytes += r.bytes_read();
         if (r.error() && !g_stop.load()) {
             status = std::max<int>(status, cli::framing_error(r));
             break;  // frames before the error are kept (and sealed below)
@@ -195,6 +429,7 @@ int main(int argc, char** argv) {
         if (e != sov::Errc::ok) return cli::fail(e, err);
     }
     const auto& s = w->stats();
+    const std::uint64_t frames = app.frames, record_bytes = app.record_bytes;
     if (!quiet) {
         char ratio[32];
         std::snprintf(ratio, sizeof ratio, "%.2f", s.bytes_out ? double(s.bytes_in) / double(s.bytes_out) : 0.0);

@@ -6,13 +6,18 @@
 #include "sovereign/jetstream.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/message.h"
+#include "sovereign/nats/jetstream.h"
+#include "sovereign/nats/route.h"
 #include "sovereign/syntax.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -38,11 +43,29 @@ int main(int argc, char** argv) {
     cli::init("frame-cat");
     cxxopts::Options opts("frame-cat",
                           "Convert, filter and print frame streams.\n"
-                          "Usage: frame-cat [OPTIONS] [FILE...]   (no FILE or '-' reads stdin; *.zst is decoded)\n");
+                          "Usage: frame-cat [OPTIONS] [FILE...]   (no FILE or '-' reads stdin; *.zst is decoded)\n"
+                          "       frame-cat [FILE...] --to nats://HOST:PORT/SUBJECT   (publish to JetStream)\n"
+                          "       frame-cat --from 'nats://HOST:PORT/STREAM?consumer=NAME[&filter=SUBJECT]'\n"
+                          "       frame-cat --nats-setup nats://HOST:PORT   (create the streams and buckets)\n");
     opts.add_options()
-        ("from", "input format: frames, raw-u32le ([u32 LE length][message]…), json (DAG-JSON lines)",
+        ("from", "input format: frames, raw-u32le ([u32 LE length][message]…), json (DAG-JSON lines), or "
+                 "nats://HOST:PORT/STREAM?consumer=NAME[&filter=SUBJECT]: a durable JetStream pull consumer, each "
+                 "message acked once written to stdout",
          cxxopts::value<std::string>()->default_value("frames"))
-        ("to", "output format: frames, json, raw-u32le, jetstream (Jetstream v1 JSON lines: one per record op)", cxxopts::value<std::string>()->default_value("frames"))
+        ("to", "output format: frames, json, raw-u32le, jetstream (Jetstream v1 JSON lines: one per record op), or "
+               "nats://HOST:PORT/SUBJECT: publish each frame to JetStream (SUBJECT may hold {pp}, the partition of "
+               "the frame's DID, and {src}), every publish acknowledged",
+         cxxopts::value<std::string>()->default_value("frames"))
+        ("partitions", "with --to nats://: the number of partitions {pp} ranges over (1-100)",
+         cxxopts::value<std::uint32_t>()->default_value("16"))
+        ("msg-id", "with --to nats://: the Nats-Msg-Id of each message, for the stream's dedupe: match-key (the "
+                   "event's identity: DID and commit CID, or DID and time), src-seq (src and seq), none",
+         cxxopts::value<std::string>()->default_value("none"))
+        ("wait", "with --from nats://: stop after this many seconds without a message (default: follow for ever)",
+         cxxopts::value<double>())
+        ("nats-setup", "create or update the JetStream streams FH_SRC and FH_VRD and the bucket fh_cursors on this "
+                       "server, then exit",
+         cxxopts::value<std::string>())
         ("src", "src label for raw-u32le input", cxxopts::value<std::string>()->default_value("capture"))
         ("recv", "recv (µs since the epoch) for raw-u32le input; 0 = unknown",
          cxxopts::value<std::int64_t>()->default_value("0"))
@@ -63,18 +86,96 @@ int main(int argc, char** argv) {
     opts.parse_positional({"files"});
     opts.positional_help("[FILE...]");
     auto args = cli::parse(opts, argc, argv);
+    namespace nats = sov::nats;
+    std::string why;
+
+    // NATS JetStream (docs/design.md §12): the streams and bucket, made once per server.
+    if (args.count("nats-setup")) {
+        nats::Url u;
+        if (!nats::parse_url(args["nats-setup"].as<std::string>(), u, why)) {
+            cli::diag("--nats-setup", why);
+            return cli::kUsage;
+        }
+        auto conn = nats::Connection::open(u.server, "frame-cat --nats-setup", why);
+        if (!conn || !conn->setup({}, why)) {
+            cli::diag(u.server, why);
+            return cli::kSystem;
+        }
+        if (!args.count("quiet"))
+            cli::diag(u.server + ": streams " + nats::kSrcStream + " (fh.src.>) and " + nats::kVrdStream +
+                      " (fh.vrd.>), bucket " + nats::kCursorBucket + ": ready (file storage, messages up to 8 MiB, "
+                      "duplicate window 10 min)");
+        return cli::kOk;
+    }
+    const std::string from_arg = args["from"].as<std::string>(), to_arg = args["to"].as<std::string>();
+    const bool nats_from = from_arg.rfind("nats://", 0) == 0, nats_to = to_arg.rfind("nats://", 0) == 0;
+    nats::Url nats_url;
+    if ((nats_from || nats_to) && !nats::parse_url(nats_from ? from_arg : to_arg, nats_url, why)) {
+        cli::diag(nats_from ? "--from" : "--to", why);
+        return cli::kUsage;
+    }
+    if (nats_from && nats_to) {
+        cli::diag("--from and --to are both nats:// addresses: one side of frame-cat is JetStream, the other stdin or stdout");
+        return cli::kUsage;
+    }
+    for (const char* o : {"partitions", "msg-id"})
+        if (args.count(o) && !nats_to) {
+            cli::diag(std::string("--") + o + " works only with --to nats://");
+            return cli::kUsage;
+        }
+    if (args.count("wait") && !nats_from) {
+        cli::diag("--wait works only with --from nats://");
+        return cli::kUsage;
+    }
+    const std::uint32_t partitions = args["partitions"].as<std::uint32_t>();
+    const std::string msg_id_mode = args["msg-id"].as<std::string>();
+    if (nats_to) {
+        if (partitions < 1 || partitions > 100) {
+            cli::diag("--partitions must be between 1 and 100");
+            return cli::kUsage;
+        }
+        if (msg_id_mode != "match-key" && msg_id_mode != "src-seq" && msg_id_mode != "none") {
+            cli::diag("--msg-id must be match-key, src-seq or none");
+            return cli::kUsage;
+        }
+        if (nats_url.path.empty() || nats_url.path.find_first_of(" \t") != std::string::npos) {
+            cli::diag("--to", "no subject in '" + to_arg + "' (e.g. nats://127.0.0.1:4222/fh.src.pds.{pp})");
+            return cli::kUsage;
+        }
+    }
+    std::string nats_consumer, nats_filter;
+    double nats_wait = -1;
+    if (nats_from) {
+        nats_consumer = nats_url.param("consumer").value_or("");
+        nats_filter = nats_url.param("filter").value_or("");
+        if (nats_url.path.empty() || nats_consumer.empty()) {
+            cli::diag("--from", "give a stream and a consumer: nats://HOST:PORT/STREAM?consumer=NAME[&filter=SUBJECT]");
+            return cli::kUsage;
+        }
+        if (args.count("files")) {
+            cli::diag("--from nats:// reads JetStream, not files: drop the FILE arguments");
+            return cli::kUsage;
+        }
+        if (args.count("wait")) {
+            nats_wait = args["wait"].as<double>();
+            if (!(nats_wait > 0 && nats_wait <= 86400 * 365)) {
+                cli::diag("--wait must be a positive number of seconds");
+                return cli::kUsage;
+            }
+        }
+    }
 
     Format from, to;
-    if (args["from"].as<std::string>() == "jetstream") {
+    if (from_arg == "jetstream") {
         cli::diag("jetstream is an output format only (--to jetstream)");
         return cli::kUsage;
     }
-    if (!parse_format(args["from"].as<std::string>(), from)) {
-        cli::diag("unknown --from format '" + args["from"].as<std::string>() + "' (try --help)");
+    if (!parse_format(nats_from ? "frames" : from_arg, from)) {
+        cli::diag("unknown --from format '" + from_arg + "' (try --help)");
         return cli::kUsage;
     }
-    if (!parse_format(args["to"].as<std::string>(), to)) {
-        cli::diag("unknown --to format '" + args["to"].as<std::string>() + "' (try --help)");
+    if (!parse_format(nats_to ? "frames" : to_arg, to)) {
+        cli::diag("unknown --to format '" + to_arg + "' (try --help)");
         return cli::kUsage;
     }
     // Options that would do nothing with the formats chosen are refused, not ignored.
@@ -130,8 +231,22 @@ int main(int argc, char** argv) {
     std::vector<std::string> files;
     if (args.count("files")) files = args["files"].as<std::vector<std::string>>();
     if (files.empty()) files.push_back("-");
-    if ((to == Format::frames || to == Format::raw_u32le) && cli::refuse_terminal(1, args.count("force") > 0))
+    if (!nats_to && (to == Format::frames || to == Format::raw_u32le) && cli::refuse_terminal(1, args.count("force") > 0))
         return cli::kUsage;
+
+    std::unique_ptr<nats::Connection> nats_conn;
+    std::unique_ptr<nats::Publisher> publisher;
+    std::unique_ptr<nats::PullConsumer> consumer;
+    if (nats_from || nats_to) {
+        nats_conn = nats::Connection::open(nats_url.server, "frame-cat", why);
+        if (nats_conn && nats_from)
+            consumer = nats::PullConsumer::open(*nats_conn, nats_url.path, nats_consumer, nats_filter, why);
+        if (!nats_conn || (nats_from && !consumer)) {
+            cli::diag(nats_url.server, why);
+            return cli::kSystem;
+        }
+        if (nats_to) publisher = std::make_unique<nats::Publisher>(*nats_conn);
+    }
     cli::install_stop_handler(g_stop);
 
     sov::frames::Writer out(1);
@@ -154,6 +269,25 @@ int main(int argc, char** argv) {
         ++frames_in;
         if (env.is_marker()) ++markers_in;
         if (!filter.matches(env, m)) return true;
+        if (publisher) {
+            // One message per frame: its envelope, on the subject of its partition.
+            const nats::Route r = nats::route_of(env, partitions);
+            if (!publisher->publish(nats::subject_for(nats_url.path, r, env.src), env.raw,
+                                    nats::msg_id_for(msg_id_mode, r, env), why)) {
+                cli::diag(to_arg, why);
+                status = std::max(status, int(cli::kSystem));
+                return false;
+            }
+            ++frames_out;
+            progress.update(frames_in, bytes_in);
+            // Acknowledgements are awaited now and then (retries happen there), and at the end.
+            if (frames_out % 65536 == 0 && !publisher->flush(why)) {
+                cli::diag(to_arg, why);
+                status = std::max(status, int(cli::kSystem));
+                return false;
+            }
+            return frames_out < limit;
+        }
         if (env.is_marker() && (to == Format::raw_u32le || to == Format::jetstream)) {
             ++markers_unwritable;
             return true;
@@ -194,6 +328,63 @@ int main(int argc, char** argv) {
     };
 
     std::vector<std::uint8_t> rec;
+    std::uint64_t nats_acked = 0, nats_redelivered = 0;
+    if (consumer) {
+        // Batches from the durable consumer: written to stdout, then acked. A process killed
+        // before the ack gets them again (redelivered after the consumer's ack wait).
+        files.clear();
+        cur_path = from_arg;
+        std::vector<nats::Delivery> batch;
+        auto last_msg = std::chrono::steady_clock::now();
+        std::string last_err;
+        bool bad = false;
+        while (!bad && !g_stop.load() && frames_out < limit && !out.broken_pipe() && !out.failed()) {
+            batch.clear();
+            const int want = int(std::min<std::uint64_t>(256, limit - frames_out));
+            if (!consumer->fetch(want, 1000, batch, why)) {
+                // The server away (restarting): say so once, keep trying; the consumer is durable.
+                if (why != last_err) cli::diag(from_arg, why + " (retrying)");
+                last_err = why;
+                std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                continue;
+            }
+            last_err.clear();
+            if (batch.empty()) {
+                if (nats_wait > 0 && std::chrono::duration<double>(std::chrono::steady_clock::now() - last_msg).count() >= nats_wait)
+                    break;
+                continue;
+            }
+            last_msg = std::chrono::steady_clock::now();
+            std::size_t done = 0;
+            for (; done < batch.size(); ++done) {
+                nats::Delivery& d = batch[done];
+                sov::frames::Envelope env;
+                if (sov::Located e = sov::frames::parse_envelope(d.data, env)) {
+                    // Not acked: it stays in the stream, and this tool stops (as at a framing error).
+                    cli::diag(from_arg + " stream seq " + std::to_string(d.stream_seq) + " (" + d.subject + "):" +
+                                  std::to_string(e.offset),
+                              "not a frame envelope: " + std::string(sov::to_string(e.errc)));
+                    status = cli::kDataRejected;
+                    bad = true;
+                    break;
+                }
+                if (d.delivered > 1) ++nats_redelivered;
+                bytes_in += d.data.size();
+                cur_offset = d.stream_seq;
+                if (!emit(env)) {
+                    ++done;
+                    break;
+                }
+            }
+            if (!out.flush() || out.broken_pipe()) break;  // not written: not acked
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+                if (i < done && consumer->ack(batch[i], why)) ++nats_acked;
+                else nats::PullConsumer::drop(batch[i]);
+            }
+        }
+        for (auto& d : batch)
+            if (d.msg) nats::PullConsumer::drop(d);
+    }
     for (const auto& path : files) {
         if (out.broken_pipe() || frames_out >= limit || g_stop.load()) break;
         if (from == Format::frames) {
@@ -325,7 +516,17 @@ int main(int argc, char** argv) {
         }
     }
     progress.finish();
+    if (publisher && !publisher->flush(why)) {
+        cli::diag(to_arg, why);
+        status = std::max(status, int(cli::kSystem));
+    }
     int wst = cli::finish_output(out, "stdout");
+    if (publisher && !quiet)
+        cli::diag(cli::count(frames_in, "frame") + " read, " + cli::with_commas(frames_out) + " published to " +
+                  nats_url.server + " (" + cli::with_commas(publisher->stored()) + " stored, " +
+                  cli::with_commas(publisher->duplicates()) + " already held, " + cli::with_commas(publisher->retried()) +
+                  " re-published)" + cli::stop_note());
+    if (publisher) return cli::stop_status(status);
     // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
     if (!quiet && !out.broken_pipe() && wst == cli::kOk)
         cli::diag(cli::count(frames_in, "frame") + " read" +
@@ -338,6 +539,9 @@ int main(int argc, char** argv) {
                                             " carries messages only)"
                                       : "") +
                   (untimed ? ", " + cli::count(untimed, "message") + " without a time (recv 0)" : "") +
+                  (consumer ? ", " + cli::with_commas(nats_acked) + " acked" +
+                                  (nats_redelivered ? " (" + cli::with_commas(nats_redelivered) + " redelivered)" : "")
+                            : "") +
                   cli::stop_note());
     return cli::stop_status(std::max(status, wst));
 }

@@ -10,6 +10,7 @@
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/net/http_server.h"
+#include "sovereign/net/tls_pki.h"
 #include "sovereign/sim.h"
 #include "sovereign/sim_net.h"
 #include "sovereign/sim_plc.h"
@@ -46,13 +47,44 @@ bool make_generator(const sov::sim::Options& o, std::optional<sov::sim::Generato
     return true;
 }
 
+// The generator's DID documents (one JSON object and a newline), written to PATH.tmp piece by
+// piece (millions of accounts need not fit memory as one JSON value), synced and renamed into
+// place, so a reader never sees the file missing, partial or stale.
+sov::Errc write_did_docs(const sov::sim::Generator& gen, const std::string& path, std::string& err) {
+    const std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        err = tmp + ": " + std::strerror(errno);
+        return sov::Errc::io_error;
+    }
+    auto put = [&](std::string_view s) { return sov::file::write_all(fd, sov::as_bytes(s), tmp, err); };
+    sov::Errc e = gen.write_did_docs(put);
+    if (e == sov::Errc::ok) e = put("\n");
+    if (e == sov::Errc::ok && ::fsync(fd) != 0) {
+        err = tmp + ": " + std::strerror(errno);
+        e = sov::Errc::io_error;
+    }
+    if (::close(fd) != 0 && e == sov::Errc::ok) {
+        err = tmp + ": " + std::strerror(errno);
+        e = sov::Errc::io_error;
+    }
+    if (e == sov::Errc::ok) e = sov::file::rename(tmp, path, err);
+    if (e != sov::Errc::ok) {
+        ::unlink(tmp.c_str());
+        return e;
+    }
+    const auto slash = path.find_last_of('/');
+    return sov::file::fsync_dir(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash), err);
+}
+
 std::atomic<bool> g_stop{false};
 
-constexpr std::size_t kMaxAccounts = 10'000'000;  // ~a key pair and a DID document each, in memory
+constexpr std::size_t kMaxAccounts = 10'000'000;  // ~54 bytes each in memory (man/mesh-sim.1.md, Memory)
 constexpr std::int64_t kMinStart = 946684800000000;  // 2000-01-01T00:00:00Z
 constexpr std::int64_t kTidLimit = std::int64_t(1) << 53;  // TIDs hold 53 bits of µs (year 2255)
 constexpr std::int64_t kMargin = 31LL * 86400 * 1000000;  // records cite times up to 30 days back
 
+constexpr std::uint64_t kServeRepoBudget = 256ull << 20;  // serve --pdses without --repo-budget
 constexpr std::size_t kMaxPlcAccounts = 2'000'000;  // ~3 ops of ~700 bytes each, in memory
 
 // Options of `serve` / `plc-truth` only.
@@ -64,7 +96,13 @@ bool share(double v) { return v >= 0 && v <= 1; }
 // Options of `serve --pdses` only.
 const std::initializer_list<const char*> kNetOnly = {
     "pdses", "relay", "pds-window", "relay-window", "linger", "truth", "relay-drop", "relay-drop-host",
-    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop", "pool"};
+    "relay-drop-collection", "relay-delay-ms", "pds-restart-every", "cut-every", "accept-drop", "pool", "too-slow",
+    "tls"};
+
+// The simulated PDSes named one by one in the --tls certificate (pds0.test … pds<k-1>.test),
+// at most: beyond that the certificate would grow by ~15 bytes per host on every handshake, and
+// clients address the hosts by path (/pds/<i>) on 127.0.0.1 or localhost anyway.
+constexpr std::size_t kTlsNamedPdses = 100;
 
 std::int64_t wall_us() {
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -160,9 +198,10 @@ int run_net(const cxxopts::ParseResult& args) {
     if (args.count("pds-restart-every")) no.pds_restart_every_s = args["pds-restart-every"].as<double>();
     if (args.count("cut-every")) no.cut_every_s = args["cut-every"].as<double>();
     if (args.count("accept-drop")) no.accept_drop = args["accept-drop"].as<double>();
+    if (args.count("too-slow")) no.too_slow = args["too-slow"].as<std::size_t>();
     no.seed = args["seed"].as<std::uint64_t>();
-    if (no.pdses == 0 || no.pdses > 1'000'000 || no.pds_window == 0 || no.relay_window == 0) {
-        cli::diag("--pdses must be in 1..1,000,000, --pds-window and --relay-window positive");
+    if (no.pdses == 0 || no.pdses > 1'000'000 || no.pds_window == 0 || no.relay_window == 0 || no.too_slow == 0) {
+        cli::diag("--pdses must be in 1..1,000,000, --pds-window, --relay-window and --too-slow positive");
         return cli::kUsage;
     }
     if (!share(no.relay_drop) || !share(no.accept_drop) || !(no.relay_delay_ms >= 0) || !(no.pds_restart_every_s >= 0) ||
@@ -212,6 +251,7 @@ int run_net(const cxxopts::ParseResult& args) {
     o.repo_sigma = args["repo-sigma"].as<double>();
     o.repo_cap = args["repo-cap"].as<std::size_t>();
     if (args.count("repo-budget")) o.repo_budget_bytes = args["repo-budget"].as<std::uint64_t>() << 20;
+    else if (o.repo_budget_bytes == 0) o.repo_budget_bytes = kServeRepoBudget;  // a server runs long: bounded
     if (args.count("entropic-records")) o.entropic_records = true;
     o.events_per_second = args["rate"].as<double>();
     if (o.accounts == 0 || o.accounts > kMaxAccounts || !(o.events_per_second > 0) || !share(o.p256_share)) {
@@ -233,6 +273,26 @@ int run_net(const cxxopts::ParseResult& args) {
         cli::diag("--linger needs --events and a number of seconds ≥ 0");
         return cli::kUsage;
     }
+    // --tls DIR: the CA (reused when DIR has one) and a fresh server certificate for every name
+    // a client may use: 127.0.0.1 and localhost with the path form, relay.test and the first
+    // PDS names with the Host form. Done before the generator's set-up so a bad DIR fails fast.
+    std::optional<sov::net::HttpServerTls> tls;
+    if (args.count("tls")) {
+        std::vector<std::string> names = {"localhost", "127.0.0.1"};
+        if (no.relay) names.push_back("relay.test");
+        for (std::size_t i = 0; i < std::min(no.pdses, kTlsNamedPdses); ++i)
+            names.push_back(sov::sim::Network::host_label(i));
+        sov::net::TestPki pki;
+        std::string err;
+        if (sov::Errc e = sov::net::make_test_pki(args["tls"].as<std::string>(), names, {"127.0.0.1"}, pki, err);
+            e != sov::Errc::ok) {
+            cli::diag("--tls " + err);
+            return cli::status(e);
+        }
+        tls = sov::net::HttpServerTls{pki.server_cert_file, pki.server_key_file};
+        if (!args.count("quiet"))
+            cli::diag("TLS: clients trust " + pki.ca_file + (pki.reused_ca ? " (the CA found there)" : " (a new CA)"));
+    }
     o.start_us = wall_us();
 
     // Accounts → PDSes: Zipf(1) over the PDS indexes (a few big hosts, a long tail of small
@@ -251,8 +311,7 @@ int run_net(const cxxopts::ParseResult& args) {
     sov::sim::Generator& gen = *gen_holder;
     if (args.count("did-docs")) {
         std::string path = args["did-docs"].as<std::string>(), err;
-        std::string text = gen.did_docs().dump() + "\n";
-        if (sov::Errc e = sov::file::atomic_replace(path, sov::as_bytes(text), err); e != sov::Errc::ok) {
+        if (sov::Errc e = write_did_docs(gen, path, err); e != sov::Errc::ok) {
             cli::diag(err);
             return cli::status(e);
         }
@@ -316,7 +375,7 @@ int run_net(const cxxopts::ParseResult& args) {
             if (!sov::sim::append_truth(truth_buf, r)) truth_failed = true;
         };
     sov::sim::Network net(no, sink);
-    for (std::size_t i = 0; i < gen.account_count(); ++i) net.add_account(home[i], gen.account_did(i));
+    net.add_accounts(home, [&gen](std::size_t i) { return gen.account_did(i); });
 
     auto handler = [&net](const sov::net::HttpRequest& r) {
         sov::net::HttpResponse h = answer_xrpc(net, r);
@@ -365,14 +424,14 @@ int run_net(const cxxopts::ParseResult& args) {
     }
     sov::Errc code;
     std::string err;
-    auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream);
+    auto server = sov::net::HttpServer::start(args["listen"].as<std::string>(), handler, code, err, stream, tls);
     if (!server) {
         cli::diag(err);
         return code == sov::Errc::net_bad_url ? cli::kUsage : cli::status(code);
     }
-    const std::string base = "http://127.0.0.1:" + std::to_string(server->port());
+    const std::string base = (tls ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(server->port());
     cli::diag("serving " + cli::with_commas(no.pdses) + (no.pdses == 1 ? " simulated PDS" : " simulated PDSes") + " on " + base + " (" + base + "/pds/<i>/xrpc/…" +
-              (no.relay ? ", relay " + base + "/relay/xrpc/…" : std::string()) + ")");
+              (no.relay ? ", relay " + base + "/relay/xrpc/…" : std::string()) + (tls ? "; WebSockets wss://" : "") + ")");
 
     // The generator thread: each message is emitted when the wall clock reaches its simulated
     // time (so --rate is the real rate), by the PDS of its account.
@@ -639,7 +698,7 @@ int main(int argc, char** argv) {
                           "Usage: mesh-sim gen [OPTIONS] > traffic.frames\n"
                           "       mesh-sim stats [--window N] FILE...\n"
                           "       mesh-sim serve --plc [--accounts N] [--seed S] [--listen 127.0.0.1:PORT] [FAULTS]\n"
-                          "       mesh-sim serve --pdses N [--relay] [--rate R] [--events E [--linger S]] [--truth FILE] [FAULTS]\n"
+                          "       mesh-sim serve --pdses N [--relay] [--rate R] [--events E [--linger S]] [--truth FILE] [--tls DIR] [FAULTS]\n"
                           "       mesh-sim plc-truth [--accounts N] [--seed S] [-o FILE]\n"
                           "       mesh-sim plc-export [--accounts N] [--seed S] [-o FILE]\n"
                           "       mesh-sim gen --plc-accounts N [--plc-seed S] [--src-from-pds] [OPTIONS]\n");
@@ -661,7 +720,7 @@ int main(int argc, char** argv) {
         ("repo-sigma", "σ of the log of the initial record count", cxxopts::value<double>()->default_value("1.2"))
         ("repo-cap", "maximum initial records per repository", cxxopts::value<std::size_t>()->default_value("20000"))
         ("repo-budget", "MiB of repositories kept in memory; above it the least recently used are evicted and "
-                        "rebuilt from their seed when next used (0 = keep all; default 0, realistic 1024)",
+                        "rebuilt from their seed when next used (0 = keep all; default 0, realistic 1024, serve --pdses 256)",
          cxxopts::value<std::uint64_t>())
         ("entropic-records", "records with real-network entropy (default off, realistic on)")
         ("rate", "simulated events per second (sets recv/time/rev spacing)", cxxopts::value<double>()->default_value("500"))
@@ -684,6 +743,8 @@ int main(int argc, char** argv) {
         ("fault-drop", "serve: close the connection halfway through a 200 answer's body with probability P",
          cxxopts::value<double>())
         ("legacy-only", "serve: /export answers only the createdAt cursor form (like the reference server 0.0.1)")
+        ("tls", "serve --pdses: TLS only (https://, wss://) with a CA in DIR (reused if there, else made): clients "
+                "trust DIR/ca.pem", cxxopts::value<std::string>())
         ("pdses", "serve: N simulated PDSes on one port (/pds/<i>/xrpc/… or Host: pds<i>.test)",
          cxxopts::value<std::size_t>())
         ("relay", "serve --pdses: also a relay merging them (/relay/xrpc/… or Host: relay.test)")
@@ -703,6 +764,8 @@ int main(int argc, char** argv) {
          cxxopts::value<double>())
         ("cut-every", "serve --pdses: every S seconds every open subscription is cut without a close frame",
          cxxopts::value<double>())
+        ("too-slow", "serve --pdses: live events waiting for a subscriber before ConsumerTooSlow (default 500)",
+         cxxopts::value<std::size_t>())
         ("accept-drop", "serve --pdses: this share of PDSes accept a subscription and cut it at once",
          cxxopts::value<double>())
         ("pool", "serve --pdses: generate N messages first, then send them in turn at --rate (rates above the "
@@ -935,8 +998,7 @@ int main(int argc, char** argv) {
         // the same pipeline (`mesh-sim gen --did-docs d.json | cbor-verify --did-docs d.json`,
         // which reads the file at its first frame) never sees it missing, partial or stale.
         std::string path = args["did-docs"].as<std::string>(), err;
-        std::string text = gen.did_docs().dump() + "\n";
-        if (sov::Errc e = sov::file::atomic_replace(path, sov::as_bytes(text), err); e != sov::Errc::ok) {
+        if (sov::Errc e = write_did_docs(gen, path, err); e != sov::Errc::ok) {
             cli::diag(err);
             return cli::status(e);
         }

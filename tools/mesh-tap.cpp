@@ -10,6 +10,7 @@
 #include "sovereign/did_cache.h"
 #include "sovereign/file.h"
 #include "sovereign/frame_stream.h"
+#include "sovereign/nats/route.h"
 #include "sovereign/net/endpoint.h"
 #include "sovereign/net/http_client.h"
 #include "sovereign/net/output_queue.h"
@@ -98,7 +99,7 @@ int read_hosts_file(const std::string& path, HostList& hosts) {
 }
 
 // --list-hosts RELAY: com.atproto.sync.listHosts, every page.
-int list_hosts(const std::string& relay, HostList& hosts) {
+int list_hosts(const std::string& relay, const std::string& ca_file, HostList& hosts) {
     EndpointError ee;
     auto ep = parse_endpoint(relay, true, ee);
     if (!ep) {
@@ -109,7 +110,9 @@ int list_hosts(const std::string& relay, HostList& hosts) {
     if (ep->port != (ep->tls ? 443 : 80)) base += ":" + std::to_string(ep->port);
     std::string prefix = ep->path;
     while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-    HttpClient http;
+    HttpClientOptions ho;
+    ho.ca_file = ca_file;  // --ca: also for an https:// relay
+    HttpClient http(ho);
     std::string cursor;
     std::uint64_t pages = 0, listed = 0;
     for (;;) {
@@ -209,6 +212,8 @@ std::string metrics_text(const TapEngine& e, const OutputQueue& q) {
     one("mesh_tap_gaps_total", "counter", "Gap markers written.", n.gaps);
     one("mesh_tap_connects_total", "counter", "Connections established.", n.connects);
     one("mesh_tap_reconnects_total", "counter", "Reconnects scheduled.", n.reconnects);
+    one("mesh_tap_future_cursor_total", "counter", "FutureCursor answers (a host's seq went back): parked or reset.",
+        n.future_cursor);
     one("mesh_tap_queue_bytes", "gauge", "Bytes waiting for stdout.", q.queued_bytes());
     metric("mesh_tap_hosts", "gauge", "Hosts in each state.");
     const auto st = e.state_counts();
@@ -231,27 +236,65 @@ std::string states_line(const TapEngine& e) {
 
 int main(int argc, char** argv) {
     cli::init("mesh-tap");
-    cxxopts::Options opts("mesh-tap", "mesh-tap (--hosts FILE | --list-hosts RELAY | --cache DIR)... --state DIR [options] > FILE.frames");
+    tap::init_process();
+    cxxopts::Options opts("mesh-tap", "mesh-tap (--hosts FILE | --list-hosts RELAY | --cache DIR)... --state DIR [options] > FILE.frames\n"
+                                      "       mesh-tap (--hosts FILE | …)... --to nats://HOST:PORT/SUBJECT [--shard K/N] [options]");
     opts.add_options()
         ("hosts", "hosts to follow, one per line: URL or host, optionally a label after it", cxxopts::value<std::vector<std::string>>())
         ("list-hosts", "the hosts a relay lists (com.atproto.sync.listHosts, every page)", cxxopts::value<std::vector<std::string>>())
         ("cache", "the PDS endpoints in a DID cache (a plc-sync mirror directory)", cxxopts::value<std::vector<std::string>>())
-        ("state", "directory of per-host cursors (created when absent)", cxxopts::value<std::string>())
+        ("state", "directory of per-host cursors (created when absent); not with --to nats://, whose cursors live in "
+                  "the bucket fh_cursors", cxxopts::value<std::string>())
+        ("shard", "follow only the hosts whose rendezvous hash of the label picks K among N taps (1 <= K <= N <= 1000)",
+         cxxopts::value<std::string>())
         ("offline-after", "failed attempts in a row before a host is offline (retried hourly)",
          cxxopts::value<std::uint32_t>()->default_value("10"))
-        ("max-connecting", "connection attempts in flight at once", cxxopts::value<std::uint32_t>()->default_value("512"));
+        ("max-connecting", "connection attempts in flight at once", cxxopts::value<std::uint32_t>()->default_value("512"))
+        ("future-cursor", "a host that answers FutureCursor (its seq went back): 'park' it (offline, named in the summary, "
+                          "exit 1) or reconnect it 'live' without a cursor (said on stderr and in the markers)",
+         cxxopts::value<std::string>()->default_value("park"));
     tap::add_options(opts);
     auto args = cli::parse(opts, argc, argv);
     if (!args.count("hosts") && !args.count("list-hosts") && !args.count("cache")) {
         cli::diag("no hosts: give --hosts FILE, --list-hosts RELAY or --cache DIR (or several); see --help");
         return cli::kUsage;
     }
-    if (!args.count("state")) {
-        cli::diag("--state DIR is required (per-host cursors live there)");
+    tap::Run run;
+    tap::NatsOut nats;
+    if (int st = tap::read_options(args, run.engine, run.ws, nats)) return st;
+    if (!nats.enabled && !args.count("state")) {
+        cli::diag("--state DIR is required (per-host cursors live there), or --to nats://… (cursors in the bucket fh_cursors)");
         return cli::kUsage;
     }
-    tap::Run run;
-    if (int st = tap::read_options(args, run.engine, run.ws)) return st;
+    if (nats.enabled && args.count("state")) {
+        cli::diag("--state and --to nats://: with --to the cursors live in the bucket fh_cursors (key: the host's label), "
+                  "so that the next owner of a host resumes it; drop --state");
+        return cli::kUsage;
+    }
+    // --shard K/N
+    std::uint32_t shard_k = 0, shard_n = 0;
+    if (args.count("shard")) {
+        const std::string v = args["shard"].as<std::string>();
+        const auto slash = v.find('/');
+        auto num = [](std::string_view t, std::uint32_t& out) {
+            const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), out);
+            return !t.empty() && ec == std::errc() && p == t.data() + t.size();
+        };
+        if (slash == std::string::npos || !num(std::string_view(v).substr(0, slash), shard_k) ||
+            !num(std::string_view(v).substr(slash + 1), shard_n) || shard_k < 1 || shard_n > 1000 || shard_k > shard_n) {
+            cli::diag("--shard '" + v + "': K/N with 1 <= K <= N <= 1000 (this tap is number K of N)");
+            return cli::kUsage;
+        }
+    }
+    // Thousands of connections, each with its own receive buffer whose pages stay resident once
+    // a large message has passed: 16 KiB each (64 KiB would be 1.3 GB at 20,000 hosts). Most
+    // messages are a few KiB; larger ones arrive in pieces and are reassembled.
+    run.ws.rx_buffer = 16384;
+    const std::string future = args["future-cursor"].as<std::string>();
+    if (future != "park" && future != "live") {
+        cli::diag("--future-cursor is 'park' or 'live', not '" + future + "'");
+        return cli::kUsage;
+    }
 
     HostList hosts;
     if (args.count("hosts"))
@@ -259,7 +302,7 @@ int main(int argc, char** argv) {
             if (int s = read_hosts_file(f, hosts)) return s;
     if (args.count("list-hosts"))
         for (const auto& r : args["list-hosts"].as<std::vector<std::string>>())
-            if (int s = list_hosts(r, hosts)) return s;
+            if (int s = list_hosts(r, run.ws.ca_file, hosts)) return s;
     if (args.count("cache"))
         for (const auto& d : args["cache"].as<std::vector<std::string>>())
             if (int s = cache_hosts(d, hosts)) return s;
@@ -277,13 +320,41 @@ int main(int argc, char** argv) {
             }
     }
 
-    const std::string state = args["state"].as<std::string>();
-    if (::mkdir(state.c_str(), 0755) != 0 && errno != EEXIST)
-        return cli::fail(from_errno(errno), state + ": " + std::strerror(errno));
-    std::map<std::string, std::int64_t> cursors;
-    if (int s = load_cursors(state, cursors)) return s;
-    for (auto& s : hosts.sources)
-        if (auto it = cursors.find(s.src); it != cursors.end()) s.cursor = it->second;
+    // The shard: rendezvous hash of each label, so a tap joining or leaving moves only the
+    // hosts it wins or held (with the cursors in the bucket, their next owner resumes them).
+    const std::size_t all_hosts = hosts.sources.size();
+    std::string shard_text;
+    if (shard_n) {
+        std::vector<TapSource> mine;
+        for (auto& s : hosts.sources)
+            if (sov::nats::rendezvous_owner(s.src, shard_n) == shard_k) mine.push_back(std::move(s));
+        hosts.sources = std::move(mine);
+        shard_text = "shard " + std::to_string(shard_k) + "/" + std::to_string(shard_n) + ": " +
+                     std::to_string(hosts.sources.size()) + " of " + std::to_string(all_hosts) + " hosts";
+        if (hosts.sources.empty()) {
+            cli::diag(shard_text + ": nothing to follow");
+            return cli::kOk;
+        }
+    }
+
+    const std::string state = nats.enabled ? std::string() : args["state"].as<std::string>();
+    std::size_t cursor_count = 0;
+    std::string cursors_from;
+    if (nats.enabled) {
+        if (int s = tap::connect_nats(nats, "mesh-tap" + (shard_n ? " " + shard_text.substr(0, shard_text.find(':')) : std::string())))
+            return s;
+        if (int s = tap::load_bucket_cursors(nats, hosts.sources, cursor_count)) return s;
+        cursors_from = std::string("the bucket ") + sov::nats::kCursorBucket;
+        run.nats = &nats;
+    } else {
+        if (::mkdir(state.c_str(), 0755) != 0 && errno != EEXIST)
+            return cli::fail(from_errno(errno), state + ": " + std::strerror(errno));
+        std::map<std::string, std::int64_t> cursors;
+        if (int s = load_cursors(state, cursors)) return s;
+        for (auto& s : hosts.sources)
+            if (auto it = cursors.find(s.src); it != cursors.end()) s.cursor = it->second, ++cursor_count;
+        cursors_from = state;
+    }
 
     // One descriptor per connection: raise the soft limit to the hard one.
     rlimit rl{};
@@ -299,24 +370,52 @@ int main(int argc, char** argv) {
     run.engine.max_connecting = std::max<std::uint32_t>(1, args["max-connecting"].as<std::uint32_t>());
     run.engine.skip_relays = true;
     run.engine.future_cursor_fatal = false;
+    run.engine.future_cursor_live = future == "live";
     const std::size_t host_count = hosts.sources.size();
     run.sources = std::move(hosts.sources);
     run.metrics_addr = args.count("metrics") ? args["metrics"].as<std::string>() : "";
     run.quiet = args.count("quiet") > 0;
     run.metrics = metrics_text;
+    run.progress_note = shard_text;
     std::string last_saved;
     run.save = [&](const TapEngine& e) { return save_cursors(state, e, last_saved); };
     run.started = [&](const TapEngine&) {
-        cli::diag(cli::count(host_count, "host") + " to follow" +
-                  (cursors.empty() ? std::string() : ", " + cli::count(cursors.size(), "cursor") + " from " + state));
+        cli::diag(cli::count(host_count, "host") + " to follow" + (shard_n ? " (" + shard_text + ")" : std::string()) +
+                  (cursor_count ? ", " + cli::count(cursor_count, "cursor") + " from " + cursors_from : std::string()) +
+                  (nats.enabled ? ", publishing to " + nats.text : std::string()));
     };
     std::string states;
     run.stopping = [&](const TapEngine& e) { states = states_line(e); };
+    // Hosts whose seq went back (FutureCursor): parked ones are named (they need a person's
+    // decision: exit 1), reset ones counted (--future-cursor live).
+    std::size_t parked = 0;
     run.summary = [&](const TapEngine& e) {
         const auto& n = e.counters();
-        return cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " +
-               cli::count(host_count, "host") + " (" + states + " at the end); " + cli::count(n.connects, "connection") +
-               ", " + cli::count(n.gaps, "gap") + ", " + cli::count(n.duplicates, "duplicate") + " skipped";
+        std::string names;
+        std::uint64_t resets = 0, reset_hosts = 0;
+        parked = 0;
+        for (std::size_t i = 0; i < e.source_count(); ++i) {
+            if (e.parked(i)) {
+                if (parked < 10) names += (parked ? ", " : "") + e.source(i).src;
+                ++parked;
+            }
+            if (const auto r = e.cursor_resets(i)) resets += r, ++reset_hosts;
+        }
+        std::string s = cli::count(n.messages, "message") + " (" + cli::with_commas(n.bytes) + " bytes) from " +
+                        cli::count(host_count, "host") + (shard_n ? " (" + shard_text + ")" : std::string()) + " (" +
+                        states + " at the end); " + cli::count(n.connects, "connection") +
+                        ", " + cli::count(n.gaps, "gap") + ", " + cli::count(n.duplicates, "duplicate") + " skipped";
+        if (parked)
+            s += "; " + cli::count(parked, "host") + " parked after FutureCursor (cursor kept; restart with "
+                 "--future-cursor live, or remove " + (nats.enabled ? std::string("its key from the bucket fh_cursors")
+                                                                    : "its line from " + state + "/" + kCursorFile) + "): " + names +
+                 (parked > 10 ? ", …" : "");
+        if (resets)
+            s += "; " + cli::count(resets, "cursor") + " forgotten after FutureCursor on " + cli::count(reset_hosts, "host") +
+                 " (reconnected live)";
+        return s;
     };
-    return tap::run(run);
+    const int status = tap::run(run);
+    // A parked host is a refused cursor (docs/design.md §8): exit 1 once the others are done.
+    return status == cli::kOk && parked ? cli::status(Errc::net_future_cursor) : status;
 }

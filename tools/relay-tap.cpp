@@ -67,7 +67,9 @@ std::string metrics_text(const TapEngine& e, const OutputQueue& q) {
 
 int main(int argc, char** argv) {
     cli::init("relay-tap");
-    cxxopts::Options opts("relay-tap", "relay-tap URL [--cursor N] [--cursor-file F] [options] > FILE.frames");
+    tap::init_process();
+    cxxopts::Options opts("relay-tap", "relay-tap URL [--cursor N] [--cursor-file F] [options] > FILE.frames\n"
+                                       "       relay-tap URL --to nats://HOST:PORT/SUBJECT [--cursor N] [options]");
     opts.add_options()
         ("url", "relay or PDS: wss://host, ws://host:port, or a bare host (wss)", cxxopts::value<std::string>())
         ("src", "label for the frames' src (default: the URL's host[:port] and path prefix)", cxxopts::value<std::string>())
@@ -133,8 +135,25 @@ int main(int argc, char** argv) {
     }
     tap::Run run;
     run.engine.offline_after = UINT32_MAX;  // one source: never give up on it
-    if (int st = tap::read_options(args, run.engine, run.ws)) return st;
+    tap::NatsOut nats;
+    if (int st = tap::read_options(args, run.engine, run.ws, nats)) return st;
+    if (nats.enabled && !cursor_file.empty()) {
+        cli::diag("--cursor-file and --to nats://: with --to the cursor lives in the bucket fh_cursors (key: the src "
+                  "label); drop --cursor-file");
+        return cli::kUsage;
+    }
     run.sources.push_back(TapSource{*ep, src, cursor});
+    std::size_t from_bucket = 0;
+    if (nats.enabled) {
+        if (int st = tap::connect_nats(nats, "relay-tap " + src)) return st;
+        if (cursor) {
+            cli::diag("--cursor " + std::to_string(*cursor) + " given: the bucket's cursor of " + src + " is not read");
+        } else if (int st = tap::load_bucket_cursors(nats, run.sources, from_bucket)) {
+            return st;
+        }
+        cursor = run.sources[0].cursor;
+        run.nats = &nats;
+    }
     run.metrics_addr = args.count("metrics") ? args["metrics"].as<std::string>() : "";
     run.quiet = args.count("quiet") > 0;
     run.metrics = metrics_text;
@@ -147,6 +166,12 @@ int main(int argc, char** argv) {
         saved = c;
         return 0;
     };
+    if (nats.enabled)
+        run.started = [&](const TapEngine&) {
+            cli::diag(src + ": publishing to " + nats.text + "; cursor " +
+                      (cursor ? std::to_string(*cursor) + (from_bucket ? std::string(" from the bucket fh_cursors") : std::string())
+                              : std::string("none (live)")));
+        };
     run.summary = [&](const TapEngine& e) {
         const auto& n = e.counters();
         const std::int64_t c = e.written_cursor(0);

@@ -125,7 +125,7 @@ bool resumes_at(ByteView b, std::size_t p) {
 
 }  // namespace
 
-Errc Journal::read_all(const std::string& dir, std::vector<Contents>& out, std::string& err) {
+std::vector<std::pair<std::uint64_t, std::string>> Journal::list(const std::string& dir) {
     std::vector<std::pair<std::uint64_t, std::string>> journals;
     std::error_code ec;
     for (auto& e : std::filesystem::directory_iterator(dir + "/journal", ec)) {
@@ -135,6 +135,11 @@ Errc Journal::read_all(const std::string& dir, std::vector<Contents>& out, std::
             journals.emplace_back(std::stoull(name.substr(0, 16), nullptr, 16), e.path().string());
     }
     std::sort(journals.begin(), journals.end());
+    return journals;
+}
+
+Errc Journal::read_all(const std::string& dir, std::vector<Contents>& out, std::string& err) {
+    const auto journals = list(dir);
     out.clear();
     out.reserve(journals.size());
     for (auto& [first, path] : journals) {

@@ -2,7 +2,8 @@
 // or list, receive time, DID and collection, with tombstones hiding messages. Ordinal lists
 // are point reads (lazy, O(1) indexes each); DID selections read only the clusters of that
 // DID's groups; everything else scans the segments that can match, in order. Also the last
-// seq of a source (cvl-cat --last-seq): the journal, then segments from the newest backwards.
+// seq of a source (cvl-cat --last-seq) or of every source (--last-seqs): the journal, then
+// segments from the newest backwards.
 #include "internal/cvl/journal.h"
 #include "internal/cvl/reader.h"
 
@@ -11,6 +12,8 @@
 #include "sovereign/message.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 namespace sov::cvl {
 
@@ -172,20 +175,36 @@ std::optional<std::int64_t> seq_of_wire(ByteView wire) noexcept {
     return seq.as_int();
 }
 
-Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::string& err) {
-    out = LastSeq{};
-    bool found = false;
-    auto consider = [&](ByteView envelope, std::uint64_t ord) {
+namespace {
+
+// The messages with a seq, by `src`, from the newest part of the archive backwards: each
+// journal (newest first), then each sealed segment from the newest. Per src, only the newest
+// part holding one of its messages counts (the largest seq there). `wanted` (when not null)
+// limits the srcs looked for; the walk stops after the first part at which every wanted src
+// has been found (never, without `wanted`: every src may be in the oldest segment).
+Errc last_seqs_walk(const std::string& dir, const std::set<std::string, std::less<>>* wanted,
+                    std::map<std::string, LastSeq, std::less<>>& out, std::vector<std::string>& journal_damage,
+                    std::string& err) {
+    out.clear();
+    journal_damage.clear();
+    std::size_t part = 0;
+    std::map<std::string, std::size_t, std::less<>> part_of;  // the part where each src was first found
+    auto consider = [&](ByteView envelope, std::uint64_t ord, bool journal) {
         frames::Envelope e;
-        if (frames::parse_envelope(envelope, e) || e.is_marker() || e.src != src) return;
+        if (frames::parse_envelope(envelope, e) || e.is_marker()) return;
+        if (wanted && wanted->find(e.src) == wanted->end()) return;
         const std::optional<std::int64_t> seq = seq_of_wire(e.wire);
         if (!seq) return;
-        if (!found || *seq > out.seq) {
-            out.seq = *seq;
-            out.ordinal = ord;
-            found = true;
+        auto it = out.find(e.src);
+        if (it == out.end()) {
+            out.emplace(std::string(e.src), LastSeq{*seq, ord, journal, {}});
+            part_of.emplace(std::string(e.src), part);
+        } else if (part_of.find(e.src)->second == part && *seq > it->second.seq) {
+            it->second.seq = *seq;
+            it->second.ordinal = ord;
         }
     };
+    auto enough = [&] { return wanted && out.size() == wanted->size(); };
     // The journal first, and before the segments are listed: a seal that renames the journal
     // away while we look has put its frames in a segment the listing below will see. A journal
     // deleted between its listing and its reading (io_not_found) is looked for again.
@@ -196,13 +215,12 @@ Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::s
         if (e != Errc::io_not_found || attempt == 8) return e;
     }
     for (auto j = journals.rbegin(); j != journals.rend(); ++j) {
-        for (const auto& d : j->damage)
-            out.journal_damage.push_back(j->path + ":" + std::to_string(d.offset) + ": " + d.reason);
-        if (found) continue;
-        for (const auto& r : j->records) consider(r.env, r.ord);
-        out.in_journal = found;
+        for (const auto& d : j->damage) journal_damage.push_back(j->path + ":" + std::to_string(d.offset) + ": " + d.reason);
+        if (enough()) continue;
+        for (const auto& r : j->records) consider(r.env, r.ord, true);
+        ++part;
     }
-    if (found) return Errc::ok;
+    if (enough()) return Errc::ok;
     journals.clear();
 
     Errc code = Errc::ok;
@@ -216,13 +234,13 @@ Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::s
         damage = e;
         damage_text = text + " (ordinals " + ordinal_ranges(ords) + " unread)";
     };
-    for (std::uint64_t end = ar->end_ordinal(); end > 0 && !found;) {
+    for (std::uint64_t end = ar->end_ordinal(); end > 0 && !enough(); ++part) {
         std::uint64_t first = 0;
         const Errc e = ar->scan_segment_of(
-            end - 1, [&](std::uint64_t ord, ByteView envelope) { consider(envelope, ord); return true; }, on_damage,
+            end - 1, [&](std::uint64_t ord, ByteView envelope) { consider(envelope, ord, false); return true; }, on_damage,
             first, err);
         if (e != Errc::ok) return e;
-        // A cluster that cannot be read may hold a larger seq of SRC: no answer is better
+        // A cluster that cannot be read may hold a larger seq of a src: no answer is better
         // than a wrong one (a resumed tap would fetch again what is archived, or skip).
         if (damage != Errc::ok) {
             err = damage_text;
@@ -230,9 +248,28 @@ Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::s
         }
         end = first;
     }
-    if (found) return Errc::ok;
+    return Errc::ok;
+}
+
+}  // namespace
+
+Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::string& err) {
+    out = LastSeq{};
+    const std::set<std::string, std::less<>> wanted{std::string(src)};
+    std::map<std::string, LastSeq, std::less<>> found;
+    std::vector<std::string> damage;
+    const Errc e = last_seqs_walk(dir, &wanted, found, damage, err);
+    if (auto it = found.find(src); it != found.end()) out = it->second;
+    out.journal_damage = std::move(damage);
+    if (e != Errc::ok) return e;
+    if (!found.empty()) return Errc::ok;
     err = dir + ": no message with a seq from src '" + std::string(src) + "' in the archive";
     return Errc::cvl_no_src;
+}
+
+Errc last_seqs(const std::string& dir, std::map<std::string, LastSeq, std::less<>>& out,
+               std::vector<std::string>& journal_damage, std::string& err) {
+    return last_seqs_walk(dir, nullptr, out, journal_damage, err);
 }
 
 }  // namespace sov::cvl

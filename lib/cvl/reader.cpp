@@ -28,6 +28,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <mutex>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -333,13 +334,35 @@ Errc Archive::Impl::locate(std::uint64_t ord, Loaded*& out, std::string& err) {
     return Errc::cvl_no_ordinal;
 }
 
+namespace {
+
+// Dictionaries are immutable once written: one ZSTD_DDict per file (device, inode, size,
+// mtime) for the whole process, however many Archives read it.
+std::mutex ddict_mu;
+std::map<std::string, std::weak_ptr<const ZSTD_DDict>> ddict_registry;
+
+}  // namespace
+
 const ZSTD_DDict* Archive::Impl::ddict(std::uint32_t id, Errc& code, std::string& err) {
     code = Errc::ok;
     if (id == 0) return nullptr;
     auto it = ddicts.find(id);
     if (it != ddicts.end()) return it->second.get();
-    std::vector<std::uint8_t> d;
     const std::string path = dict_path(dir, id);
+    struct stat st;
+    std::string key;
+    if (::stat(path.c_str(), &st) == 0) {
+        key = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+              std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+        std::lock_guard lock(ddict_mu);
+        auto r = ddict_registry.find(key);
+        if (r != ddict_registry.end())
+            if (auto shared = r->second.lock()) {
+                ddicts[id] = shared;
+                return shared.get();
+            }
+    }
+    std::vector<std::uint8_t> d;
     std::string e;
     if (Errc c = file::read_file(path, d, e); c != Errc::ok) {
         err = path + ": missing or unreadable dictionary (" + e + ")";
@@ -353,7 +376,14 @@ const ZSTD_DDict* Archive::Impl::ddict(std::uint32_t id, Errc& code, std::string
         code = Errc::cvl_bad_dict;
         return nullptr;
     }
-    ddicts[id].reset(dd);
+    std::shared_ptr<const ZSTD_DDict> shared(dd, [](const ZSTD_DDict* p) { ZSTD_freeDDict(const_cast<ZSTD_DDict*>(p)); });
+    ddicts[id] = shared;
+    if (!key.empty()) {
+        std::lock_guard lock(ddict_mu);
+        ddict_registry[key] = shared;
+        for (auto r = ddict_registry.begin(); r != ddict_registry.end();)  // forget the unused
+            r = r->second.expired() ? ddict_registry.erase(r) : std::next(r);
+    }
     return dd;
 }
 
@@ -376,6 +406,7 @@ Errc Archive::Impl::read_compressed(Loaded& L, std::uint64_t bin_off, std::uint3
             return c == Errc::io_not_found ? Errc::cvl_missing_data : c;
         }
     }
+    static thread_local detail::Buf comp_buf;  // this thread's (reader.h)
     std::uint8_t* buf = comp_buf.get(c_len);
     std::string e;
     if (Errc c = file::pread_all(L.fds[k], file_off, buf, c_len, where, e); c != Errc::ok) {
@@ -405,7 +436,12 @@ Errc Archive::Impl::decompress(const Loaded& L, const std::uint8_t* comp, std::u
     if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN)
         return corrupt("no valid zstd frame header");
     if (size < need || size > cap) return corrupt("frame content size " + std::to_string(size) + " does not fit its records");
+    static thread_local std::unique_ptr<ZSTD_DCtx, detail::ZstdDeleter> dctx{ZSTD_createDCtx()};  // reader.h
     ZSTD_DCtx* d = dctx.get();
+    if (!d) {
+        err = where + ":" + std::to_string(file_off) + ": cannot decompress: no zstd context (out of memory)";
+        return Errc::io_error;
+    }
     if (whole) {
         std::size_t r = dd ? ZSTD_decompress_usingDDict(d, out, size, comp, c_len, dd)
                            : ZSTD_decompressDCtx(d, out, size, comp, c_len);
@@ -442,7 +478,7 @@ Errc Archive::Impl::decompress(const Loaded& L, const std::uint8_t* comp, std::u
     return Errc::ok;
 }
 
-Errc Archive::Impl::message(Loaded& L, std::uint32_t i, ByteView& env, std::string& err) {
+Errc Archive::Impl::message(Loaded& L, std::uint32_t i, ByteView& env, std::string& err, bool whole) {
     const index::View& x = L.x;
     const index::Record r = x.rec(i);
     if (r.c_len == 0) {
@@ -455,7 +491,7 @@ Errc Archive::Impl::message(Loaded& L, std::uint32_t i, ByteView& env, std::stri
         if (c.seg == &L && c.off == r.bin_off && c.have >= need) hit = &c;
     if (!hit) {
         // Reuse the least recently used slot (and its buffer).
-        if (cache.size() < kCacheSlots) cache.emplace_back();
+        if (cache.size() < cache_slots) cache.emplace_back();
         hit = &*std::min_element(cache.begin(), cache.end(), [](auto& a, auto& b) { return a.used < b.used; });
         hit->seg = nullptr;
         const std::uint64_t cap = cluster_bound(params);
@@ -473,7 +509,7 @@ Errc Archive::Impl::message(Loaded& L, std::uint32_t i, ByteView& env, std::stri
         std::uint64_t want = (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > cap) ? need : size;
         std::uint8_t* out = hit->buf.get(std::max(want, need));
         std::uint64_t got = 0;
-        if (Errc c = decompress(L, comp, r.c_len, where, file_off, need, false, out, cap, got, err); c != Errc::ok) return c;
+        if (Errc c = decompress(L, comp, r.c_len, where, file_off, need, whole, out, cap, got, err); c != Errc::ok) return c;
         hit->seg = &L;
         hit->off = r.bin_off;
         hit->have = got;
@@ -662,6 +698,44 @@ Errc Archive::view(std::uint64_t ord, ByteView& envelope, std::string& err) {
         if (e != Errc::ok && e != Errc::cvl_purged && attempt < 8 && impl_->refresh(L)) continue;  // compacted meanwhile
         return e;
     }
+}
+
+Errc Archive::view_seq(std::uint64_t ord, ByteView& envelope, std::string& err) {
+    detail::Loaded* L;
+    if (Errc e = impl_->locate(ord, L, err); e != Errc::ok) return e;
+    for (int attempt = 0;; ++attempt) {
+        Errc e = impl_->message(*L, std::uint32_t(ord - L->x.first()), envelope, err, true);
+        if (e != Errc::ok && e != Errc::cvl_purged && attempt < 8 && impl_->refresh(L)) continue;  // compacted meanwhile
+        return e;
+    }
+}
+
+void Archive::cache_clusters(std::size_t n) noexcept {
+    Impl& im = *impl_;
+    im.cache_slots = std::max<std::size_t>(n, 1);
+    if (im.cache.size() > im.cache_slots) im.cache.resize(im.cache_slots);
+}
+
+std::size_t Archive::follow() {
+    Impl& im = *impl_;
+    std::uint64_t next = im.segs.empty() ? 0 : im.segs.back().number + 1;
+    std::size_t added = 0;
+    for (;; ++next, ++added) {
+        std::string path = idx_path(im.dir, next);
+        if (::access(path.c_str(), F_OK) != 0) break;
+        Impl::Seg sg;
+        sg.number = next;
+        sg.path = std::move(path);
+        im.segs.push_back(std::move(sg));
+    }
+    if (added && im.full) {  // the whole-archive views are derived again on demand
+        im.full = false;
+        im.idx.clear();
+        im.infos.clear();
+        im.problems.clear();
+        im.problem_infos.clear();
+    }
+    return added;
 }
 
 Errc Archive::scan_segment(std::size_t seg, const std::function<bool(std::uint64_t, ByteView)>& f, std::string& err) {

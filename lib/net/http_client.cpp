@@ -126,6 +126,7 @@ Errc HttpClient::get(const std::string& url, HttpResult& out, std::string& err) 
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, impl_->o.stall_timeout_s);
     curl_easy_setopt(c, CURLOPT_USERAGENT, impl_->o.user_agent.c_str());
+    if (!impl_->o.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, impl_->o.ca_file.c_str());
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");  // whatever curl can decode
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);

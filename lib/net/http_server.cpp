@@ -2,14 +2,28 @@
 // event loop, one service thread. Per connection: the handler's answer, then its body written
 // in chunks of kChunk bytes, each only when the socket is writable (LWS_CALLBACK_HTTP_WRITEABLE),
 // so a slow reader holds at most one chunk in lws's buffers. A delayed answer waits on the
-// connection's lws timer (LWS_CALLBACK_TIMER). WebSocket streams pull one message per
-// LWS_CALLBACK_SERVER_WRITEABLE; wake(topic) queues the topic and interrupts the poll
+// connection's lws timer (LWS_CALLBACK_TIMER). WebSocket streams pull messages at each
+// LWS_CALLBACK_SERVER_WRITEABLE (step streams: as many as the socket's send buffer has room
+// for, up to kBatch messages or kBatchBytes, framed here and written with one send(2));
+// wake(topic) queues the topic and interrupts the poll
 // (lws_cancel_service), and LWS_CALLBACK_EVENT_WAIT_CANCELLED, on the service thread, asks
 // every stream of the queued topics again. A cut returns -1 with no close reason: lws then
-// closes the socket without a close frame.
+// closes the socket without a close frame. With TLS the vhost gets the certificate and key files
+// (lws's OpenSSL server context); they are checked here first, so a bad file is named.
 #include "sovereign/net/http_server.h"
 
+#include "sovereign/file.h"
+
 #include <libwebsockets.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +39,9 @@ namespace sov::net {
 namespace {
 
 constexpr std::size_t kChunk = 16384;
+constexpr int kBatch = 256;                   // WebSocket messages per writable callback, at most
+constexpr std::size_t kBatchBytes = 256 * 1024;  // bytes per writable callback, at most (one message may exceed it)
+constexpr std::size_t kTxPacket = 1024 * 1024;   // bytes per send(2), at most (lws_protocols::tx_packet_size)
 
 // One request in flight on a connection (HTTP/1.1 keep-alive reuses the connection).
 struct Conn {
@@ -42,6 +59,8 @@ struct Stream {
     bool closing = false;     // step(false) asked for a close: sent at the next writable
     std::string close_data;
     std::uint16_t close_code = 1000;
+    std::string held;       // a step message that did not fit the last batch: sent first next time
+    bool has_held = false;
 };
 
 // What lws allocates per connection (zeroed, C layout): pointers to our state.
@@ -59,6 +78,7 @@ struct HttpServer::Impl {
     std::thread thread;
     std::atomic<bool> stopping{false};
     std::uint16_t port = 0;
+    bool tls = false;
     bool stopped = false;
     lws_protocols protocols[2]{};
     std::mutex wake_mu;
@@ -74,7 +94,10 @@ struct HttpServer::Impl {
     int on_upgrade(lws* wsi, Session* s);
     static int send_message(lws* wsi, Stream& st);
     static int write_message(lws* wsi, const std::string& m, bool binary);
+    static int send_batch(lws* wsi, Stream& st);
     static int close_with(lws* wsi, std::uint16_t code, std::string& reason);
+    /// A close with `code` and `reason` after what lws still holds for `wsi` has gone out.
+    static int close_after(lws* wsi, Stream& st, std::uint16_t code, std::string reason);
     static void read_params(lws* wsi, HttpRequest& req);
     static void read_host(lws* wsi, HttpRequest& req);
     static int send_headers(lws* wsi, Conn& c);
@@ -164,7 +187,8 @@ int HttpServer::Impl::on_upgrade(lws* wsi, Session* s) {
 }
 
 int HttpServer::Impl::write_message(lws* wsi, const std::string& m, bool binary) {
-    std::vector<unsigned char> buf(LWS_PRE + m.size());
+    static thread_local std::vector<unsigned char> buf;  // the service thread's, reused
+    if (buf.size() < LWS_PRE + m.size()) buf.resize(LWS_PRE + m.size());
     std::memcpy(buf.data() + LWS_PRE, m.data(), m.size());
     if (lws_write(wsi, buf.data() + LWS_PRE, m.size(), binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) != int(m.size()))
         return -1;
@@ -178,49 +202,125 @@ int HttpServer::Impl::close_with(lws* wsi, std::uint16_t code, std::string& reas
     return -1;
 }
 
-int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
+int HttpServer::Impl::close_after(lws* wsi, Stream& st, std::uint16_t code, std::string reason) {
     // A close frame goes out only after everything before it: while lws still holds part of
     // a message (the socket was full), the close waits for the next writable callback (and a
     // reader that never drains is cut after 10 s).
-    auto close_after_output = [&](std::uint16_t code, std::string reason) {
-        if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
-            if (!st.closing) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 10);
-            st.closing = true;
-            st.close_code = code;
-            st.close_data = std::move(reason);
-            lws_callback_on_writable(wsi);
-            return 0;
-        }
-        return close_with(wsi, code, reason);
-    };
+    if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
+        if (!st.closing) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 10);
+        st.closing = true;
+        st.close_code = code;
+        st.close_data = std::move(reason);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    return close_with(wsi, code, reason);
+}
+
+int HttpServer::Impl::send_message(lws* wsi, Stream& st) {
     if (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)) {
         // lws still holds part of the last message, or the socket is full: take nothing yet.
         lws_callback_on_writable(wsi);
         return 0;
     }
-    if (st.answer.step) {
-        if (st.closing) return close_after_output(st.close_code, st.close_data);
-        WsStep s;
-        try {
-            s = st.answer.step(true);
-        } catch (const std::exception&) {
-            return -1;
-        }
-        switch (s.kind) {
-        case WsStep::Kind::send: return write_message(wsi, s.data, st.answer.binary);
-        case WsStep::Kind::wait: return 0;
-        case WsStep::Kind::close: return close_after_output(s.code, std::move(s.data));
-        case WsStep::Kind::cut: return -1;  // no lws_close_reason: no close frame
-        }
-        return -1;
-    }
+    if (st.answer.step) return send_batch(wsi, st);
     if (!st.done) {
         std::optional<std::string> m = st.answer.next ? st.answer.next() : std::nullopt;
         if (m) return write_message(wsi, *m, st.answer.binary);
         st.done = true;
     }
     if (!st.answer.close_reason) return 0;  // stays open
-    return close_after_output(st.answer.close_code, *st.answer.close_reason);
+    return close_after(wsi, st, st.answer.close_code, *st.answer.close_reason);
+}
+
+namespace {
+
+// Free bytes in the socket's send buffer (SO_SNDBUF less what it holds, SIOCOUTQ), at most
+// kBatchBytes; kBatchBytes when the socket cannot tell.
+std::size_t send_room(lws* wsi) {
+    const int fd = int(lws_get_socket_fd(wsi));
+    int sndbuf = 0, queued = 0;
+    socklen_t len = sizeof sndbuf;
+    if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 || ::ioctl(fd, SIOCOUTQ, &queued) != 0)
+        return kBatchBytes;
+    return sndbuf > queued ? std::min(kBatchBytes, std::size_t(sndbuf - queued)) : 0;
+}
+
+// Appends the header of an unmasked, final WebSocket frame (RFC 6455 §5.2) of `n` payload bytes.
+void frame_header(std::vector<unsigned char>& out, bool binary, std::size_t n) {
+    out.push_back(binary ? 0x82 : 0x81);
+    if (n < 126) {
+        out.push_back(static_cast<unsigned char>(n));
+    } else if (n < 65536) {
+        out.push_back(126);
+        out.push_back(static_cast<unsigned char>(n >> 8));
+        out.push_back(static_cast<unsigned char>(n));
+    } else {
+        out.push_back(127);
+        for (int i = 7; i >= 0; --i) out.push_back(static_cast<unsigned char>(std::uint64_t(n) >> (8 * i)));
+    }
+}
+
+}  // namespace
+
+int HttpServer::Impl::send_batch(lws* wsi, Stream& st) {
+    // The messages of one writable callback go out as WebSocket frames built here, in one
+    // buffer and one lws_write(LWS_WRITE_HTTP): on a WebSocket connection lws sends such bytes
+    // as they are (no framing of its own) and, like any write, keeps what the socket did not
+    // take and sends it before anything else. The batch is sized to the free room of the
+    // socket's send buffer, so that lws rarely has to keep anything: a message that does not
+    // fit is held (one message, as with one message per callback) and goes first next time.
+    static thread_local std::vector<unsigned char> out;  // the service thread's, reused
+    out.resize(LWS_PRE);
+    const std::size_t room = send_room(wsi);
+    auto flush = [&]() -> int {
+        const std::size_t n = out.size() - LWS_PRE;
+        if (n == 0) return 0;
+        if (lws_write(wsi, out.data() + LWS_PRE, n, LWS_WRITE_HTTP) != int(n)) return -1;
+        out.resize(LWS_PRE);
+        return 0;
+    };
+    for (int k = 0; k < kBatch; ++k) {
+        if (st.closing && !st.has_held) {
+            if (flush() != 0) return -1;
+            return close_after(wsi, st, st.close_code, st.close_data);
+        }
+        WsStep s;
+        std::string_view m;
+        if (st.has_held) {
+            m = st.held;
+        } else {
+            try {
+                s = st.answer.step(true);
+            } catch (const std::exception&) {
+                return -1;
+            }
+            if (s.kind == WsStep::Kind::send) m = s.view.empty() ? std::string_view(s.data) : s.view;
+        }
+        if (st.has_held || s.kind == WsStep::Kind::send) {
+            const std::size_t used = out.size() - LWS_PRE, need = m.size() + 10;
+            if (used > 0 && used + need > room) {  // full: this one waits for the next callback
+                if (!st.has_held) st.held.assign(m);
+                st.has_held = true;
+                break;
+            }
+            frame_header(out, st.answer.binary, m.size());
+            out.insert(out.end(), m.begin(), m.end());
+            st.has_held = false;
+            if (st.held.capacity() > kBatchBytes) std::string().swap(st.held);
+            continue;
+        }
+        if (flush() != 0) return -1;
+        switch (s.kind) {
+        case WsStep::Kind::wait: return 0;  // asked again after the next wake()
+        case WsStep::Kind::again: lws_callback_on_writable(wsi); return 0;  // work in progress
+        case WsStep::Kind::close: return close_after(wsi, st, s.code, std::move(s.data));
+        default: return -1;  // cut: no lws_close_reason, no close frame
+        }
+    }
+    if (flush() != 0) return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
 }
 
 void HttpServer::Impl::on_woken() {
@@ -371,6 +471,43 @@ HttpServer::~HttpServer() { stop(); }
 
 std::uint16_t HttpServer::port() const noexcept { return impl_->port; }
 
+bool HttpServer::tls() const noexcept { return impl_->tls; }
+
+namespace {
+
+// Reads the PEM certificate and private key of `tls` and checks that the key is the
+// certificate's, naming the file at fault.
+Errc check_tls_files(const HttpServerTls& tls, std::string& err) {
+    std::vector<std::uint8_t> bytes;
+    if (Errc e = file::read_file(tls.cert_file, bytes, err); e != Errc::ok) return e;
+    BIO* b = BIO_new_mem_buf(bytes.data(), int(bytes.size()));
+    X509* cert = b ? PEM_read_bio_X509(b, nullptr, nullptr, nullptr) : nullptr;
+    BIO_free(b);
+    Errc code = Errc::ok;
+    if (!cert) {
+        err = tls.cert_file + ": not a PEM certificate";
+        code = Errc::bad_argument;
+    } else if ((code = file::read_file(tls.key_file, bytes, err)) == Errc::ok) {
+        b = BIO_new_mem_buf(bytes.data(), int(bytes.size()));
+        EVP_PKEY* key = b ? PEM_read_bio_PrivateKey(b, nullptr, nullptr, nullptr) : nullptr;
+        BIO_free(b);
+        std::fill(bytes.begin(), bytes.end(), 0);
+        if (!key) {
+            err = tls.key_file + ": not a PEM private key";
+            code = Errc::bad_argument;
+        } else if (X509_check_private_key(cert, key) != 1) {
+            err = tls.key_file + ": not the private key of " + tls.cert_file;
+            code = Errc::bad_argument;
+        }
+        EVP_PKEY_free(key);
+    }
+    X509_free(cert);
+    ERR_clear_error();
+    return code;
+}
+
+}  // namespace
+
 void HttpServer::wake(std::uint32_t topic) {
     if (!impl_ || impl_->stopping.load()) return;
     bool first;
@@ -385,38 +522,70 @@ void HttpServer::wake(std::uint32_t topic) {
 std::size_t HttpServer::streams() const noexcept { return impl_ ? impl_->open_streams.load() : 0; }
 
 std::unique_ptr<HttpServer> HttpServer::start(std::string_view listen, Handler handler, Errc& code, std::string& err,
-                                              StreamHandler stream) {
+                                              StreamHandler stream, const std::optional<HttpServerTls>& tls) {
+    return start_on(listen, false, std::move(handler), code, err, std::move(stream), tls);
+}
+
+std::unique_ptr<HttpServer> HttpServer::start_public(std::string_view listen, Handler handler, Errc& code,
+                                                     std::string& err, StreamHandler stream) {
+    return start_on(listen, true, std::move(handler), code, err, std::move(stream), std::nullopt);
+}
+
+std::unique_ptr<HttpServer> HttpServer::start_on(std::string_view listen, bool any_address, Handler handler, Errc& code,
+                                                 std::string& err, StreamHandler stream,
+                                                 const std::optional<HttpServerTls>& tls) {
     code = Errc::ok;
     auto colon = listen.rfind(':');
     std::string_view host = colon == std::string_view::npos ? std::string_view{} : listen.substr(0, colon);
     std::string_view port_text = colon == std::string_view::npos ? std::string_view{} : listen.substr(colon + 1);
     unsigned port = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if ((host != "127.0.0.1" && host != "localhost") || port_text.empty() || ec != std::errc() ||
-        ptr != port_text.data() + port_text.size() || port > 65535) {
+    in_addr numeric{};
+    const std::string host_s(host == "localhost" ? std::string_view("127.0.0.1") : host);
+    const bool host_ok = any_address ? ::inet_pton(AF_INET, host_s.c_str(), &numeric) == 1 : host_s == "127.0.0.1";
+    if (!host_ok || port_text.empty() || ec != std::errc() || ptr != port_text.data() + port_text.size() || port > 65535) {
         code = Errc::net_bad_url;
-        err = "--listen " + std::string(listen) + ": expected 127.0.0.1:PORT (loopback only; PORT 0 picks a free port)";
+        err = "--listen " + std::string(listen) +
+              (any_address ? ": expected ADDR:PORT with an IPv4 address of this machine (0.0.0.0: all; PORT 0 picks a free port)"
+                           : ": expected 127.0.0.1:PORT (loopback only; PORT 0 picks a free port)");
         return nullptr;
     }
+    if (tls) {
+        if ((code = check_tls_files(*tls, err)) != Errc::ok) return nullptr;
+    }
     auto impl = std::make_unique<Impl>();
+    impl->tls = tls.has_value();
     impl->handler = std::move(handler);
     impl->stream_handler = std::move(stream);
-    impl->protocols[0] = {"http", &Impl::callback, sizeof(Session), 0, 0, nullptr, 0};
+    // tx_packet_size: the most lws hands to one send(2). Left at 0, it is the 4 KiB service
+    // buffer: every larger write (a batch of messages, a 16 KiB body chunk) would go out 4 KiB
+    // per poll round, the rest copied into lws's buffer meanwhile.
+    impl->protocols[0] = {"http", &Impl::callback, sizeof(Session), 0, 0, nullptr, kTxPacket};
     impl->protocols[1] = {nullptr, nullptr, 0, 0, 0, nullptr, 0};
     lws_set_log_level(LLL_ERR, nullptr);
     lws_context_creation_info info;
     std::memset(&info, 0, sizeof info);
     info.port = int(port);
-    info.iface = "127.0.0.1";
+    info.iface = host_s == "0.0.0.0" ? nullptr : host_s.c_str();
     info.protocols = impl->protocols;
     info.user = impl.get();
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     info.max_http_header_data = 4096;
     info.timeout_secs = 30;
+    // An idle keep-alive connection is kept 60 s (lws's default is 5 s): clients (Node's fetch:
+    // 4 s) then always give up first, and never reuse a connection the server is closing.
+    info.keepalive_timeout = 60;
+    if (tls) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = tls->cert_file.c_str();
+        info.ssl_private_key_filepath = tls->key_file.c_str();
+    }
     impl->context = lws_create_context(&info);
     if (!impl->context) {
         code = Errc::net_transport;
-        err = "cannot listen on 127.0.0.1:" + std::to_string(port) + " (port in use?)";
+        err = "cannot listen on " + host_s + ":" + std::to_string(port) +
+              (tls ? " with TLS (port in use, or a certificate OpenSSL refuses?)"
+                   : std::string(" (port in use, or not an address of this machine?)"));
         return nullptr;
     }
     lws_vhost* vh = lws_get_vhost_by_name(impl->context, "default");
@@ -424,7 +593,7 @@ std::unique_ptr<HttpServer> HttpServer::start(std::string_view listen, Handler h
     if (p <= 0) {
         lws_context_destroy(impl->context);
         code = Errc::net_transport;
-        err = "cannot listen on 127.0.0.1:" + std::to_string(port);
+        err = "cannot listen on " + host_s + ":" + std::to_string(port);
         return nullptr;
     }
     impl->port = std::uint16_t(p);

@@ -42,6 +42,8 @@ struct TapEngine::Source {
     std::int64_t last_activity_us = 0;      // last message, or the connect
     std::int64_t last_idle_marker_us = 0;
     std::uint32_t failures_in_row = 0;
+    std::uint32_t cursor_resets = 0;
+    std::string end_reason;                 // the next disconnect marker's reason, when we know better
     bool relay = false, parked = false, queued = false;  // relay: skipped (no markers); parked: not reconnected
 
     Source(std::uint32_t i, TapSource d, const BackoffPolicy& p)
@@ -63,6 +65,8 @@ TapEngine::~TapEngine() = default;
 std::size_t TapEngine::source_count() const noexcept { return sources_.size(); }
 const TapSource& TapEngine::source(std::size_t i) const noexcept { return sources_[i]->def; }
 std::int64_t TapEngine::written_cursor(std::size_t i) const noexcept { return sources_[i]->written.load(); }
+bool TapEngine::parked(std::size_t i) const noexcept { return sources_[i]->parked; }
+std::uint32_t TapEngine::cursor_resets(std::size_t i) const noexcept { return sources_[i]->cursor_resets; }
 std::array<std::uint64_t, kSourceStates> TapEngine::state_counts() const noexcept {
     std::array<std::uint64_t, kSourceStates> a{};
     for (std::size_t i = 0; i < kSourceStates; ++i) a[i] = states_[i].load();
@@ -225,15 +229,25 @@ void TapEngine::on_message(ConnId id, ByteView wire, bool /*binary*/, std::int64
     if (h.op == -1) {
         if (h.name == "FutureCursor") {
             ++n_.future_cursor;
+            const std::string said = "the server says the cursor " + std::to_string(s.requested.value_or(0)) +
+                                     " is ahead of its stream (FutureCursor" +
+                                     (h.message.empty() ? std::string() : ": " + std::string(h.message)) + ")";
+            const bool live = !opt_.future_cursor_fatal && opt_.future_cursor_live;
             if (cb_.diag)
-                cb_.diag(s.def.src, "the server says the cursor " + std::to_string(s.requested.value_or(0)) +
-                                        " is ahead of its stream (FutureCursor" +
-                                        (h.message.empty() ? std::string() : ": " + std::string(h.message)) +
-                                        "); a cursor is never reset silently: check it, or start without one" +
-                                        (opt_.future_cursor_fatal ? "" : " (this host stays offline until then)"));
+                cb_.diag(s.def.src, said + (live ? "; its seq went back (a restart with a reset?): FORGETTING the cursor "
+                                                   "and reconnecting at the live head, as --future-cursor live asks; "
+                                                   "its events before that connection are not observed"
+                                                 : "; a cursor is never reset silently: check it, or start without one" +
+                                                       std::string(opt_.future_cursor_fatal ? "" : " (this host stays offline until then)")));
             if (opt_.future_cursor_fatal) {
                 finish(Errc::net_future_cursor);
+            } else if (live) {
+                ++s.cursor_resets;
+                s.cursor.reset();
+                s.end_reason = "FutureCursor at cursor " + std::to_string(s.requested.value_or(0)) + ": cursor forgotten, reconnecting live";
+                loop_->close(id, "FutureCursor");
             } else {
+                s.end_reason = "FutureCursor at cursor " + std::to_string(s.requested.value_or(0)) + ": host left offline";
                 s.parked = true;  // never reconnected: left offline
                 loop_->close(id, "FutureCursor");
             }
@@ -265,15 +279,19 @@ void TapEngine::on_close(ConnId id, const WsClose& c) {
         --connecting_;
         pump();
     }
-    const std::string why = std::string(to_string(c.why)) + (c.reason.empty() ? "" : ": " + c.reason);
+    // "stopped", "dropped: <detail>", ...: the detail only when it adds something
+    const std::string kind(to_string(c.why));
+    const std::string why = kind + (c.reason.empty() || c.reason == kind ? "" : ": " + c.reason);
     if (c.was_open && !s.relay) {
         frames::Marker m;
         m.kind = "disconnect";
-        m.reason = c.why == WsEnd::closed
+        m.reason = !s.end_reason.empty() ? s.end_reason
+                   : c.why == WsEnd::closed
                        ? "closed " + std::to_string(c.code) + (c.reason.empty() ? "" : " " + c.reason)
                        : why;
         push_marker(s, m);
     }
+    s.end_reason.clear();
     if (s.relay || s.parked) {
         set_state(s, SourceState::offline);
         return;

@@ -11,11 +11,15 @@
 #include "sovereign/net/http_client.h"  // parse_retry_after
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <uv.h>
 
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -83,6 +87,15 @@ struct Timer {
     WsLoop::Impl* impl;
 };
 
+// Whether libwebsockets' failure text is about TLS (its wording varies: "SSL_connect …",
+// "tls …", "server's cert didn't look good …").
+bool lower_has_tls_words(const std::string& s) {
+    std::string l(s);
+    for (char& ch : l) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    return l.find("ssl") != std::string::npos || l.find("tls") != std::string::npos ||
+           l.find("cert") != std::string::npos;
+}
+
 constexpr const char* kProtocol = "sov-ws";
 // libwebsockets 4.1's write type for a close frame (its private LWS_WRITE_CLOSE, 4; the public
 // header leaves it to lws_close_reason(), which cannot be used here: see CLIENT_WRITEABLE).
@@ -122,6 +135,7 @@ struct WsLoop::Impl {
     void finish();
     void run_posted();
     void kill(Conn& c, WsEnd why, std::string reason);
+
     void schedule(std::uint32_t ms, std::function<void()> fn);
 };
 
@@ -346,7 +360,18 @@ int WsLoop::Impl::callback(lws* wsi, lws_callback_reasons reason, void* /*user*/
                 cl.why = *c->pending;
                 cl.reason = c->pending_reason;
             } else {
-                while (!cl.reason.empty() && (cl.reason.back() == ' ' || cl.reason.back() == '\0')) cl.reason.pop_back();
+                while (!cl.reason.empty() && (cl.reason.back() == ' ' || cl.reason.back() == '\n' ||
+                                              cl.reason.back() == '\0'))
+                    cl.reason.pop_back();
+                // A certificate that did not verify is said in OpenSSL's words, with the name
+                // it was checked against (libwebsockets' own text gives only a number).
+                SSL* ssl = c->endpoint.tls ? static_cast<SSL*>(lws_get_ssl(wsi)) : nullptr;
+                const long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+                if (verify != X509_V_OK)
+                    cl.reason = "TLS: the certificate of " + c->endpoint.host + " did not verify: " +
+                                X509_verify_cert_error_string(verify);
+                else if (c->endpoint.tls && lower_has_tls_words(cl.reason))
+                    cl.reason = "TLS: " + cl.reason;
                 cl.reason = "cannot connect to " + c->address + " port " + std::to_string(c->endpoint.port) + ": " +
                             cl.reason;
             }
@@ -396,6 +421,7 @@ void WsLoop::Impl::on_tick() {
     for (auto& [id, up] : conns) {
         Conn& c = *up;
         if (c.state != State::open || !c.wsi || c.pending) continue;
+
         if (c.ping_sent_mono) {
             if (now - c.ping_sent_mono >= deadline) dead.push_back(&c);
         } else if (now - c.last_pong_mono >= interval && !c.want_ping) {
@@ -491,7 +517,7 @@ std::unique_ptr<WsLoop> WsLoop::start(WsEvents& events, const WsOptions& options
 
     im->protocols[0].name = kProtocol;
     im->protocols[0].callback = &Impl::callback;
-    im->protocols[0].rx_buffer_size = 65536;
+    im->protocols[0].rx_buffer_size = std::max<std::size_t>(options.rx_buffer, 4096);
     // libwebsockets' own validity checks stay out of the way: liveness is our ping (on_tick).
     im->retry.secs_since_valid_ping = 0;
     im->retry.secs_since_valid_hangup = 0;
@@ -510,6 +536,9 @@ std::unique_ptr<WsLoop> WsLoop::start(WsEvents& events, const WsOptions& options
     info.retry_and_idle_policy = &im->retry;
     info.timeout_secs = 20;      // connect + handshake
     info.fd_limit_per_thread = 0;
+    // The buffer every socket read goes into (libwebsockets' default: 4 KiB, one recv() per
+    // 4 KiB of a busy stream). 64 KiB, one per loop thread: a sixteenth of the reads.
+    info.pt_serv_buf_size = 65536;
     im->context = lws_create_context(&info);
     if (!im->context) {
         code = Errc::net_transport;

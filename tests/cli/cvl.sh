@@ -1295,6 +1295,13 @@ for src in a.example b.example c.example; do
 done
 expect "--last-seq: a marker's numbers never count (a.example below the gap marker's 999999999)" \
     "$([ "$("$ccat" "$M/L" --last-seq a.example)" -lt 999999990 ] && echo below)" below
+# --last-seqs: every src with a seq, 'SRC SEQ' sorted (mesh-tap's cursors file); m.example
+# (markers only) has no line; the same numbers as --last-seq.
+run "$ccat" -q "$M/L" --last-seqs
+expect "--last-seqs: one 'SRC SEQ' line per src with messages, exit 0" "$rc:$(tr '\n' '|' <"$tmp/out")" \
+    "0:a.example $(mix maxseq a.example <"$M/L.jsonl")|b.example $(mix maxseq b.example <"$M/L.jsonl")|c.example $(mix maxseq c.example <"$M/L.jsonl")|"
+run "$ccat" "$M/L" --last-seqs --stats
+expect "--last-seqs with another mode: usage error" "$rc" 2
 run "$ccat" "$M/L" --last-seq d.example
 expect "--last-seq of an absent src: exit 1, nothing on stdout" "$rc:$(size "$tmp/out")" "1:0"
 expect_match "--last-seq of an absent src: names it" "$(cat "$tmp/err")" \
@@ -1315,6 +1322,8 @@ last_seg=$(ls "$M/L2/seg" | sort | tail -1 | cut -d. -f1)
 for f in "$M"/L2/shard/*/"$last_seg"-*.dat; do printf '\x55\x55\x55\x55' | dd of="$f" bs=1 seek=8 conv=notrunc 2>/dev/null; done
 run "$ccat" "$M/L2" --last-seq a.example
 expect "--last-seq: a damaged last segment is exit 1 with nothing on stdout" "$rc:$(size "$tmp/out")" "1:0"
+run "$ccat" "$M/L2" --last-seqs
+expect "--last-seqs: a damaged segment is exit 1 with nothing on stdout" "$rc:$(size "$tmp/out")" "1:0"
 rm -rf "$M/L2"
 
 # The journal: frames cvl-pack has read but not sealed count, while it runs and after kill -9.

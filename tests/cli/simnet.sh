@@ -336,7 +336,7 @@ fi
 # ---- usage errors exit 2 with one line
 for args in "--pdses 0" "--pdses 2 --relay-drop 0.1" "--pdses 2 --relay --relay-drop 1.5" \
     "--pdses 2 --relay --relay-drop-host pds7.test" "--pdses 2 --plc" "--pdses 2 --linger 3" \
-    "--plc --truth x" "--pdses 2 --start 5" "--pdses 2 --pool 0"; do
+    "--plc --truth x" "--pdses 2 --start 5" "--pdses 2 --pool 0" "--pdses 2 --too-slow 0" "--plc --too-slow 5"; do
     # shellcheck disable=SC2086
     "$mesh_sim" serve --no-corpus $args >/dev/null 2>"$tmp/usage.err"
     rc=$?

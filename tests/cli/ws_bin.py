@@ -153,17 +153,45 @@ def without_seq(wire):
     return repr((h, sorted(p.items())))
 
 
+def uvarint(b, i=0):
+    """The unsigned varint at b[i:] (a frame record's length, a CAR header's): (value, index
+    after it), or (None, i) when the bytes end inside it."""
+    n, shift, j = 0, 0, i
+    while j < len(b):
+        c = b[j]
+        j += 1
+        n |= (c & 0x7f) << shift
+        shift += 7
+        if not c & 0x80:
+            return n, j
+    return None, i
+
+
+def complete_prefix(data):
+    """The length of the complete records at the start of frame-stream bytes (a file still being
+    written may end inside a record)."""
+    i = 0
+    while i < len(data):
+        n, j = uvarint(data, i)
+        if n is None or j + n > len(data):
+            break
+        i = j + n
+    return i
+
+
+def car_root(car):
+    """The first root CID (binary, without the 0x00 prefix) of a CAR's header."""
+    n, i = uvarint(car)
+    header, _ = cbor(car[i:i + n])
+    return bytes(header["roots"][0][1])[1:]
+
+
 def records(data):
     """(start, end, envelope dict) of each record of frame-stream bytes."""
     i = 0
     while i < len(data):
-        start, n, shift = i, 0, 0
-        while True:
-            c = data[i]; i += 1
-            n |= (c & 0x7f) << shift
-            shift += 7
-            if not c & 0x80:
-                break
+        start = i
+        n, i = uvarint(data, i)
         env, j = cbor(data, i)
         assert j == i + n, "envelope length mismatch"
         i += n
@@ -173,6 +201,24 @@ def records(data):
 def frames(path):
     """The envelopes (dicts) of a frame-stream file."""
     return [env for _, _, env in records(open(path, "rb").read())]
+
+
+def truth_by_src(path):
+    """{src: [envelope, …]} of a frame-stream file (e.g. mesh-sim's truth file)."""
+    out = {}
+    for env in frames(path):
+        out.setdefault(env["src"], []).append(env)
+    return out
+
+
+def messages(envs):
+    """The envelopes that are messages, not markers."""
+    return [e for e in envs if "mark" not in e]
+
+
+def seq_of(env):
+    """The seq of an envelope's message."""
+    return message(env["wire"])[1].get("seq")
 
 
 def split_by_src(path):
@@ -194,8 +240,8 @@ def start_sim(mesh_sim, tmp, name, *args):
     for _ in range(6000):
         err.seek(0)
         for line in err.read().splitlines():
-            if line.startswith("mesh-sim: serving") and "http://127.0.0.1:" in line:
-                return p, int(line.split("http://127.0.0.1:")[1].split()[0].split("/")[0].rstrip(")"))
+            if line.startswith("mesh-sim: serving") and "://127.0.0.1:" in line:  # http or https (--tls)
+                return p, int(line.split("://127.0.0.1:")[1].split()[0].split("/")[0].rstrip(")"))
         if p.poll() is not None:
             break
         time.sleep(0.1)

@@ -9,18 +9,15 @@ rest of the run) and <pds>.<name>.u32le.zst (cursor tests: replay0, replaymid, o
 did-docs.json (DID documents at the end) and did-docs.pre-migration.json (just before the
 migration's PLC operation, which rotated the migrated DID's signing key).
 
-Expected, for every capture and both DID-document snapshots:
-  * every #commit, #identity, #account and #sync is ok, except
-  * bad-sig exactly on the frames of the migrated DID signed with the key that the other
-    snapshot holds: each such frame is ok under the other snapshot, and all belong to one DID;
-  * bad-commit on the #sync the reference PDS emits after importRepo + activateAccount (its
-    known defect: a rev minted by the new PDS beside the imported commit block with the old
-    rev): at most one per capture, a #sync, its reason naming the rev;
-  * every same-rev #sync after account creation or reactivation is ok (the regression of
-    issue 8 item 1: they were stale-rev), and at least one #sync is checked per PDS.
+Expected, for every capture and both DID-document snapshots: the verdicts refnet_verdicts.py
+describes (every frame ok but bad-sig on the migrated DID under the other snapshot and the
+migration #sync's bad-commit; same-rev #syncs ok; #syncs checked on every PDS).
 Prints one "ok - ..." / "FAIL - ..." line per check; exit 1 on any failure.
 """
 import json, os, subprocess, sys, collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import refnet_verdicts  # noqa: E402  (the expected verdicts, shared with refnet_taps.py)
 
 build = sys.argv[1]
 results = os.environ.get('SOVEREIGN_REFNET') or sys.argv[2]
@@ -29,7 +26,7 @@ if not os.path.isfile(os.path.join(results, 'did-docs.json')):
     sys.exit(77)
 FC = os.path.join(build, 'tools', 'frame-cat')
 CV = os.path.join(build, 'tools', 'cbor-verify')
-DOCS = ['did-docs.json', 'did-docs.pre-migration.json']
+DOCS = refnet_verdicts.DOCS
 failed = 0
 passed = 0
 
@@ -46,19 +43,7 @@ def check(name, cond, detail=''):
 
 def verdicts(inputs, src, docs):
     """[(type, did, vrd)] in input order and cbor-verify's report lines."""
-    fc = subprocess.Popen([FC, '-q', '--from', 'raw-u32le', '--src', src] + inputs, stdout=subprocess.PIPE)
-    cv = subprocess.Popen([CV, '--annotate', '--max-reports', '100000', '--did-docs', docs],
-                          stdin=fc.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    fc.stdout.close()
-    js = subprocess.run([FC, '-q', '--to', 'json'], stdin=cv.stdout, capture_output=True, check=True)
-    err = cv.stderr.read().decode()
-    if fc.wait() != 0 or cv.wait() not in (0, 1):
-        raise SystemExit('FAIL - pipeline on %s exited %d/%d:\n%s' % (inputs, fc.returncode, cv.returncode, err))
-    out = []
-    for line in js.stdout.decode().splitlines():
-        f = json.loads(line)
-        out.append((f.get('header', {}).get('t', 'error'), f.get('payload', {}).get('did') or f.get('payload', {}).get('repo'), f.get('vrd')))
-    return out, err.splitlines()
+    return refnet_verdicts.verdicts(build, [FC, '-q', '--from', 'raw-u32le', '--src', src] + inputs, docs)
 
 
 def captures(results):
@@ -76,35 +61,7 @@ def captures(results):
 totals = collections.Counter()
 for pds, name, inputs in captures(results):
     runs = {d: verdicts(inputs, name, os.path.join(results, d)) for d in DOCS}
-    a, b = runs[DOCS[0]][0], runs[DOCS[1]][0]
-    check('%s: the same frames under both DID-document snapshots' % name, len(a) == len(b))
-    for d, other in ((DOCS[0], DOCS[1]), (DOCS[1], DOCS[0])):
-        mine, reports = runs[d]
-        theirs = runs[other][0]
-        unexpected, badsig_dids, badcommit = [], set(), []
-        for i, (t, did, vrd) in enumerate(mine):
-            if t not in ('#commit', '#identity', '#account', '#sync'):
-                continue
-            totals[(t, vrd)] += 1
-            if vrd == 'ok':
-                continue
-            if vrd == 'bad-sig' and theirs[i][2] == 'ok':
-                badsig_dids.add(did)
-            elif vrd == 'bad-commit' and t == '#sync':
-                badcommit.append(i)
-            else:
-                unexpected.append('frame %d %s %s: %s' % (i, t, did, vrd))
-        check('%s --did-docs %s: every #commit/#identity/#account/#sync ok but the known cases' % (name, d),
-              not unexpected, '\n    '.join(unexpected[:10]))
-        check('%s --did-docs %s: bad-sig only on one (the migrated) DID, ok under the other snapshot' % (name, d),
-              len(badsig_dids) <= 1, str(sorted(badsig_dids)))
-        why = [r for r in reports if ': bad-commit: ' in r]
-        check('%s --did-docs %s: at most one bad-commit, the migration #sync, for its rev' % (name, d),
-              len(badcommit) <= 1 and all('rev' in r for r in why), '\n    '.join(why[:5]))
-        syncs = [v for t, _, v in mine if t == '#sync']
-        if name == pds and d == DOCS[0]:
-            check('%s: #sync frames checked (%d), none stale-rev' % (name, len(syncs)),
-                  len(syncs) > 0 and 'stale-rev' not in syncs, str(collections.Counter(syncs)))
+    refnet_verdicts.check_snapshots(check, name, runs, totals, want_syncs=(name == pds))
 
 # With a PLC mirror built from the run's own PLC export (plc-sync --from-file) and recv stamped
 # from each message's time (the captures recorded none): every commit of the migrated DID

@@ -19,6 +19,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -209,6 +210,17 @@ public:
     Errc read(std::uint64_t ord, std::vector<std::uint8_t>& envelope, std::string& err);
     /// As read(), without the copy: `envelope` stays valid until the next call on this object.
     Errc view(std::uint64_t ord, ByteView& envelope, std::string& err);
+    /// As view(), for reading in ordinal order: the first read of a cluster decompresses it
+    /// whole (checksum verified), so the cluster's next ordinals are served from memory.
+    Errc view_seq(std::uint64_t ord, ByteView& envelope, std::string& err);
+    /// How many decompressed clusters point reads keep (default 16: random reads near each
+    /// other hit); a reader going in order needs 1 or 2. Memory: up to n × the cluster size.
+    void cache_clusters(std::size_t n) noexcept;
+    /// Adds the segments sealed since open() (or the last follow()) by a writer still
+    /// appending: index files numbered after the last one known, found by stat(2). Returns how
+    /// many; end_ordinal() and the reads see them. Does not notice segments removed or a
+    /// damaged index appearing in the middle (segments() after a follow() does).
+    std::size_t follow();
     /// Calls f(ordinal, envelope) for every stored (not purged) message of segment position
     /// `seg` (< segments().size()) in ordinal order, decompressing each cluster once and
     /// verifying its checksum. Stops early if f returns false. Errors as read().
@@ -309,5 +321,13 @@ struct LastSeq {
 /// errors of Archive::open, io_* reading the journal, and the damage codes of a segment that
 /// must be read (its answer could be missing: never a guess).
 Errc last_seq(const std::string& dir, std::string_view src, LastSeq& out, std::string& err);
+/// `cvl-cat DIR --last-seqs`: last_seq for every `src` of the archive at once, by src (the
+/// same rules per src: its largest seq in the newest part holding one of its messages; a src
+/// with markers only has no entry). Unlike last_seq it reads the whole archive (the journal and
+/// every segment, newest first: any src may have its last message in the oldest segment).
+/// `journal_damage` as LastSeq's. Errors: those of last_seq but cvl_no_src (an archive with
+/// no message gives an empty map).
+Errc last_seqs(const std::string& dir, std::map<std::string, LastSeq, std::less<>>& out,
+               std::vector<std::string>& journal_damage, std::string& err);
 
 }  // namespace sov::cvl

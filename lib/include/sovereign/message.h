@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -86,5 +87,23 @@ struct Problem {
 /// the limits on blocks and ops. Unknown `t` values and unknown `op` values parse as
 /// Type::unknown (callers skip them).
 Problem parse(ByteView wire, Message& out);
+
+// -- building messages (a server's side of the stream) ------------------------------------------
+
+/// Splits `wire` into its header and payload objects; false unless both are DAG-CBOR maps
+/// (nothing else checked: no field, no limit).
+bool split(ByteView wire, ByteView& header, ByteView& payload);
+
+/// `wire` (header + payload) with the payload's `seq` replaced by `seq` (minimal encoding, so
+/// still canonical), appended to `out` (cleared first); every other byte is copied. false (out
+/// cleared) when `wire` is not two DAG-CBOR objects whose second is a map with an unsigned
+/// integer `seq`. Used to renumber a stream (a relay's own seq; cvl-serve's ordinal + 1).
+bool resequence(ByteView wire, std::uint64_t seq, std::vector<std::uint8_t>& out);
+
+/// An error frame (event-stream spec "Framing"): header {op: -1}, payload {error, message?}
+/// (message omitted when empty), e.g. error_frame("FutureCursor", "Cursor in the future.").
+std::string error_frame(std::string_view error, std::string_view message);
+/// An #info frame: header {op: 1, t: "#info"}, payload {name, message?}, e.g. OutdatedCursor.
+std::string info_frame(std::string_view name, std::string_view message);
 
 }  // namespace sov::msg

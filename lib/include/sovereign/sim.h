@@ -84,7 +84,7 @@ struct Options {
     /// Bytes. 0: every repository, once created, stays in memory whole (initial records drawn
     /// from the shared random stream). > 0: repositories are regenerable — initial records
     /// drawn from the account's own seed, only the MST nodes that operations can reach encoded
-    /// (the rest are pseudo-CID stubs), the simulation's changes kept as a log (~100 bytes per
+    /// (the rest are pseudo-CID stubs), the simulation's changes kept as a log (48 bytes per
     /// op) — and the least recently used are evicted when their approximate heap bytes exceed
     /// this budget, then rebuilt (and checked against the root they had) when next used. The
     /// bytes generated then depend on the budget too (a rebuild reorders the key list that
@@ -149,13 +149,23 @@ public:
     /// clock: Options::start_us plus exponential gaps at Options::events_per_second).
     std::int64_t last_time_us() const noexcept;
 
-    /// The number of accounts and the DID of account i (i < account_count()), in the order
-    /// Options::pds_of_account is asked about them.
+    /// The number of accounts and the DID of account i (i < account_count(), else
+    /// std::out_of_range). Accounts are not kept in memory: the DID is derived from the seed
+    /// (about 2 µs; Options::pds_of_account is asked when account i acts or is documented).
+    /// account_did() reads nothing that next() changes: it may be called from another thread.
     std::size_t account_count() const noexcept;
-    const std::string& account_did(std::size_t i) const;
+    std::string account_did(std::size_t i) const;
 
-    /// JSON object DID → DID document for every account (cbor-verify --did-docs).
+    /// JSON object DID → DID document for every account (cbor-verify --did-docs). Derives each
+    /// account's public key (tens of µs each) and holds the whole object: for many accounts,
+    /// write_did_docs().
     nlohmann::json did_docs() const;
+    /// The DID document of account i (i < account_count()).
+    nlohmann::json did_doc(std::size_t i) const;
+    /// did_docs().dump(), byte for byte, handed to `out` in pieces of about 1 MiB, without the
+    /// whole object in memory (a sort of account indexes by DID: 36 bytes per account). Stops
+    /// at, and returns, the first error `out` returns.
+    Errc write_did_docs(const std::function<Errc(std::string_view)>& out) const;
     const Stats& stats() const noexcept;
     const std::string& error_detail() const noexcept;
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "sovereign/errc.h"
+#include "sovereign/message.h"
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -26,10 +27,10 @@ namespace sov::sim {
 
 // -- event-stream messages ---------------------------------------------------------------------
 
-/// `wire` (header + payload, as the generator writes it) with the payload's `seq` replaced by
-/// `seq`, appended to `out` (cleared first); every other byte is copied. false (out cleared)
-/// when `wire` is not two DAG-CBOR objects whose second is a map with an integer `seq`.
-bool resequence(ByteView wire, std::uint64_t seq, std::vector<std::uint8_t>& out);
+// resequence(), error_frame(), info_frame(): sovereign/message.h, used here unqualified.
+using msg::error_frame;
+using msg::info_frame;
+using msg::resequence;
 
 /// What the simulation needs to know of a message.
 struct WireFacts {
@@ -43,11 +44,6 @@ struct WireFacts {
 };
 /// false when `wire` is not header + payload map.
 bool inspect(ByteView wire, WireFacts& f);
-
-/// An error frame: header {op: -1}, payload {error, message?} (omitted when empty).
-std::string error_frame(std::string_view error, std::string_view message);
-/// An #info frame: header {op: 1, t: "#info"}, payload {name, message?}.
-std::string info_frame(std::string_view name, std::string_view message);
 
 // -- replay window -----------------------------------------------------------------------------
 
@@ -171,6 +167,11 @@ public:
 
     /// Registers account `did` as hosted by PDS `pds` (for listRepos).
     void add_account(std::size_t pds, const std::string& did);
+    /// Registers many accounts at once without keeping their DIDs: account a (0 ≤ a <
+    /// home.size()) is hosted by PDS home[a] (< pdses(); others are ignored) and is called
+    /// did_of(a), asked only when listRepos lists it. Costs 4 bytes per account (its index in
+    /// its host's list). Not with add_account.
+    void add_accounts(const std::vector<std::uint32_t>& home, std::function<std::string(std::size_t)> did_of);
 
     /// PDS `pds` emits the generator's message `wire` at `now_us` under its next seq; the relay
     /// receives it (or drops it, or delays it). Topics to wake are appended to `wake`.
@@ -216,6 +217,9 @@ private:
     std::size_t restart_next_ = 0;
     NetCounters n_;
     std::vector<std::uint8_t> scratch_;
+    std::vector<std::string> named_;                   // add_account's DIDs, by account index
+    std::function<std::string(std::size_t)> did_of_;   // add_accounts'
+    std::string did_of(std::uint32_t account) const { return did_of_ ? did_of_(account) : named_.at(account); }
 };
 
 }  // namespace sov::sim

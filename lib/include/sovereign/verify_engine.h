@@ -24,6 +24,10 @@ struct FrameIn {
     ByteView wire;
     std::int64_t recv = 0;
     std::string_view src;
+    /// Where `seq` must increase (bad-seq): empty = per `src` (docs/design.md §3). A verifier
+    /// that sees one partition of a source's stream (docs/design.md §12) checks per (src,
+    /// partition): a partition holds an increasing subsequence of the source's seqs.
+    std::string_view seq_scope = {};
 };
 
 class Engine {

@@ -50,6 +50,32 @@ public:
     /// state_corrupt (with "<path>:<offset>: <reason>" in `err`).
     Errc load(const std::string& path, std::string& err);
 
+    /// Forgets every DID for which `did_pred(did)` and every src (seq scope) for which
+    /// `src_pred(src)` is true, as if never seen (their next frames are checked as first
+    /// seen). Returns the number of DIDs forgotten.
+    template <class DidPred, class SrcPred>
+    std::size_t forget(DidPred did_pred, SrcPred src_pred) {
+        std::size_t n = 0;
+        for (auto it = dids_.begin(); it != dids_.end();) {
+            if (did_pred(std::string_view(it->first))) {
+                lru_.erase(it->second.lru);
+                it = dids_.erase(it);
+                ++n;
+            } else {
+                ++it;
+            }
+        }
+        for (auto it = seqs_.begin(); it != seqs_.end();) {
+            if (src_pred(std::string_view(it->first))) {
+                src_lru_.erase(it->second.lru);
+                it = seqs_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        return n;
+    }
+
     std::size_t did_count() const noexcept { return dids_.size(); }
     std::size_t src_count() const noexcept { return seqs_.size(); }
     std::uint64_t src_evictions() const noexcept { return src_evictions_; }

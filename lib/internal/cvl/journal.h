@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sov::cvl::detail {
@@ -55,6 +56,8 @@ public:
         bool truncated_tail = false;        ///< a last record cut short (a crash inside write)
     };
 
+    /// The journals of DIR (DIR/journal/<16 hex>.frames): (first ordinal, path), ascending.
+    static std::vector<std::pair<std::uint64_t, std::string>> list(const std::string& dir);
     /// Reads every journal of DIR (DIR/journal/<16 hex>.frames), in order of first ordinal.
     /// Damage does not stop the reading: after a record that is not valid, reading resumes
     /// at the next offset from which valid records follow (its own length prefix first,

@@ -60,6 +60,7 @@ struct Archive::Impl {
         detail::Buf buf;
     };
     static constexpr std::size_t kCacheSlots = 16;
+    std::size_t cache_slots = kCacheSlots;  ///< clusters kept decompressed (Archive::cache_clusters)
 
     std::string dir;
     Params params;
@@ -72,12 +73,16 @@ struct Archive::Impl {
     /// Indexes replaced by a newer generation while this reader used them (compaction):
     /// kept alive (and their open data files with them) until the archive is closed.
     std::vector<std::shared_ptr<detail::Loaded>> retired;
-    std::map<std::uint32_t, std::unique_ptr<ZSTD_DDict, detail::ZstdDeleter>> ddicts;
-    std::unique_ptr<ZSTD_DCtx, detail::ZstdDeleter> dctx{ZSTD_createDCtx()};
+    /// Dictionaries by id, shared with every other Archive of this process that opened the
+    /// same file (a server holds one Archive per subscriber).
+    std::map<std::uint32_t, std::shared_ptr<const ZSTD_DDict>> ddicts;
+    // The decompression context and the compressed-cluster buffer are the calling thread's
+    // (decompress(), read_compressed()): used only between a read and its decompression, so
+    // every Archive of a thread (a server's subscribers) shares one of each.
     std::optional<bitset::Set> tombs;
     std::vector<Cached> cache;
     std::uint64_t tick = 0;
-    detail::Buf comp_buf, scan_buf;
+    detail::Buf scan_buf;
 
     Errc load_one(Seg& sg, std::string& err);
     void load_all();
@@ -97,7 +102,10 @@ struct Archive::Impl {
     Errc decompress(const detail::Loaded& L, const std::uint8_t* comp, std::uint32_t c_len, const std::string& where,
                     std::uint64_t file_off, std::uint64_t need, bool whole, std::uint8_t* out, std::uint64_t cap,
                     std::uint64_t& got, std::string& err);
-    Errc message(detail::Loaded& L, std::uint32_t i, ByteView& env, std::string& err);
+    /// Message `i` of `L` through the cluster cache. `whole`: decompress the whole cluster
+    /// (checksum verified) so that its later messages are cache hits (reading in order);
+    /// otherwise only as far as message `i` (a point read).
+    Errc message(detail::Loaded& L, std::uint32_t i, ByteView& env, std::string& err, bool whole = false);
     /// Whole-segment scan. Without `on_damage`, the first unreadable cluster fails the scan;
     /// with it, each unreadable cluster is reported (text, ordinals) and skipped. `stale` is
     /// set (and the scan stops) when a failure is explained by a newer generation on disk.

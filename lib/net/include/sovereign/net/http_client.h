@@ -31,6 +31,8 @@ struct HttpClientOptions {
     long stall_timeout_s = 30;        ///< abort when no byte arrives for this long
     std::size_t max_body_bytes = 64u << 20;  ///< larger answers fail with net_protocol
     std::string user_agent = "sovereign/" SOVEREIGN_VERSION;
+    /// PEM file of certificate authorities for https:// (empty: the system's store).
+    std::string ca_file;
 };
 
 /// One reusable connection (keep-alive) for blocking GETs. Not thread-safe: one per thread.

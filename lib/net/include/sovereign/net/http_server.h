@@ -1,6 +1,6 @@
 // sovereign/net/http_server.h — a small HTTP/1.1 server on loopback, for simulated services
 // (mesh-sim serve) and tests. libwebsockets underneath (its default poll loop, one service
-// thread); nothing of it shows here.
+// thread) with OpenSSL for TLS; nothing of either shows here.
 //
 // The server calls one handler per request, on its service thread, one request at a time; the
 // handler returns the whole answer, which the server sends in chunks as the socket accepts
@@ -61,12 +61,16 @@ struct WsStep {
     enum class Kind {
         send,   ///< send `data` as one message
         wait,   ///< nothing now: asked again after the next wake() of the stream's topic
+        again,  ///< nothing now, but ask again at the next writable callback (work in progress)
         close,  ///< a close frame with `code` and reason `data` (≤ 123 bytes), then the connection ends
         cut,    ///< the TCP connection ends now, with no close frame (a crash, a network cut)
     };
     Kind kind = Kind::wait;
     std::string data;
     std::uint16_t code = 1000;
+    /// With `send`: when not empty, the message is these bytes instead of `data` (no copy into
+    /// `data`); they must stay valid until the step function is called again.
+    std::string_view view;
 };
 
 struct WsAnswer {
@@ -85,6 +89,13 @@ struct WsAnswer {
     std::vector<std::pair<std::string, std::string>> headers;
 };
 
+/// TLS for HttpServer: every connection on the port is TLS (https:// and wss://), none in
+/// clear text. The files are read once, at start().
+struct HttpServerTls {
+    std::string cert_file;  ///< PEM: the server certificate (then any intermediate ones)
+    std::string key_file;   ///< PEM: its private key (unencrypted)
+};
+
 class HttpServer {
 public:
     using Handler = std::function<HttpResponse(const HttpRequest&)>;
@@ -94,9 +105,16 @@ public:
     /// Listens on `listen` = "127.0.0.1:PORT" or "localhost:PORT" (loopback only; PORT 0 picks
     /// a free port) and starts the service thread. nullptr on error, with `err` saying why and
     /// `code` = net_bad_url (not a loopback address and port) or net_transport (cannot listen).
-    /// Without `stream`, upgrade requests are refused (the connection is closed).
+    /// Without `stream`, upgrade requests are refused (the connection is closed). With `tls`,
+    /// the port speaks only TLS; a certificate or key file that cannot be read (an io_* code),
+    /// that is not PEM, or a key that is not the certificate's (bad_argument) gives nullptr
+    /// with `err` naming the file.
     static std::unique_ptr<HttpServer> start(std::string_view listen, Handler handler, Errc& code, std::string& err,
-                                             StreamHandler stream = {});
+                                             StreamHandler stream = {}, const std::optional<HttpServerTls>& tls = {});
+    /// As start(), for a server meant for other machines (cvl-serve): `listen` may also be
+    /// any IPv4 address of this machine, "0.0.0.0" for all of them ("ADDR:PORT").
+    static std::unique_ptr<HttpServer> start_public(std::string_view listen, Handler handler, Errc& code,
+                                                    std::string& err, StreamHandler stream = {});
 
     ~HttpServer();  ///< stop()s
     HttpServer(const HttpServer&) = delete;
@@ -104,6 +122,8 @@ public:
 
     /// The port listened on.
     std::uint16_t port() const noexcept;
+    /// Whether the port speaks TLS (started with `tls`).
+    bool tls() const noexcept;
     /// Closes every connection and joins the service thread; idempotent. Not from the handler.
     void stop();
     /// Thread-safe, cheap, coalescing: every WebSocket stream of `topic` is asked again (its
@@ -116,6 +136,9 @@ public:
 
 private:
     explicit HttpServer(std::unique_ptr<Impl> impl);
+    static std::unique_ptr<HttpServer> start_on(std::string_view listen, bool any_address, Handler handler, Errc& code,
+                                                std::string& err, StreamHandler stream,
+                                                const std::optional<HttpServerTls>& tls);
     std::unique_ptr<Impl> impl_;
 };
 

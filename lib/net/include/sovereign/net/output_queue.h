@@ -3,9 +3,16 @@
 // bounded, and the producer is told to stop reading sockets when it is full — nothing is
 // dropped and nothing buffers without bound.
 //
+// Memory: the queued bytes live in chunks of 1 MiB (a larger one only for a record that needs
+// it), freed once written, a few kept for reuse; so RSS follows the queued bytes, with no
+// copy when the queue grows and nothing held after a burst.
+//
 // Checkpoints: a producer may tag the end of a frame with (source, seq); once every byte up to
 // that point has been handed to write(2), on_written(source, seq) is called on the writer
 // thread. That is how a tap's cursor becomes "the last seq written to stdout" (§8).
+//
+// The writer thread writes to a file descriptor, or hands each batch to a BatchWriter (the
+// taps' --to nats://: a checkpoint then fires only once the batch is stored and acknowledged).
 #pragma once
 
 #include "sovereign/io.h"
@@ -39,8 +46,16 @@ public:
         std::function<void(int err)> on_failed;
     };
 
+    /// Writes one batch on the writer thread: the queued bytes in order, as pieces that each
+    /// hold whole records (the bytes of one push() or push_record() never span two pieces).
+    /// Returns 0 once all of it is written, or an errno value (the queue then fails as after a
+    /// failed write(2): on_failed(err), later pushes discarded, no checkpoint of the batch).
+    using BatchWriter = std::function<int(const std::vector<ByteView>& pieces)>;
+
     /// Starts the writer thread on `fd` (not closed by the queue).
     OutputQueue(int fd, Options options, Callbacks callbacks);
+    /// Starts the writer thread, which hands every batch to `writer` instead of a descriptor.
+    OutputQueue(BatchWriter writer, Options options, Callbacks callbacks);
     ~OutputQueue();  ///< close()s
     OutputQueue(const OutputQueue&) = delete;
     OutputQueue& operator=(const OutputQueue&) = delete;
@@ -61,20 +76,27 @@ public:
 
 private:
     struct Checkpoint {
-        std::size_t end;
+        std::uint64_t end;  // stream offset: every byte before it written
         std::uint32_t source;
         std::int64_t seq;
     };
+    using Chunk = std::vector<std::uint8_t>;
+    Chunk& tail_for(std::size_t need);  // the chunk to append `need` bytes to (mu_ held)
     void run();
 
+    int write_fd(std::vector<Chunk>& batch);  // 0 or errno
     int fd_;
+    BatchWriter writer_;
     Options options_;
     Callbacks cb_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::vector<std::uint8_t> buf_;
+    std::vector<Chunk> chunks_;     // not yet taken by the writer, in order
+    std::vector<Chunk> spare_;      // written chunks kept for reuse (a few)
     std::vector<Checkpoint> cps_;
-    std::size_t queued_ = 0;        // bytes in buf_ plus the batch being written
+    std::size_t pending_ = 0;       // bytes in chunks_
+    std::uint64_t pushed_ = 0;      // stream offset of the end of chunks_
+    std::size_t queued_ = 0;        // bytes in chunks_ plus the batch being written
     std::uint64_t written_ = 0;
     bool full_ = false, closing_ = false, failed_ = false;
     bool writer_waiting_ = false;  // the writer sleeps on cv_: only then is a push worth a wake-up

@@ -45,6 +45,15 @@ public:
     /// The last seq accepted, nullopt before the first (the connection then starts live).
     std::optional<std::int64_t> cursor() const noexcept { return cursor_; }
 
+    /// Forgets the cursor: the next connection starts at the live head and observes from its
+    /// first event (mesh-tap --future-cursor live, after a host's seq went back). Never silent:
+    /// the caller says so (a message, a disconnect marker naming why, a connect with no cursor).
+    void reset() noexcept {
+        cursor_.reset();
+        conn_last_.reset();
+        checked_first_ = false;
+    }
+
     /// A new connection was opened asking for the events after cursor().
     void on_connect() noexcept {
         conn_last_.reset();

@@ -12,6 +12,8 @@
 //   or the connection dropped for a seq that does not increase;
 // - reconnect after Backoff (Retry-After honoured); after `offline_after` failed attempts in a
 //   row the source is `offline` and retried every offline_retry_ms;
+// - FutureCursor: the engine ends (relay-tap), or the source is left offline, or (mesh-tap
+//   --future-cursor live) its cursor is forgotten and it reconnects live, never silently;
 // - with skip_relays, a source whose upgrade answer has a Server header naming a relay
 //   ("atproto-relay") is closed and left `offline` for good (a relay is not a PDS).
 // States and their counts: connecting, live, idle, backoff, offline.
@@ -70,6 +72,11 @@ struct TapEngineOptions {
     /// only that source stops (`offline`, not retried: its cursor needs a person's decision)
     /// and the others go on (mesh-tap, where one PDS reset must not stop the mesh).
     bool future_cursor_fatal = true;
+    /// With future_cursor_fatal false: instead of leaving the source offline, forget its cursor
+    /// and reconnect at the live head (the disconnect marker's reason names FutureCursor, the
+    /// next connect marker has no cursor, a diagnostic says so): mesh-tap --future-cursor live,
+    /// for PDSes that restart with their seq reset.
+    bool future_cursor_live = false;
     BackoffPolicy backoff;
 };
 
@@ -100,6 +107,12 @@ public:
     const TapSource& source(std::size_t i) const noexcept;
     /// The last seq of source `i` written to stdout (its starting cursor before any), −1 if none.
     std::int64_t written_cursor(std::size_t i) const noexcept;
+    /// Loop thread, or after the loop stopped: source `i` refused its cursor (FutureCursor) and
+    /// was left offline.
+    bool parked(std::size_t i) const noexcept;
+    /// Loop thread, or after the loop stopped: how often source `i`'s cursor was forgotten
+    /// after FutureCursor (future_cursor_live).
+    std::uint32_t cursor_resets(std::size_t i) const noexcept;
     /// Sources in each state (index: SourceState).
     std::array<std::uint64_t, kSourceStates> state_counts() const noexcept;
 

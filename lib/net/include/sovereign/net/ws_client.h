@@ -87,6 +87,11 @@ struct WsOptions {
     std::uint32_t ping_interval_ms = 30'000;  ///< a ping this long after the last pong (or open)
     std::uint32_t pong_deadline_ms = 60'000;  ///< end the connection when a ping goes unanswered this long
     std::size_t max_message = 5'000'000;      ///< bytes; a larger message ends the connection (too_big)
+    /// Bytes of a message libwebsockets collects per connection before handing them over (its
+    /// buffer, allocated per connection; the pages become resident as large messages pass, so
+    /// with many connections a smaller one bounds memory; larger messages arrive in pieces
+    /// and are reassembled, up to max_message, all the same). At least 4096.
+    std::size_t rx_buffer = 65536;
     /// PEM file of certificate authorities for wss:// (empty: the system's store).
     std::string ca_file;
     std::string user_agent = "sovereign/" SOVEREIGN_VERSION;
