@@ -633,7 +633,8 @@ int main(int argc, char** argv) {
                   (nats_mode ? "; " + cli::with_commas(publisher ? publisher->publisher().stored() : 0) + " published to " +
                                    nats::kVrdStream + " (" + cli::with_commas(publisher ? publisher->publisher().duplicates() : 0) +
                                    " already held), " + cli::with_commas(nats_acked) + " acked" +
-                                   (nats_redelivered ? " (" + cli::with_commas(nats_redelivered) + " redelivered)" : "")
+                                   (nats_redelivered ? " (" + cli::with_commas(nats_redelivered) + " redelivered)" : "") +
+                                   (publisher ? publisher->publisher().order_note() : "")
                              : "") +
                   cli::stop_note());
     if (strict && rejected && status == cli::kOk) status = cli::kDataRejected;

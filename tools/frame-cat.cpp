@@ -525,7 +525,7 @@ int main(int argc, char** argv) {
         cli::diag(cli::count(frames_in, "frame") + " read, " + cli::with_commas(frames_out) + " published to " +
                   nats_url.server + " (" + cli::with_commas(publisher->stored()) + " stored, " +
                   cli::with_commas(publisher->duplicates()) + " already held, " + cli::with_commas(publisher->retried()) +
-                  " re-published)" + cli::stop_note());
+                  " re-published)" + publisher->order_note() + cli::stop_note());
     if (publisher) return cli::stop_status(status);
     // No summary after a closed pipe (docs/design.md §6: quietly) or a failed write (reported).
     if (!quiet && !out.broken_pipe() && wst == cli::kOk)

@@ -341,7 +341,8 @@ int run(Run& r) {
         const auto& p = publisher->publisher();
         published = "; to " + nats->url.server + ": " + cli::with_commas(p.stored()) + " frames stored, " +
                     cli::with_commas(p.duplicates()) + " already held" +
-                    (batches_again ? " (" + cli::count(batches_again, "batch", "batches") + " published again)" : "");
+                    (batches_again ? " (" + cli::count(batches_again, "batch", "batches") + " published again)" : "") +
+                    p.order_note();
         publisher.reset();
     }
     cli::diag(r.summary(*engine) + published + cli::stop_note());

@@ -282,8 +282,11 @@ void ack_trampoline(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* 
         err = pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err);
         if (pae->Err == NATS_NO_RESPONDERS) err += " (no stream holds this subject: check the subject, or run frame-cat --nats-setup)";
     }
-    static_cast<Publisher*>(closure)->on_ack(msg, pa != nullptr, pa && pa->Duplicate, fatal, pae ? err.c_str() : nullptr);
+    static_cast<Publisher*>(closure)->on_ack(msg, pa != nullptr, pa && pa->Duplicate, fatal, pae ? err.c_str() : nullptr,
+                                             pa ? pa->Sequence : 0);
 }
+
+constexpr std::size_t kAckedWindow = 1 << 14;  // > max_pending: every pair that could be inverted
 }  // namespace
 
 Publisher::Publisher(Connection& c, int max_pending, double retry_s) : c_(c), retry_s_(retry_s) {
@@ -295,6 +298,7 @@ Publisher::Publisher(Connection& c, int max_pending, double retry_s) : c_(c), re
     jo.PublishAsync.AckHandlerClosure = this;
     jo.PublishAsync.StallWait = 1000;
     natsConnection_JetStream(&js_, c_.nc(), &jo);
+    reconnects_seen_ = c_.reconnects();
 }
 
 Publisher::~Publisher() {
@@ -313,20 +317,90 @@ Publisher::~Publisher() {
     for (natsMsg* m : failed_) natsMsg_Destroy(m);
 }
 
-void Publisher::on_ack(natsMsg* msg, bool ok, bool duplicate, bool fatal, const char* err) {
+void Publisher::on_ack(natsMsg* msg, bool ok, bool duplicate, bool fatal, const char* err, std::uint64_t stream_seq) {
     if (ok) {
         (duplicate ? duplicates_ : stored_).fetch_add(1);
         {
             std::lock_guard lock(mu_);
-            order_.erase(msg);
+            auto it = order_.find(msg);
+            if (it != order_.end() && !duplicate) {
+                // Stored out of publish order: a message published before it sits after it
+                // in the stream, or one published after it sits before it. (Only new stores
+                // count: a copy already held was stored when its first copy was, maybe by an
+                // earlier run.)
+                const std::uint64_t o = it->second;
+                auto [at, fresh] = acked_.emplace(o, stream_seq);
+                if (fresh) {
+                    if (at != acked_.begin() && std::prev(at)->second > stream_seq) reordered_.fetch_add(1);
+                    else if (std::next(at) != acked_.end() && std::next(at)->second < stream_seq) reordered_.fetch_add(1);
+                    if (acked_.size() > kAckedWindow) acked_.erase(acked_.begin());
+                }
+            }
+            if (it != order_.end()) order_.erase(it);
         }
         natsMsg_Destroy(msg);
         return;
     }
     std::lock_guard lock(mu_);
-    failed_.push_back(msg);  // ours again: flush() publishes it anew
+    failed_.push_back(msg);  // ours again: published anew before anything newer
     if (err) last_error_ = std::string(natsMsg_GetSubject(msg)) + ": " + err;
     fatal_ = fatal_ || fatal;
+}
+
+std::string Publisher::order_note() const {
+    const std::uint64_t n = reordered_.load();
+    return n ? "; " + std::to_string(n) + " stored out of publish order (the connection lost during a publish)" : "";
+}
+
+bool Publisher::behind() {
+    const std::uint64_t r = c_.reconnects();
+    std::lock_guard lock(mu_);
+    return r != reconnects_seen_ || !failed_.empty();
+}
+
+std::vector<natsMsg*> Publisher::take_back() {
+    std::vector<natsMsg*> again;
+    const std::uint64_t r = c_.reconnects();
+    if (published_any_) {
+        natsMsgList pending{};
+        if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) {
+            for (int i = 0; i < pending.Count; ++i) {
+                again.push_back(pending.Msgs[i]);
+                pending.Msgs[i] = nullptr;
+            }
+            natsMsgList_Destroy(&pending);
+        }
+    }
+    std::lock_guard lock(mu_);
+    reconnects_seen_ = r;
+    again.insert(again.end(), failed_.begin(), failed_.end());
+    failed_.clear();
+    // libnats returns its pending messages in no order: back to the order of first publication
+    std::sort(again.begin(), again.end(), [&](natsMsg* a, natsMsg* b) { return order_[a] < order_[b]; });
+    return again;
+}
+
+bool Publisher::publish_again(std::vector<natsMsg*>& msgs) {
+    for (std::size_t i = 0; i < msgs.size(); ++i) {
+        natsStatus s = c_.connected() ? js_PublishMsgAsync(js_, &msgs[i], nullptr) : NATS_CONNECTION_DISCONNECTED;
+        if (s != NATS_OK) {  // these are still ours, and go first next time
+            std::lock_guard lock(mu_);
+            failed_.insert(failed_.begin(), msgs.begin() + std::ptrdiff_t(i), msgs.end());
+            msgs.clear();
+            return false;
+        }
+        ++retried_;
+    }
+    msgs.clear();
+    return true;
+}
+
+void Publisher::forget(const std::vector<natsMsg*>& msgs) {
+    std::lock_guard lock(mu_);
+    for (natsMsg* m : msgs) {
+        order_.erase(m);
+        natsMsg_Destroy(m);
+    }
 }
 
 bool Publisher::publish(const std::string& subject, ByteView data, std::string_view msg_id, std::string& why) {
@@ -346,25 +420,43 @@ bool Publisher::publish(const std::string& subject, ByteView data, std::string_v
         why = "cannot build the message: " + status_text(s);
         return false;
     }
-    // Refused at once (too many in flight, the connection down for long): wait and try again.
     const double start = now_s();
     {
         std::lock_guard lock(mu_);
         order_[m] = next_order_++;  // before the publish: its ack may come at once
     }
     for (int attempt = 0;; ++attempt) {
-        s = js_PublishMsgAsync(js_, &m, nullptr);
+        // Nothing new goes out while older messages wait to be published again, nor while the
+        // connection is down (libnats would buffer it and send it before those).
+        bool sendable = c_.connected();
+        if (sendable && behind()) {
+            if (fatal_) {
+                std::lock_guard lock(mu_);
+                why = "refused: " + last_error_;
+                order_.erase(m);
+                natsMsg_Destroy(m);
+                return false;
+            }
+            if (retry_s_ > 0) {
+                auto again = take_back();
+                sendable = publish_again(again);
+            } else {
+                sendable = false;  // the caller publishes again, after flush() forgot them
+            }
+        }
+        s = sendable ? js_PublishMsgAsync(js_, &m, nullptr) : NATS_CONNECTION_DISCONNECTED;
         if (s == NATS_OK) {
             published_any_ = true;
             return true;  // the library owns it now
         }
-        if (now_s() - start > retry_s_) {
+        if (now_s() - start >= retry_s_) {
             {
                 std::lock_guard lock(mu_);
                 order_.erase(m);
             }
             natsMsg_Destroy(m);
-            why = "publish to " + subject + " failed for " + std::to_string(int(retry_s_)) + " s: " + status_text(s);
+            why = "publish to " + subject + (retry_s_ > 0 ? " failed for " + std::to_string(int(retry_s_)) + " s: " : " failed: ") +
+                  (sendable ? status_text(s) : "the connection was lost; earlier messages to be published again");
             return false;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(std::min(1000, 20 << std::min(attempt, 6))));
@@ -373,64 +465,54 @@ bool Publisher::publish(const std::string& subject, ByteView data, std::string_v
 
 bool Publisher::flush(std::string& why) {
     const double start = now_s();
-    for (int round = 0;; ++round) {
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MaxWait = 10000;
-        natsStatus s = js_PublishAsyncComplete(js_, &po);
-        std::vector<natsMsg*> again;
-        if (s != NATS_OK) {
-            // Not acknowledged in time (the server away): take them back and publish anew.
-            natsMsgList pending{};
-            if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) {
-                for (int i = 0; i < pending.Count; ++i) {
-                    again.push_back(pending.Msgs[i]);
-                    pending.Msgs[i] = nullptr;
-                }
-                natsMsgList_Destroy(&pending);
-            }
-        }
+    double waiting_since = start;  // since the last (re-)publication
+    for (int tries = 0;;) {
         std::string err;
         bool fatal = false;
         {
             std::lock_guard lock(mu_);
-            again.insert(again.end(), failed_.begin(), failed_.end());
-            failed_.clear();
             err = last_error_;
             fatal = fatal_;
-            if (again.empty() && s == NATS_OK) last_error_.clear();
-            // Published again in the order they were first published (the library returns
-            // its pending messages in no order): a source's events stay in order in the
-            // stream, since what a failure leaves unstored is the tail of what was sent.
-            std::sort(again.begin(), again.end(), [&](natsMsg* a, natsMsg* b) { return order_[a] < order_[b]; });
         }
-        if (again.empty() && s == NATS_OK) return true;
-        if (again.empty()) continue;  // timed out with nothing pending: acks in flight, wait again
-        auto forget = [&](natsMsg* m) {
+        // Wait a little for the acknowledgements; then look at what is owed.
+        natsStatus s = NATS_OK;
+        if (published_any_) {
+            jsPubOptions po;
+            jsPubOptions_Init(&po);
+            po.MaxWait = 500;
+            s = js_PublishAsyncComplete(js_, &po);
+        }
+        const bool lost = behind();  // a reconnection since, or a refusal
+        if (s == NATS_OK && !lost) {
             std::lock_guard lock(mu_);
-            order_.erase(m);
-            natsMsg_Destroy(m);
-        };
+            last_error_.clear();
+            return true;
+        }
+        // Unacknowledged long without a reconnection (the server slow or the reply lost):
+        // treated as lost too.
+        const bool stalled = s != NATS_OK && now_s() - waiting_since > 10;
+        if (!lost && !stalled) continue;
+        auto again = take_back();
+        if (again.empty()) continue;
         if (fatal) {
-            for (natsMsg* m : again) forget(m);
+            forget(again);
             why = std::to_string(again.size()) + " messages refused: " + err;
             return false;
         }
-        if (now_s() - start > retry_s_) {
-            for (natsMsg* m : again) forget(m);
-            why = std::to_string(again.size()) + " messages not stored after " + std::to_string(int(retry_s_)) +
-                  " s" + (err.empty() ? "" : ": " + err);
+        if (now_s() - start >= retry_s_) {
+            forget(again);
+            why = std::to_string(again.size()) + " messages not stored" +
+                  (retry_s_ > 0 ? " after " + std::to_string(int(retry_s_)) + " s" : "") + (err.empty() ? "" : ": " + err) +
+                  (c_.connected() ? "" : " (the connection is down)");
             return false;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(2000, 50 << std::min(round, 6))));
-        for (std::size_t i = 0; i < again.size(); ++i) {
-            ++retried_;
-            natsStatus ps = js_PublishMsgAsync(js_, &again[i], nullptr);  // keeps its place in order_
-            if (ps != NATS_OK) {  // still ours: keep it for the next round
-                std::lock_guard lock(mu_);
-                failed_.push_back(again[i]);
-            }
-        }
+        // Published again oldest first, once the connection is back.
+        while (!c_.connected() && now_s() - start < retry_s_)
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (tries > 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(2000, 50 << std::min(tries, 6))));
+        ++tries;
+        publish_again(again);
+        waiting_since = now_s();
     }
 }
 

@@ -276,9 +276,11 @@ try:
         text = open(s.err_path, errors="replace").read()
         held = [int(x.replace(",", "")) for x in re.findall(r"([0-9,]+) already held", text)]
         recovered = [int(x.replace(",", "")) for x in re.findall(r"([0-9,]+) frames recovered from the journal", text)]
-        note("%s, killed %d times: %s" % (n, s.kills, "runs recovering journal frames: %s" % recovered if n == "pack"
-                                          else "already held (published again, dropped by the stream) in the "
-                                               "summaries: %s" % held))
+        reordered = re.findall(r"([0-9,]+) stored out of publish order", text)
+        note("%s, killed %d times: %s%s" % (n, s.kills, "runs recovering journal frames: %s" % recovered if n == "pack"
+                                            else "already held (published again, dropped by the stream) in the "
+                                                 "summaries: %s" % held,
+                                            "; STORED OUT OF PUBLISH ORDER: %s" % reordered if reordered else ""))
     check("no stage exited on its own during the run", not own, own, *[stages[n].tail() for n in own])
 
     # ---- the archive against the truth ------------------------------------------------------

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -115,19 +116,34 @@ private:
 /// until the stream has acknowledged every message queued so far. A message the server
 /// refused or did not acknowledge in time is published again (the same bytes, the same
 /// Nats-Msg-Id: the stream drops a copy it already holds) until it is stored or `retry_s`
-/// has passed, in the order of first publication (what a failure leaves unstored is the tail
-/// of what was sent, so a source's events stay in order). Without a message id a re-publish
-/// after a lost acknowledgement can store a message twice: use ids where that matters.
+/// has passed. Without a message id a re-publish after a lost acknowledgement can store a
+/// message twice: use ids where that matters.
+///
+/// Order. The stream stores this publisher's messages in the order publish() was called,
+/// across lost connections and server restarts. What the server stores of one connection
+/// is a prefix of what was sent on it; so after a reconnection, and after any refusal,
+/// nothing new is sent until every message not yet acknowledged has been published again,
+/// oldest first. (libnats' reconnect buffer would send messages queued while away before
+/// those lost in flight; publish() never queues while the connection is down.) One case
+/// remains that no client can close: a message handed to libnats in the microseconds
+/// between the connection check and the connection's loss is sent first on the next
+/// connection. The acknowledgements' stream sequences tell: reordered() counts messages
+/// stored before one published earlier.
 class Publisher {
 public:
     /// `max_pending`: messages in flight before publish() waits for acknowledgements.
+    /// `retry_s`: how long publish() and flush() keep trying; 0: not at all: after a lost
+    /// connection or a refusal, publish() and flush() fail at once, flush() forgets every
+    /// message not acknowledged, and the caller publishes them again in its order.
     explicit Publisher(Connection& c, int max_pending = 4096, double retry_s = 3600);
     ~Publisher();
     Publisher(const Publisher&) = delete;
     Publisher& operator=(const Publisher&) = delete;
 
     /// Queues `data` on `subject` with the header Nats-Msg-Id = `msg_id` when not empty.
-    /// false and `why` when the message cannot be built (over 8 MiB, an empty subject).
+    /// false and `why` when the message cannot be built (over 8 MiB, an empty subject), or
+    /// could not be queued within `retry_s` (the connection down, earlier messages not yet
+    /// published again).
     bool publish(const std::string& subject, ByteView data, std::string_view msg_id, std::string& why);
     /// Waits until every message published so far is stored; false and `why` when some could
     /// not be stored within `retry_s`, or at once when the server refused one for good (no
@@ -138,12 +154,29 @@ public:
     std::uint64_t stored() const { return stored_.load(); }        ///< acknowledged as new
     std::uint64_t duplicates() const { return duplicates_.load(); }  ///< acknowledged as already held
     std::uint64_t retried() const { return retried_; }              ///< re-publishes
+    /// Messages the stream stored at a lower sequence than a message published before them
+    /// (see "Order" above); 0 in every run we have seen.
+    std::uint64_t reordered() const { return reordered_.load(); }
+    /// For a tool's summary: "" when reordered() is 0, else "; N stored out of publish order".
+    std::string order_note() const;
 
     // libnats' callback (internal). `fatal`: an error no retry mends (no stream on the
-    // subject, a message the stream refuses).
-    void on_ack(__natsMsg* msg, bool ok, bool duplicate, bool fatal, const char* err);
+    // subject, a message the stream refuses). `stream_seq`: where the stream holds it (ok).
+    void on_ack(__natsMsg* msg, bool ok, bool duplicate, bool fatal, const char* err, std::uint64_t stream_seq);
 
 private:
+    // Takes back every message not acknowledged (libnats' pending list and failed_), oldest
+    // first, and notes the connection's reconnect count.
+    std::vector<__natsMsg*> take_back();
+    // Publishes `msgs` (oldest first) again; the ones it could not hand to libnats go back to
+    // failed_. false when any did.
+    bool publish_again(std::vector<__natsMsg*>& msgs);
+    // Destroys messages given up on.
+    void forget(const std::vector<__natsMsg*>& msgs);
+    // True when earlier messages must be published again before anything new goes out: the
+    // connection was lost since, or one was refused.
+    bool behind();
+
     Connection& c_;
     double retry_s_;
     __jsCtx* js_ = nullptr;  // own context: its async publish options
@@ -151,10 +184,14 @@ private:
     std::vector<__natsMsg*> failed_;  // refused or unacknowledged, ours again
     std::unordered_map<__natsMsg*, std::uint64_t> order_;  // in flight or failed → publish order
     std::uint64_t next_order_ = 0;
+    std::uint64_t reconnects_seen_ = 0;
+    // Acknowledged (publish order → stream sequence) above the oldest message in flight, to
+    // count reordered(); trimmed as the oldest are acknowledged.
+    std::map<std::uint64_t, std::uint64_t> acked_;
     std::string last_error_;
     bool fatal_ = false;
     bool published_any_ = false;
-    std::atomic<std::uint64_t> stored_{0}, duplicates_{0};
+    std::atomic<std::uint64_t> stored_{0}, duplicates_{0}, reordered_{0};
     std::uint64_t retried_ = 0;
 };
 
