@@ -120,7 +120,11 @@ std::unique_ptr<Connection> Connection::open(const std::string& server, const st
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);        // for ever, after the first connect
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 250);
     if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(o, 64 << 20);  // publishes held while reconnecting
-    if (s == NATS_OK) s = natsConnection_Connect(&c->nc_, o);
+    // A server restarting refuses connections for a moment: tried again until timeout_ms.
+    const double give_up = now_s() + timeout_ms / 1000.0;
+    if (s == NATS_OK)
+        while ((s = natsConnection_Connect(&c->nc_, o)) == NATS_NO_SERVER && now_s() < give_up)
+            std::this_thread::sleep_for(std::chrono::milliseconds(250));
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
         why = "cannot connect to " + server + ": " + status_text(s);
@@ -430,12 +434,14 @@ bool Publisher::publish(const std::string& subject, ByteView data, std::string_v
         // connection is down (libnats would buffer it and send it before those).
         bool sendable = c_.connected();
         if (sendable && behind()) {
-            if (fatal_) {
+            {
                 std::lock_guard lock(mu_);
-                why = "refused: " + last_error_;
-                order_.erase(m);
-                natsMsg_Destroy(m);
-                return false;
+                if (fatal_) {  // for good: flush() says which and forgets them
+                    why = "messages refused: " + last_error_;
+                    order_.erase(m);
+                    natsMsg_Destroy(m);
+                    return false;
+                }
             }
             if (retry_s_ > 0) {
                 auto again = take_back();
@@ -467,13 +473,6 @@ bool Publisher::flush(std::string& why) {
     const double start = now_s();
     double waiting_since = start;  // since the last (re-)publication
     for (int tries = 0;;) {
-        std::string err;
-        bool fatal = false;
-        {
-            std::lock_guard lock(mu_);
-            err = last_error_;
-            fatal = fatal_;
-        }
         // Wait a little for the acknowledgements; then look at what is owed.
         natsStatus s = NATS_OK;
         if (published_any_) {
@@ -485,7 +484,7 @@ bool Publisher::flush(std::string& why) {
         const bool lost = behind();  // a reconnection since, or a refusal
         if (s == NATS_OK && !lost) {
             std::lock_guard lock(mu_);
-            last_error_.clear();
+            if (!fatal_) last_error_.clear();
             return true;
         }
         // Unacknowledged long without a reconnection (the server slow or the reply lost):
@@ -494,6 +493,13 @@ bool Publisher::flush(std::string& why) {
         if (!lost && !stalled) continue;
         auto again = take_back();
         if (again.empty()) continue;
+        std::string err;
+        bool fatal = false;
+        {
+            std::lock_guard lock(mu_);
+            err = last_error_;
+            fatal = fatal_;
+        }
         if (fatal) {
             forget(again);
             why = std::to_string(again.size()) + " messages refused: " + err;

@@ -40,7 +40,7 @@ PDSES = 2000
 HOSTS = ["pds%d.test" % i for i in range(PDSES)]
 HOST_SET = set(HOSTS)
 # Events and rate: the traffic lasts E / R seconds, long enough to spread the kills over it.
-E, R, KILLS = (50000, 200, 20) if slow else (16000, 200, 6)
+E, R, KILLS = (30000, 250, 20) if slow else (12000, 300, 6)
 PASSING = {"ok", "ok-gap", "skip"}
 T0 = time.time()
 

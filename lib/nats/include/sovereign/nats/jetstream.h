@@ -66,8 +66,9 @@ struct SetupOptions {
 class Connection {
 public:
     /// Connects to `server` ("nats://HOST:PORT"); `name` shows in the server's monitoring.
-    /// nullptr and `why` when the server cannot be reached within `timeout_ms` or has no
-    /// JetStream. The first call sets glibc's malloc trim threshold to 64 MiB for the whole
+    /// nullptr and `why` when the server cannot be reached within `timeout_ms` (a refused
+    /// connection is tried again every 250 ms until then: a server restarting is waited for)
+    /// or has no JetStream. The first call sets glibc's malloc trim threshold to 64 MiB for the whole
     /// process (messages cross threads; without it glibc returns and refaults their pages on
     /// every batch).
     static std::unique_ptr<Connection> open(const std::string& server, const std::string& name, std::string& why,
