@@ -4,6 +4,7 @@
 #include "sovereign/cid.h"
 #include "sovereign/frame_stream.h"
 #include "sovereign/ghost.h"
+#include "test_wire.h"
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -20,22 +21,9 @@ namespace {
 constexpr std::int64_t S = 1'000'000;  // one second in µs
 constexpr std::int64_t T0 = 1'800'000'000LL * S;
 
-ByteView view(const std::vector<std::uint8_t>& v) { return {v.data(), v.size()}; }
-
-cid::Cid cid_of(const std::string& s) {
-    return cid::compute(0x71, {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
-}
-
-std::vector<std::uint8_t> header(std::string_view t) {
-    std::vector<std::uint8_t> out;
-    cbor::Writer w(out);
-    w.map(2);
-    w.text("t");
-    w.text(t);
-    w.text("op");
-    w.uint(1);
-    return out;
-}
+using testwire::cid_of;
+using testwire::header;
+using testwire::view;
 
 // #commit {ops: [{path}], repo, time, commit} in canonical key order.
 std::vector<std::uint8_t> commit_wire(const std::string& did, const std::string& tag,

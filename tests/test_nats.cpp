@@ -7,6 +7,7 @@
 #include "sovereign/frame_stream.h"
 #include "sovereign/nats/jetstream.h"
 #include "sovereign/nats/route.h"
+#include "test_wire.h"
 
 #include <catch2/catch.hpp>
 
@@ -34,22 +35,9 @@ std::uint64_t openssl_hash64(std::string_view s) {
 
 std::string did_n(int i) { return "did:plc:test" + std::to_string(i * 7919) + "x" + std::to_string(i); }
 
-ByteView view(const std::vector<std::uint8_t>& v) { return {v.data(), v.size()}; }
-
-cid::Cid cid_of(const std::string& s) {
-    return cid::compute(0x71, {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
-}
-
-std::vector<std::uint8_t> header(std::string_view t) {
-    std::vector<std::uint8_t> out;
-    cbor::Writer w(out);
-    w.map(2);
-    w.text("t");
-    w.text(t);
-    w.text("op");
-    w.uint(1);
-    return out;
-}
+using testwire::cid_of;
+using testwire::header;
+using testwire::view;
 
 // Payloads in canonical key order (shorter keys first, then bytewise).
 std::vector<std::uint8_t> commit_wire(const std::string& did, const std::string& tag, std::uint64_t seq,

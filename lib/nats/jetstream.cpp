@@ -151,6 +151,7 @@ std::unique_ptr<Connection> Connection::open(const std::string& server, const st
 }
 
 Connection::~Connection() {
+    if (stats_) natsStatistics_Destroy(stats_);
     if (js_) jsCtx_Destroy(js_);
     if (nc_) {
         natsConnection_FlushTimeout(nc_, 2000);
@@ -159,12 +160,10 @@ Connection::~Connection() {
 }
 
 std::uint64_t Connection::reconnects() const {
-    natsStatistics* st = nullptr;
+    std::lock_guard lock(stats_mu_);
     std::uint64_t n = 0;
-    if (natsStatistics_Create(&st) == NATS_OK) {
-        if (natsConnection_GetStats(nc_, st) == NATS_OK) natsStatistics_GetCounts(st, nullptr, nullptr, nullptr, nullptr, &n);
-        natsStatistics_Destroy(st);
-    }
+    if (!stats_ && natsStatistics_Create(&stats_) != NATS_OK) return 0;
+    if (natsConnection_GetStats(nc_, stats_) == NATS_OK) natsStatistics_GetCounts(stats_, nullptr, nullptr, nullptr, nullptr, &n);
     return n;
 }
 

@@ -32,6 +32,7 @@ struct __jsCtx;
 struct __natsSubscription;
 struct __natsMsg;
 struct __kvStore;
+struct __natsStatistics;
 
 namespace sov::nats {
 
@@ -111,6 +112,8 @@ private:
     Connection() = default;
     __natsConnection* nc_ = nullptr;
     __jsCtx* js_ = nullptr;
+    mutable std::mutex stats_mu_;  // reconnects() is asked before every publish: one
+    mutable __natsStatistics* stats_ = nullptr;  // statistics object, reused
 };
 
 /// Publishes to JetStream without waiting message by message: publish() queues, flush() waits
