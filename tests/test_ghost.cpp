@@ -24,6 +24,8 @@ constexpr std::int64_t T0 = 1'800'000'000LL * S;
 using testwire::cid_of;
 using testwire::header;
 using testwire::view;
+using testwire::account_wire;
+using testwire::identity_wire;
 
 // #commit {ops: [{path}], repo, time, commit} in canonical key order.
 std::vector<std::uint8_t> commit_wire(const std::string& did, const std::string& tag,
@@ -42,35 +44,6 @@ std::vector<std::uint8_t> commit_wire(const std::string& did, const std::string&
     w.text("2026-11-27T00:00:00.000Z");
     w.text("commit");
     w.link(cid_of(tag).bytes());
-    return out;
-}
-
-std::vector<std::uint8_t> account_wire(const std::string& did, const std::string& time, bool active,
-                                       const std::string& status) {
-    auto out = header("#account");
-    cbor::Writer w(out);
-    w.map(status.empty() ? 3 : 4);
-    w.text("did");
-    w.text(did);
-    w.text("time");
-    w.text(time);
-    w.text("active");
-    w.boolean(active);
-    if (!status.empty()) {
-        w.text("status");
-        w.text(status);
-    }
-    return out;
-}
-
-std::vector<std::uint8_t> identity_wire(const std::string& did, const std::string& time) {
-    auto out = header("#identity");
-    cbor::Writer w(out);
-    w.map(2);
-    w.text("did");
-    w.text(did);
-    w.text("time");
-    w.text(time);
     return out;
 }
 

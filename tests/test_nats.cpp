@@ -38,6 +38,8 @@ std::string did_n(int i) { return "did:plc:test" + std::to_string(i * 7919) + "x
 using testwire::cid_of;
 using testwire::header;
 using testwire::view;
+using testwire::account_wire;
+using testwire::identity_wire;
 
 // Payloads in canonical key order (shorter keys first, then bytewise).
 std::vector<std::uint8_t> commit_wire(const std::string& did, const std::string& tag, std::uint64_t seq,
@@ -75,39 +77,6 @@ std::vector<std::uint8_t> sync_wire(const std::string& did, const std::string& t
     w.uint(seq);
     w.text("blocks");
     w.bytes(view(car));
-    return out;
-}
-
-std::vector<std::uint8_t> identity_wire(const std::string& did, const std::string& time, std::uint64_t seq) {
-    auto out = header("#identity");
-    cbor::Writer w(out);
-    w.map(3);
-    w.text("did");
-    w.text(did);
-    w.text("seq");
-    w.uint(seq);
-    w.text("time");
-    w.text(time);
-    return out;
-}
-
-std::vector<std::uint8_t> account_wire(const std::string& did, const std::string& time, bool active,
-                                       const std::string& status, std::uint64_t seq) {
-    auto out = header("#account");
-    cbor::Writer w(out);
-    w.map(status.empty() ? 4 : 5);
-    w.text("did");
-    w.text(did);
-    w.text("seq");
-    w.uint(seq);
-    w.text("time");
-    w.text(time);
-    w.text("active");
-    w.boolean(active);
-    if (!status.empty()) {
-        w.text("status");
-        w.text(status);
-    }
     return out;
 }
 

@@ -442,11 +442,14 @@ bool Publisher::publish(const std::string& subject, ByteView data, std::string_v
                     return false;
                 }
             }
-            if (retry_s_ > 0) {
-                auto again = take_back();
-                sendable = publish_again(again);
+            auto again = take_back();
+            if (again.empty() || retry_s_ > 0) {
+                sendable = publish_again(again);  // nothing owed (a reconnection between batches): at once
             } else {
-                sendable = false;  // the caller publishes again, after flush() forgot them
+                // retry 0: the caller publishes them again, after flush() forgot them
+                std::lock_guard lock(mu_);
+                failed_.insert(failed_.begin(), again.begin(), again.end());
+                sendable = false;
             }
         }
         s = sendable ? js_PublishMsgAsync(js_, &m, nullptr) : NATS_CONNECTION_DISCONNECTED;
